@@ -1,0 +1,1 @@
+"""Platform adapters: parse platform events into neutral messages and send replies back."""

@@ -1,0 +1,74 @@
+"""Console adapter: chat through the same core from a terminal or a pipe.
+
+Reads stdin line by line; writes one reply per input line to stdout and logs
+to stderr, so ``printf 'hi\\n' | python -m bot console`` works in scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import uuid
+from typing import TextIO
+
+from bot.runtime import Runtime
+from bot.types import BotError, Incoming, ThreadKey
+
+HELP = "Type a message and press Enter. /forget forgets this conversation, /forget all every one of yours."
+
+
+async def _stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, stream: bool) -> None:
+    """Handle one input line and write exactly one reply (nothing for a blank line)."""
+    core = runtime.core
+    text = line.strip()
+    if not text:
+        return
+    try:
+        if text in ("/forget", "/forget all"):
+            if text == "/forget":
+                result = await core.forget(key)
+            else:
+                result = await core.forget_user(key.platform, key.workspace, key.user)
+            noun = "conversation" if result.threads == 1 else "conversations"
+            reply = f"Forgot {result.threads} {noun}." if result.threads else "There was nothing to forget."
+        else:
+
+            async def on_delta(delta: str) -> None:
+                out.write(delta)
+                out.flush()
+
+            answer = await core.handle(
+                Incoming(key, text, message_id=f"console-{uuid.uuid4().hex}"), on_delta if stream else None
+            )
+            if answer is None:
+                return
+            reply = "" if stream else answer.text
+    except BotError as exc:
+        reply = exc.user_message
+    out.write(reply + "\n")
+    out.flush()
+
+
+async def run(runtime: Runtime, *, user: str | None = None, channel: str = "console") -> None:
+    key = ThreadKey("console", "local", channel, user or getpass.getuser())
+    interactive = sys.stdin.isatty()
+    stream = sys.stdout.isatty()
+    if interactive:
+        print(HELP, file=sys.stderr)
+    reader = await _stdin_lines()
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        raw = await reader.readline()
+        if not raw:
+            break
+        await answer_line(runtime, key, raw.decode("utf-8", errors="replace"), sys.stdout, stream)

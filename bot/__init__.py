@@ -1,0 +1,1 @@
+"""threadkeeper: a Slack and Discord assistant bot that keeps each user's thread."""

@@ -1,0 +1,1 @@
+"""Assistant backends behind one small protocol (see :mod:`bot.assistants.base`)."""

@@ -1,0 +1,58 @@
+"""The protocol every assistant backend implements, and the errors it raises.
+
+Backends translate provider errors into these types so the core can decide:
+:class:`ThreadGone` triggers one silent recovery, :class:`ContextOverflow` one
+silent roll-over, and :class:`~bot.types.BotError` subclasses reach the user
+as a sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.store import Turn
+from bot.types import DeltaCallback, ThreadKey, Usage
+
+
+class ThreadGone(Exception):
+    """The remote thread no longer exists (deleted, expired, purged)."""
+
+
+class ContextOverflow(Exception):
+    """The thread outgrew the model's context window."""
+
+
+@dataclass(slots=True)
+class Sent:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class Assistant(Protocol):
+    name: str
+
+    async def create_thread(self, key: ThreadKey, seed: Sequence[Turn] = ()) -> str:
+        """A new remote thread, primed with ``seed`` (oldest first)."""
+        ...
+
+    async def send(
+        self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+    ) -> Sent:
+        """Add the user's turn and return the answer. Raises ThreadGone, ContextOverflow, BotError."""
+        ...
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Delete the remote thread. Idempotent: a thread that is already gone is fine."""
+        ...
+
+    async def summarize(self, turns: Sequence[Turn]) -> str:
+        """A short summary of ``turns``, used to re-prime a rolled-over thread."""
+        ...
+
+    async def check(self) -> str:
+        """One cheap call proving credentials and model work; returns a description (doctor)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,191 @@
+"""Settings from the environment (and ``.env``), validated once at start.
+
+A wrong value fails with one line naming the variable (exit code 2 from the
+CLI); secret values are never echoed back.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.durations import DurationError, parse_duration
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant in a team chat. Answer clearly and concisely; "
+    "use Markdown for code and lists."
+)
+
+
+class ConfigError(Exception):
+    """One line for the operator, naming the variable at fault."""
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _csv(value: Any) -> frozenset[str]:
+    if value is None or value == "":
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(p.strip() for p in value.split(",") if p.strip())
+    return frozenset(str(v) for v in value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+CsvSet = Annotated[frozenset[str], NoDecode, BeforeValidator(_csv)]
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``20/10m`` -> (20, 600.0)."""
+    match = _RATE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate (use e.g. 20/10m)")
+    count = int(match.group(1))
+    if count <= 0:
+        raise ValueError("the count must be positive")
+    return count, parse_duration(match.group(2))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Assistant
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4.1-mini"
+    openai_timeout: Duration = 60.0
+    openai_max_retries: int = Field(2, ge=0, le=10)
+    assistant_backend: Literal["conversations", "chat"] = "conversations"
+    assistant_instructions: str = DEFAULT_INSTRUCTIONS
+
+    # Store
+    redis_url: str | None = None
+    redis_prefix: str = Field("tk", pattern=r"^[A-Za-z0-9_.-]+$")
+    redis_cluster: bool = False
+    thread_idle_ttl: Duration = 30 * 86400.0
+    keep_turns: int = Field(10, ge=0, le=20)
+    lock_ttl: Duration = 30.0
+    dedupe_ttl: Duration = 3600.0
+    thread_scope: Literal["user", "thread", "channel"] = "user"
+
+    # Limits
+    rate_limit: str | None = None
+    max_input_chars: int = Field(8000, ge=1)
+    user_daily_tokens: int = Field(0, ge=0)
+    allowed_slack_teams: CsvSet = frozenset()
+    allowed_slack_channels: CsvSet = frozenset()
+    allowed_discord_guilds: CsvSet = frozenset()
+    allowed_discord_channels: CsvSet = frozenset()
+
+    # Long conversations
+    context_truncation: Literal["auto", "disabled"] = "auto"
+    context_summary: bool = False
+    context_compact_threshold: int = Field(0, ge=0)
+    context_budget: int = Field(12000, ge=256)
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+    port: int = Field(3000, ge=1, le=65535)
+
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_api_base: str | None = None
+    discord_channels: CsvSet = frozenset()
+    discord_dev_guild: str | None = None
+    discord_open_threads: bool = False
+    discord_shard_count: int | None = Field(None, ge=1)
+    discord_shard_ids: CsvSet = frozenset()
+
+    # Operations
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int = Field(0, ge=0, le=65535)
+    janitor_interval: Duration | None = None
+    shutdown_grace: Duration = 25.0
+
+    @field_validator("assistant_instructions")
+    @classmethod
+    def _instructions(cls, value: str) -> str:
+        if value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read instructions file {path}: {exc.strerror}") from None
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value:
+            parse_rate(value)
+        return value or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cluster_scheme(self) -> Settings:
+        if self.redis_url and self.redis_url.startswith("redis+cluster://"):
+            self.redis_url = "redis://" + self.redis_url[len("redis+cluster://") :]
+            self.redis_cluster = True
+        return self
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        return parse_rate(self.rate_limit) if self.rate_limit else None
+
+    @property
+    def shard_ids(self) -> list[int] | None:
+        return sorted(int(s) for s in self.discord_shard_ids) if self.discord_shard_ids else None
+
+    def require(self, *names: str) -> None:
+        """Fail with one line if a setting a command needs is missing."""
+        for name in names:
+            if getattr(self, name) in (None, ""):
+                raise ConfigError(f"{name.upper()} is required for this command but is not set")
+
+
+def _explain(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings; raise :class:`ConfigError` with one line."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    if settings.discord_shard_ids and settings.discord_shard_count is None:
+        raise ConfigError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT")
+    if settings.discord_shard_ids:
+        try:
+            ids = settings.shard_ids or []
+        except ValueError:
+            raise ConfigError("DISCORD_SHARD_IDS: use comma-separated shard numbers") from None
+        if any(i < 0 or i >= (settings.discord_shard_count or 0) for i in ids):
+            raise ConfigError("DISCORD_SHARD_IDS: every id must be below DISCORD_SHARD_COUNT")
+    return settings

@@ -1,0 +1,80 @@
+"""One key builder for every Redis key: ``{prefix}:{kind}:{id}``.
+
+Every key that belongs to one thread carries the thread key as a hash tag
+(``{platform:workspace:channel:user}``), so multi-key scripts stay on one
+Cluster slot. Keys that span threads (index, user sets, tombstones) are
+updated in a separate step on Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.types import ThreadKey
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "tk"
+
+    def _k(self, kind: str, ident: str) -> str:
+        return f"{self.prefix}:{kind}:{ident}"
+
+    # Per thread (hash-tagged by the thread key)
+    def thread(self, key: ThreadKey) -> str:
+        return self._k("thread", f"{{{key.id}}}")
+
+    def turns(self, key: ThreadKey) -> str:
+        return self._k("turns", f"{{{key.id}}}")
+
+    def lock(self, key: ThreadKey) -> str:
+        return self._k("lock", f"{{{key.id}}}")
+
+    def seen(self, key: ThreadKey, message_id: str) -> str:
+        return self._k("seen", f"{{{key.id}}}:{message_id}")
+
+    # Per user (hash-tagged by the user within a workspace)
+    def rate(self, key: ThreadKey, window: int) -> str:
+        return self._k("rate", f"{{{key.user_id}}}:{window}")
+
+    def rate_notice(self, key: ThreadKey, window: int) -> str:
+        return self._k("ratenote", f"{{{key.user_id}}}:{window}")
+
+    def tokens(self, key: ThreadKey, day: str) -> str:
+        return self._k("tokens", f"{{{key.user_id}}}:{day}")
+
+    def budget_notice(self, key: ThreadKey, day: str) -> str:
+        return self._k("budgetnote", f"{{{key.user_id}}}:{day}")
+
+    def user(self, user_id: str) -> str:
+        """Set of thread key ids of one user in one workspace (``ThreadKey.user_id``)."""
+        return self._k("user", user_id)
+
+    # Chat backend history, tagged by its own thread id
+    def chat_meta(self, thread_id: str) -> str:
+        return self._k("chatmeta", f"{{{thread_id}}}")
+
+    def chat_history(self, thread_id: str) -> str:
+        return self._k("chat", f"{{{thread_id}}}")
+
+    # Global
+    @property
+    def index(self) -> str:
+        """Sorted set: thread key id -> last activity (unix seconds)."""
+        return self._k("index", "last_active")
+
+    @property
+    def index_ids(self) -> str:
+        """Hash: thread key id -> "backend thread_id"; outlives the per-thread keys so nothing is orphaned."""
+        return self._k("index", "threads")
+
+    @property
+    def tombstones(self) -> str:
+        """Hash: remote thread id -> "backend key_id": remote deletions still owed."""
+        return self._k("tombstones", "pending")
+
+    def flag(self, name: str) -> str:
+        return self._k("flag", name)
+
+    def janitor_lock(self) -> str:
+        return self._k("janitor", "lock")

@@ -1,0 +1,323 @@
+"""Every Redis read and write of the bot.
+
+The hot path costs two round trips per message: :meth:`Store.begin` (claim
+the message for dedupe, take the thread lock, read the mapping) and
+:meth:`Store.finish` (save turns, refresh TTLs and the index, mark the
+message answered, unlock). Both are Lua scripts, so they are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from bot import store_scripts as lua
+from bot.keys import Keys
+from bot.types import ThreadKey
+
+RedisClient = Redis | RedisCluster
+Turn = dict[str, str]
+"""A kept turn: ``{"role": "user"|"assistant", "text": ...}``."""
+
+Admission = Literal["ok", "notify", "silent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    key: ThreadKey
+    thread_id: str
+    backend: str
+    created: float
+    last_active: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    status: Literal["ok", "dup", "busy"]
+    thread_id: str = ""
+    backend: str = ""
+
+
+def _str(value: object) -> str:
+    """Redis replies are ``str`` (decode_responses=True); typing says ``bytes | str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _today() -> str:
+    """The UTC day that per-user daily counters belong to."""
+    return time.strftime("%Y%m%d", time.gmtime())
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class Store:
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str = "tk",
+        idle_ttl: float = 30 * 86400,
+        lock_ttl: float = 30.0,
+        dedupe_ttl: float = 3600.0,
+        keep_items: int = 20,
+        cluster: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.idle_ttl = idle_ttl
+        self.lock_ttl = lock_ttl
+        self.dedupe_ttl = dedupe_ttl
+        self.keep_items = keep_items
+        self.cluster = cluster
+        self._begin = redis.register_script(lua.BEGIN)
+        self._finish = redis.register_script(lua.FINISH)
+        self._release = redis.register_script(lua.RELEASE)
+        self._renew = redis.register_script(lua.RENEW)
+        self._delete_local = redis.register_script(lua.DELETE_LOCAL)
+        self._rate = redis.register_script(lua.RATE)
+        self._budget = redis.register_script(lua.BUDGET)
+
+    @property
+    def pending_ttl(self) -> float:
+        """How long a claimed-but-unanswered message blocks redelivery if its worker dies."""
+        return self.lock_ttl * 2
+
+    def _globals(self, key: ThreadKey) -> list[str]:
+        return [self.keys.index, self.keys.index_ids, self.keys.user(key.user_id)]
+
+    async def _index_update(self, key: ThreadKey, thread_id: str, backend: str, now: float) -> None:
+        """The cross-slot half of a save, only needed on Cluster."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.index, {key.id: now})
+            pipe.hset(self.keys.index_ids, key.id, f"{backend} {thread_id}")
+            pipe.sadd(self.keys.user(key.user_id), key.id)
+            await pipe.execute()
+
+    # -- the message path ------------------------------------------------------------
+    async def begin(self, key: ThreadKey, message_id: str | None, token: str) -> Begun:
+        """Claim ``message_id`` (None: don't claim) and try the lock; read the mapping."""
+        seen = self.keys.seen(key, message_id or "-")
+        res = cast(
+            list[str],
+            await self._begin(
+                keys=[seen, self.keys.lock(key), self.keys.thread(key)],
+                args=["1" if message_id else "0", _ms(self.pending_ttl), token, _ms(self.lock_ttl)],
+            ),
+        )
+        if res[0] == "ok":
+            return Begun("ok", res[1], res[2])
+        return Begun(cast(Literal["dup", "busy"], res[0]))
+
+    async def renew(self, key: ThreadKey, message_id: str | None, token: str) -> bool:
+        keys = [self.keys.lock(key)]
+        if message_id:
+            keys.append(self.keys.seen(key, message_id))
+        ok = await self._renew(keys=keys, args=[token, _ms(self.lock_ttl), _ms(self.pending_ttl)])
+        return bool(ok)
+
+    async def finish(
+        self,
+        key: ThreadKey,
+        message_id: str | None,
+        token: str,
+        thread_id: str,
+        backend: str,
+        turns: Sequence[Turn],
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        now = time.time()
+        keys = [
+            self.keys.thread(key),
+            self.keys.turns(key),
+            self.keys.lock(key),
+            self.keys.seen(key, message_id or "-"),
+        ]
+        if not self.cluster:
+            keys += [*self._globals(key), self.keys.tokens(key, _today())]
+        args: list[Any] = [
+            token,
+            thread_id,
+            backend,
+            repr(now),
+            _ms(self.idle_ttl),
+            _ms(self.dedupe_ttl),
+            self.keep_items,
+            key.id,
+            input_tokens,
+            output_tokens,
+            len(turns),
+        ]
+        args += [json.dumps(t, ensure_ascii=False) for t in turns]
+        await self._finish(keys=keys, args=args)
+        if self.cluster:
+            await self._index_update(key, thread_id, backend, now)
+            if input_tokens + output_tokens:
+                await self.add_tokens(key, input_tokens + output_tokens)
+
+    async def release(
+        self, key: ThreadKey, message_id: str | None, token: str, mode: Literal["done", "drop", "keep"]
+    ) -> None:
+        """Unlock after a failure. ``done``: the user got an answer or an error sentence, so a
+        redelivery must stay silent; ``drop``: nothing was said, let a redelivery try again."""
+        await self._release(
+            keys=[self.keys.lock(key), self.keys.seen(key, message_id or "-")],
+            args=[token, mode if message_id else "keep", _ms(self.dedupe_ttl)],
+        )
+
+    async def save_thread(self, key: ThreadKey, thread_id: str, backend: str) -> None:
+        """Record a new thread at once, so it is never orphaned if the send that follows fails."""
+        now = time.time()
+        ttl = _ms(self.idle_ttl)
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
+            pipe.hset(
+                self.keys.thread(key),
+                mapping={"thread_id": thread_id, "backend": backend, "created": repr(now), "last_active": repr(now)},
+            )
+            pipe.hdel(self.keys.thread(key), "input_tokens", "output_tokens")
+            pipe.pexpire(self.keys.thread(key), ttl)
+            pipe.pexpire(self.keys.turns(key), ttl)
+            if not self.cluster:
+                pipe.zadd(self.keys.index, {key.id: now})
+                pipe.hset(self.keys.index_ids, key.id, f"{backend} {thread_id}")
+                pipe.sadd(self.keys.user(key.user_id), key.id)
+            await pipe.execute()
+        if self.cluster:
+            await self._index_update(key, thread_id, backend, now)
+
+    async def turns(self, key: ThreadKey) -> list[Turn]:
+        raw = await self.redis.lrange(self.keys.turns(key), 0, -1)  # type: ignore[misc]
+        out: list[Turn] = []
+        for item in raw:
+            try:
+                turn = json.loads(item)
+            except ValueError:
+                continue
+            if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and "text" in turn:
+                out.append({"role": str(turn["role"]), "text": str(turn["text"])})
+        return out
+
+    # -- reads ---------------------------------------------------------------------
+    async def get_thread(self, key: ThreadKey) -> ThreadRecord | None:
+        """The live mapping, or the index's record of it when the mapping already expired."""
+        raw = await self.redis.hgetall(self.keys.thread(key))  # type: ignore[misc]
+        data = {_str(k): _str(v) for k, v in raw.items()}
+        if data.get("thread_id"):
+            return ThreadRecord(
+                key=key,
+                thread_id=data["thread_id"],
+                backend=data.get("backend", ""),
+                created=float(data.get("created") or 0),
+                last_active=float(data.get("last_active") or 0),
+                input_tokens=int(data.get("input_tokens") or 0),
+                output_tokens=int(data.get("output_tokens") or 0),
+            )
+        entry = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
+        if not entry:
+            return None
+        backend, _, thread_id = _str(entry).partition(" ")
+        score = await self.redis.zscore(self.keys.index, key.id)
+        return ThreadRecord(key, thread_id, backend, 0.0, float(score or 0))
+
+    async def ttls(self, key: ThreadKey) -> dict[str, float]:
+        """Remaining lifetime of each record of one thread, in seconds (tests, doctor)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.pttl(self.keys.thread(key))
+            pipe.pttl(self.keys.turns(key))
+            pipe.zscore(self.keys.index, key.id)
+            thread_ms, turns_ms, score = await pipe.execute()
+        index_left = (float(score) + self.idle_ttl - time.time()) if score is not None else -1.0
+        return {"thread": thread_ms / 1000, "turns": turns_ms / 1000, "index": index_left}
+
+    async def user_keys(self, user_id: str) -> list[ThreadKey]:
+        members = await self.redis.smembers(self.keys.user(user_id))  # type: ignore[misc]
+        return [ThreadKey.parse(_str(m)) for m in sorted(members)]
+
+    async def index_entries(self, max_last_active: float | None = None) -> list[tuple[ThreadKey, float]]:
+        """Index members (oldest first), optionally only those idle since before ``max_last_active``."""
+        hi: float | str = "+inf" if max_last_active is None else max_last_active
+        out: list[tuple[ThreadKey, float]] = []
+        start = 0
+        while True:
+            page = await self.redis.zrangebyscore(self.keys.index, "-inf", hi, start=start, num=500, withscores=True)
+            out += [(ThreadKey.parse(_str(m)), float(s)) for m, s in cast(list[tuple[Any, Any]], page)]
+            if len(page) < 500:
+                return out
+            start += 500
+
+    # -- deletion --------------------------------------------------------------------
+    async def delete_local(self, key: ThreadKey, expected_thread_id: str = "") -> bool:
+        """Remove mapping, turns and index entries; False if the key now maps to another thread."""
+        keys = [self.keys.thread(key), self.keys.turns(key)]
+        if not self.cluster:
+            keys += self._globals(key)
+        ok = bool(await self._delete_local(keys=keys, args=[key.id, expected_thread_id]))
+        if ok and self.cluster:
+            entry = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
+            if not expected_thread_id or not entry or _str(entry).endswith(expected_thread_id):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(self.keys.index, key.id)
+                    pipe.hdel(self.keys.index_ids, key.id)
+                    pipe.srem(self.keys.user(key.user_id), key.id)
+                    await pipe.execute()
+        return ok
+
+    async def add_tombstone(self, thread_id: str, backend: str, key: ThreadKey | None = None) -> None:
+        await self.redis.hset(self.keys.tombstones, thread_id, f"{backend} {key.id if key else '-'}")  # type: ignore[misc]
+
+    async def remove_tombstone(self, thread_id: str) -> None:
+        await self.redis.hdel(self.keys.tombstones, thread_id)  # type: ignore[misc]
+
+    async def tombstones(self) -> dict[str, str]:
+        """Remote thread id -> backend name, for every remote deletion still owed."""
+        raw = await self.redis.hgetall(self.keys.tombstones)  # type: ignore[misc]
+        return {_str(tid): _str(entry).partition(" ")[0] for tid, entry in raw.items()}
+
+    # -- per-user limits ---------------------------------------------------------------
+    async def admit_rate(self, key: ThreadKey, limit: int, window: float) -> Admission:
+        slot = int(time.time() // window)
+        code = await self._rate(
+            keys=[self.keys.rate(key, slot), self.keys.rate_notice(key, slot)], args=[limit, _ms(window)]
+        )
+        return ("ok", "notify", "silent")[int(code)]
+
+    async def admit_budget(self, key: ThreadKey, budget: int) -> Admission:
+        day = _today()
+        code = await self._budget(
+            keys=[self.keys.tokens(key, day), self.keys.budget_notice(key, day)], args=[budget, _ms(2 * 86400)]
+        )
+        return ("ok", "notify", "silent")[int(code)]
+
+    async def add_tokens(self, key: ThreadKey, tokens: int) -> int:
+        day = _today()
+        name = self.keys.tokens(key, day)
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
+            pipe.incrby(name, tokens)
+            pipe.expire(name, 2 * 86400)
+            total, _ = await pipe.execute()
+        return int(total)
+
+    async def tokens_today(self, key: ThreadKey) -> int:
+        day = _today()
+        return int(await self.redis.get(self.keys.tokens(key, day)) or 0)
+
+    # -- small flags (adapters' command hashes and the like) ---------------------------
+    async def get_flag(self, name: str) -> str | None:
+        value = await self.redis.get(self.keys.flag(name))
+        return None if value is None else str(value)
+
+    async def set_flag(self, name: str, value: str) -> None:
+        await self.redis.set(self.keys.flag(name), value)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())  # type: ignore[misc]

@@ -1,0 +1,114 @@
+"""Lua scripts of the store: each one is a single round trip and atomic.
+
+The per-thread keys passed to one script always share the thread's hash tag.
+Scripts that also get the global keys (index, ids, user set) receive them
+only on a single Redis; on Cluster the store updates those in a second step.
+"""
+
+# KEYS: seen, lock, thread. ARGV: claim(1|0), pending_ttl_ms, token, lock_ttl_ms
+# A claimed message's marker is 'p:<token>' until answered, then 'done'.
+BEGIN = """
+if ARGV[1] == '1' then
+  if not redis.call('SET', KEYS[1], 'p:' .. ARGV[3], 'NX', 'PX', ARGV[2]) then
+    return {'dup'}
+  end
+end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {'busy'}
+end
+local v = redis.call('HMGET', KEYS[3], 'thread_id', 'backend', 'created')
+return {'ok', v[1] or '', v[2] or '', v[3] or ''}
+"""
+
+# KEYS: thread, turns, lock, seen, [index, index_ids, user, daily_tokens]
+# ARGV: token, thread_id, backend, now, ttl_ms, dedupe_ttl_ms, max_items, key_id,
+#       input_tokens, output_tokens, n_turns, turn_1 .. turn_n
+FINISH = """
+local now = ARGV[4]
+redis.call('HSET', KEYS[1], 'thread_id', ARGV[2], 'backend', ARGV[3], 'last_active', now)
+redis.call('HSETNX', KEYS[1], 'created', now)
+if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[9]) end
+if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[10]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local n = tonumber(ARGV[11])
+local max = tonumber(ARGV[7])
+if max == 0 then
+  redis.call('DEL', KEYS[2])
+elseif n > 0 then
+  for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[11 + i]) end
+  redis.call('LTRIM', KEYS[2], -max, -1)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if KEYS[5] then
+  redis.call('ZADD', KEYS[5], now, ARGV[8])
+  redis.call('HSET', KEYS[6], ARGV[8], ARGV[3] .. ' ' .. ARGV[2])
+  redis.call('SADD', KEYS[7], ARGV[8])
+  local used = tonumber(ARGV[9]) + tonumber(ARGV[10])
+  if used > 0 then
+    redis.call('INCRBY', KEYS[8], used)
+    redis.call('EXPIRE', KEYS[8], 172800)
+  end
+end
+return 1
+"""
+
+# KEYS: lock, seen. ARGV: token, mode(done|drop|keep), dedupe_ttl_ms
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[2] == 'done' then
+  redis.call('SET', KEYS[2], 'done', 'PX', ARGV[3])
+elseif ARGV[2] == 'drop' then
+  if redis.call('GET', KEYS[2]) == 'p:' .. ARGV[1] then redis.call('DEL', KEYS[2]) end
+end
+return 1
+"""
+
+# KEYS: lock, seen. ARGV: token, lock_ttl_ms, pending_ttl_ms
+RENEW = """
+local ok = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ok = 1
+end
+if KEYS[2] and redis.call('GET', KEYS[2]) == 'p:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return ok
+"""
+
+# KEYS: thread, turns, [index, index_ids, user]. ARGV: key_id, expected_thread_id ('' = any)
+# Returns 0 when the mapping now points at another thread (someone started a new one).
+DELETE_LOCAL = """
+local cur = redis.call('HGET', KEYS[1], 'thread_id')
+if ARGV[2] ~= '' and cur and cur ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+if KEYS[3] then
+  local entry = redis.call('HGET', KEYS[4], ARGV[1])
+  if ARGV[2] == '' or not entry or string.sub(entry, -string.len(ARGV[2])) == ARGV[2] then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    redis.call('SREM', KEYS[5], ARGV[1])
+  end
+end
+return 1
+"""
+
+# KEYS: counter, notice. ARGV: limit, window_ms
+# Returns 0 = admitted, 1 = over the limit (tell the user), 2 = over the limit (already told).
+RATE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n <= tonumber(ARGV[1]) then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 2
+"""
+
+# KEYS: tokens, notice. ARGV: budget, ttl_ms. Same return codes as RATE.
+BUDGET = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used < tonumber(ARGV[1]) then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 2
+"""
