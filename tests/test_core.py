@@ -311,7 +311,9 @@ async def test_redelivery_after_a_crash_is_answered(make_runtime: MakeRuntime, f
     rt = await make_runtime(lock_ttl=0.3)
     fake_openai.latency = 5
     task = asyncio.create_task(rt.core.handle(msg("hi", "ev9")))
-    while not await rt.redis.exists(rt.store.keys.lock(KEY)):
+    for _ in range(500):
+        if await rt.redis.exists(rt.store.keys.lock(KEY)):
+            break
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -1,0 +1,63 @@
+"""The console adapter driven through a pipe, as a user's script would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.openai_server import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_console(env: dict[str, str], stdin: str, *args: str) -> tuple[int, str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_", "DISCORD_", "REDIS_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "console",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**clean, **env},
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def base_env(fake: FakeOpenAI) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "test", "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "gpt-test"}
+
+
+async def test_console_pipe_one_reply_per_line(fake_openai: FakeOpenAI, redis_url: str, prefix: str) -> None:
+    env = {**base_env(fake_openai), "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    code, out, err = await run_console(env, "hello\n\n/forget\nagain\n", "--user", "alice")
+    assert code == 0, err
+    assert out.splitlines() == ["echo: hello", "Forgot 1 conversation.", "echo: again"]
+    assert len(fake_openai.conversations) == 2
+    first, second = fake_openai.conversations.values()
+    assert first.deleted and not second.deleted
+    code, out, _ = await run_console(env, "still me\n", "--user", "alice")
+    assert out.splitlines() == ["echo: still me"]
+    assert len(fake_openai.conversations) == 2
+
+
+async def test_console_without_redis_uses_the_embedded_store(fake_openai: FakeOpenAI) -> None:
+    code, out, err = await run_console(base_env(fake_openai), "one\ntwo\n")
+    assert code == 0, err
+    assert out.splitlines() == ["echo: one", "echo: two"]
+    assert "REDIS_URL is not set" in err and "lost on restart" in err
+    assert len(fake_openai.conversations) == 1
+
+
+async def test_console_errors_are_one_sentence(fake_openai: FakeOpenAI) -> None:
+    env = {**base_env(fake_openai), "OPENAI_MODEL": "gpt-missing"}
+    code, out, err = await run_console(env, "hi\n")
+    assert code == 0
+    assert out.splitlines() == ["The assistant is not configured correctly; the operator has been told."]
+    assert "OPENAI_MODEL" in err
