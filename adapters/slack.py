@@ -1,0 +1,301 @@
+"""The Slack adapter: slack-bolt's ``AsyncApp`` in Socket Mode or behind an aiohttp server.
+
+``python -m bot slack`` calls :func:`run`. Socket Mode when ``SLACK_APP_TOKEN`` is set; otherwise
+HTTP on ``PORT`` with events, commands and interactivity at ``/slack/events`` (Bolt verifies the
+signing secret) and ``/healthz`` (served in Socket Mode too).
+
+Every event is acknowledged at once: the listeners only parse and start a task of this adapter's
+own (so shutdown can wait for it), and the answer is worked out there, never inside the ack. Duplicate
+deliveries (Slack retries with ``X-Slack-Retry-Num``) are the core's business: it dedupes on the
+``event_id`` we pass as ``message_id``, even while the first delivery is still being answered, and
+it still answers a genuine retry after a crash. So retries are *not* dropped here.
+
+The adapter parses (:mod:`adapters.slack_parse`) and renders (:mod:`adapters.slack_reply`); it
+never touches Redis or OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.context.say.async_say import AsyncSay
+from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import AsyncSetSuggestedPrompts
+from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack_parse import ForgetRequest, Parsed, parse_event, parse_forget
+from adapters.slack_reply import SEND_ERRORS, SlackReply, StreamSupport
+from bot.config import ConfigError, Settings
+from bot.runtime import Runtime
+from bot.types import BotError, ForgetResult
+
+log = logging.getLogger("threadkeeper.slack")
+
+SLACK_EVENTS: dict[str, str] = {"app_mention": "app_mention", "message.im": "message"}
+"""Bot events the adapter answers: manifest subscription name -> Bolt event type."""
+
+SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started", "assistant_thread_context_changed")
+"""Bot events the AI-app pane needs; Bolt's ``AsyncAssistant`` middleware handles them."""
+
+SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
+
+SLACK_BOT_SCOPES: tuple[str, ...] = (
+    "app_mentions:read", "assistant:write", "chat:write", "commands", "im:history", "im:read", "im:write",
+)
+"""What the handlers above need; ``slack-manifest.yml`` must ask for exactly these."""
+
+SUGGESTED_PROMPTS: list[dict[str, str]] = [
+    {"title": "Explain some code", "message": "Can you explain what this code does?"},
+    {"title": "Draft a message", "message": "Help me write a short, friendly announcement for my team."},
+    {"title": "Start over", "message": "Let's start a new topic."},
+]
+
+FORGET_USAGE = "Use `/forget` to forget our conversation here, or `/forget all` for all of them."
+
+HOST = "0.0.0.0"
+"""Listen on every interface: the usual need inside a container."""
+
+
+class SlackAdapter:
+    """The Bolt app, its transport (HTTP or Socket Mode) and the answers in flight."""
+
+    def __init__(self, runtime: Runtime, *, update_interval: float = 1.0, host: str = HOST) -> None:
+        settings = runtime.settings
+        self.settings: Settings = settings
+        self.core = runtime.core
+        self.update_interval = update_interval
+        self.host = host
+        if settings.slack_bot_token is None:
+            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack bot but is not set")
+        self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+        if self.app_token is None and settings.slack_signing_secret is None:
+            raise ConfigError("SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
+        self.mode = "socket" if self.app_token else "http"
+        base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+        self.client = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=base_url if base_url.endswith("/") else base_url + "/",
+        )
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        # process_before_response: the listeners below only parse and start a task, so running them
+        # before the ack costs nothing, and "acknowledged" then means "the work has started".
+        self.app = AsyncApp(client=self.client, signing_secret=secret, name="threadkeeper",
+                            process_before_response=True, request_verification_enabled=self.mode == "http")
+        self.streams = StreamSupport()
+        self.registered_events: set[str] = set()
+        self.registered_commands: set[str] = set()
+        self.events_received = 0
+        """Events that reached a listener (answered or ignored there)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._progress = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.socket: AsyncSocketModeHandler | None = None
+        self._register()
+
+    # ---- registration ------------------------------------------------------------------------
+    def _register(self) -> None:
+        assistant = AsyncAssistant(logger=log)
+        assistant.thread_started(self._on_thread_started)
+        assistant.user_message(self._on_event)
+        self.app.use(assistant)
+        self.registered_events.update(SLACK_ASSISTANT_EVENTS)
+        for subscription, event_type in SLACK_EVENTS.items():
+            self.app.event(event_type)(self._on_event)
+            self.registered_events.add(subscription)
+        for command in SLACK_COMMANDS:
+            self.app.command(command)(self._on_forget)
+            self.registered_commands.add(command)
+
+    # ---- listeners (they run after the ack; they only start work) ------------------------------
+    async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
+        parsed = parse_event(body, context.bot_user_id, self.settings.thread_scope)
+        if parsed is None:
+            log.debug("ignored %s event %s", (body.get("event") or {}).get("type"), body.get("event_id"))
+        else:
+            retry = request.headers.get("x-slack-retry-num", [])
+            self._spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0"))))
+        self.events_received += 1
+
+    async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+        self._spawn(self._greet(say, set_suggested_prompts))
+
+    async def _greet(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+        try:
+            await say("Hi! Ask me anything. Each conversation here keeps its own memory.")
+            await set_suggested_prompts(prompts=SUGGESTED_PROMPTS)
+        except SEND_ERRORS as exc:
+            log.warning("could not greet a new assistant thread: %s", exc)
+
+    async def _on_forget(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        await ack()
+        self._spawn(self._forget(body, respond))
+
+    # ---- the work ------------------------------------------------------------------------------
+    async def _answer(self, parsed: Parsed, *, retried: bool) -> None:
+        key = parsed.incoming.key
+        reply = SlackReply(
+            self.client,
+            parsed.target,
+            streams=self.streams,
+            interval=self.update_interval,
+            # A retry may race the first delivery's answer: never touch the status it shows.
+            show_status=parsed.target.is_dm and not retried,
+        )
+        try:
+            await reply.begin()
+            try:
+                answer = await self.core.handle(parsed.incoming, reply.on_delta)
+            except BotError as exc:
+                log.warning("no answer for %s (%s): %s", key.digest, type(exc).__name__, exc)
+                await reply.fail(exc.user_message)
+                return
+            except Exception:
+                log.exception("unexpected failure answering %s", key.digest)
+                await reply.fail(BotError.user_message)
+                return
+            if answer is None:
+                await reply.discard()
+            else:
+                await reply.finish(answer.text)
+        finally:
+            await reply.close()
+
+    async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        request = parse_forget(body, self.settings.thread_scope)
+        try:
+            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request))
+        except BotError as exc:
+            log.warning("/forget failed: %s", exc)
+            text = exc.user_message
+        except Exception:
+            log.exception("/forget failed")
+            text = BotError.user_message
+        try:
+            if respond is not None:
+                await respond(text=text, response_type="ephemeral")
+            else:
+                await self.client.chat_postEphemeral(
+                    channel=str(body.get("channel_id")), user=str(body.get("user_id")), text=text
+                )
+        except SEND_ERRORS as exc:
+            log.error("could not answer /forget: %s", exc)
+
+    async def _do_forget(self, request: ForgetRequest) -> ForgetResult:
+        if request.everything:
+            return await self.core.forget_user("slack", request.team, request.user)
+        return await self.core.forget(request.key)
+
+    # ---- tasks ---------------------------------------------------------------------------------
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Slack task failed", exc_info=task.exception())
+        self._progress.set()
+
+    async def settle(self, within: float = 10.0) -> None:
+        """Wait until every answer and /forget started so far is done (tests, probes)."""
+        async with asyncio.timeout(within):
+            while self._tasks:
+                self._progress.clear()
+                await self._progress.wait()
+
+    # ---- transport -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        web_app = web.Application()
+        web_app.router.add_get("/healthz", self._healthz)
+        if self.mode == "http":
+            web_app.router.add_post("/slack/events", self._http_events)
+        self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self.settings.port)
+        await self._site.start()
+        if self.app_token is not None:
+            self.socket = AsyncSocketModeHandler(self.app, app_token=self.app_token, web_client=self.client)
+            await self.socket.connect_async()  # type: ignore[no-untyped-call]
+        log.info("Slack adapter running (%s mode, port %d)", self.mode, self.settings.port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking events, let answers in flight finish (bounded), then close the connections."""
+        deadline = time.monotonic() + grace
+        if self.socket is not None:
+            await self.socket.close_async()  # type: ignore[no-untyped-call]
+        if self._site is not None and self.mode == "http":
+            await self._site.stop()
+        if not await self.core.drain(grace):
+            log.warning("shutdown: answers still in flight after %.0f s", grace)
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=2.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _http_events(self, request: web.Request) -> web.Response:
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        connected = self.socket is None or await self.socket.client.is_connected()
+        ok = connected and not self.core.closing
+        body = {"ok": ok, "mode": self.mode, "in_flight": self.core.in_flight}
+        return web.json_response(body, status=200 if ok else 503)
+
+
+def _forget_text(request: ForgetRequest, result: ForgetResult) -> str:
+    if result.threads == 0:
+        text = "There was nothing to forget." if request.everything else "There was nothing to forget here."
+    elif request.everything:
+        text = f"Done: I forgot all your conversations in this workspace ({result.threads})."
+    else:
+        text = "Done: I forgot our conversation here. Your next message starts a new one."
+    if result.remote_pending:
+        text += " The assistant provider's copy will be deleted shortly."
+    return text
+
+
+async def run(runtime: Runtime, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), then drain and disconnect cleanly."""
+    stopping = stop or asyncio.Event()
+    adapter = SlackAdapter(runtime)
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stopping.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):
+            log.debug("cannot handle %s in this event loop", sig.name)
+    try:
+        await adapter.start()
+        await stopping.wait()
+        log.info("Slack adapter stopping: draining answers in flight")
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await adapter.stop(runtime.settings.shutdown_grace)
+    log.info("Slack adapter stopped")
+
+
+__all__ = ["SLACK_ASSISTANT_EVENTS", "SLACK_BOT_SCOPES", "SLACK_COMMANDS", "SLACK_EVENTS", "SlackAdapter", "run"]

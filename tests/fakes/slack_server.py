@@ -1,0 +1,337 @@
+"""A loopback fake of the Slack Web API, of ``response_url`` endpoints and of the Socket Mode websocket.
+
+In the style of bolt-python's ``tests/mock_web_api_server``: the real ``AsyncWebClient`` (with
+``base_url=fake.api_url``) and the real Socket Mode client talk to it over loopback, and every call is
+recorded with its payload. Messages are kept as Slack would show them (``chat.postMessage``,
+``chat.update``, ``chat.startStream/appendStream/stopStream``), so tests can read what a user would
+see in a channel or thread.
+
+Waiting is event driven: :meth:`FakeSlack.wait_for` blocks on a condition that every recorded call,
+response and Socket Mode ack notifies, with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+TEAM_ID = "T0TEAM"
+APP_ID = "A0APP"
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Call:
+    method: str
+    payload: JSON
+    token: str | None
+
+
+@dataclass
+class Message:
+    """A message as a Slack client would show it."""
+
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None
+    streamed: bool = False
+    streaming: bool = False
+    updates: int = 0
+    history: list[str] = field(default_factory=list)
+    """Every text the message showed, oldest first (placeholder edits, stream appends)."""
+
+
+def _chunk_text(payload: JSON) -> str:
+    text = str(payload.get("markdown_text") or "")
+    chunks = payload.get("chunks") or []
+    if isinstance(chunks, str):
+        chunks = json.loads(chunks)
+    for chunk in chunks:
+        if chunk.get("type") == "markdown_text":
+            text += str(chunk.get("text", ""))
+    return text
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: dict[str, Message] = {}
+        self.responses: list[tuple[str, JSON]] = []
+        """Posts to response URLs: (path name, JSON body)."""
+        self.acks: list[JSON] = []
+        """Socket Mode acknowledgements received from the client."""
+        self.stream_error: str | None = None
+        """When set, ``chat.startStream`` answers ``{"ok": false, "error": stream_error}``."""
+        self.statuses: list[tuple[str, str, str]] = []
+        """``assistant.threads.setStatus`` calls: (channel, thread_ts, status)."""
+        self.socket_connections = 0
+        self._failures: dict[str, list[str]] = {}
+        self._ts = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._runner: web.AppRunner | None = None
+        self._base: str | None = None
+
+    # ---- addresses ---------------------------------------------------------------------------
+    @property
+    def base(self) -> str:
+        if self._base is None:
+            raise RuntimeError("FakeSlack is not started")
+        return self._base
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL (``SLACK_API_URL``); ends with a slash like Slack's own."""
+        return f"{self.base}/api/"
+
+    def response_url(self, name: str = "") -> str:
+        return f"{self.base}/response/{name or uuid.uuid4().hex[:8]}"
+
+    # ---- test helpers ------------------------------------------------------------------------
+    def count(self, method: str) -> int:
+        return sum(1 for c in self.calls if c.method == method)
+
+    def payloads(self, method: str) -> list[JSON]:
+        return [c.payload for c in self.calls if c.method == method]
+
+    def fail_next(self, method: str, error: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    def in_thread(self, channel: str, thread_ts: str | None) -> list[Message]:
+        """Messages the bot posted in one thread (``None``: top level), oldest first."""
+        return [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts]
+
+    def replies(self) -> list[Message]:
+        return list(self.messages.values())
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), within)
+
+    async def push_event(self, payload: JSON, *, retry_attempt: int = 0, retry_reason: str = "") -> str:
+        """Send one ``events_api`` envelope to the connected Socket Mode client; returns its envelope id."""
+        if not self._sockets:
+            raise RuntimeError("no Socket Mode client is connected")
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+            "payload": payload,
+        }
+        await self._sockets[-1].send_str(json.dumps(envelope))
+        return envelope_id
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/response/{name}", self._response)
+        app.router.add_get("/socket-mode", self._socket)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self._base = f"http://127.0.0.1:{port}"
+        return self._base
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ---- handlers ----------------------------------------------------------------------------
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        payload: JSON
+        if request.content_type == "application/json":
+            payload = await request.json()
+        else:
+            payload = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") or payload.get("token")
+        self.calls.append(Call(method, payload, token))
+        failures = self._failures.get(method)
+        if failures:
+            body: JSON = {"ok": False, "error": failures.pop(0)}
+        else:
+            body = self._answer(method, payload)
+        await self._notify()
+        return web.json_response(body)
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    def _answer(self, method: str, p: JSON) -> JSON:
+        if method == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "threadkeeper",
+                    "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket-mode"}
+        if method == "chat.postMessage":
+            ts = self._next_ts()
+            text = str(p.get("text") or p.get("markdown_text") or "")
+            self.messages[ts] = Message(p["channel"], ts, text, p.get("thread_ts") or None, history=[text])
+            return {"ok": True, "channel": p["channel"], "ts": ts, "message": {"text": text, "ts": ts}}
+        if method == "chat.update":
+            msg = self.messages.get(str(p.get("ts")))
+            if msg is None:
+                return {"ok": False, "error": "message_not_found"}
+            msg.text = str(p.get("text") or p.get("markdown_text") or "")
+            msg.updates += 1
+            msg.history.append(msg.text)
+            return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
+        if method == "chat.startStream":
+            if self.stream_error:
+                return {"ok": False, "error": self.stream_error}
+            ts = self._next_ts()
+            text = _chunk_text(p)
+            self.messages[ts] = Message(p["channel"], ts, text, p.get("thread_ts") or None, streamed=True,
+                                        streaming=True, history=[text])
+            return {"ok": True, "channel": p["channel"], "ts": ts}
+        if method in ("chat.appendStream", "chat.stopStream"):
+            msg = self.messages.get(str(p.get("ts")))
+            if msg is None or not msg.streaming:
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+            msg.text += _chunk_text(p)
+            msg.history.append(msg.text)
+            msg.streaming = method == "chat.appendStream"
+            return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": self._next_ts()}
+        if method == "assistant.threads.setStatus":
+            self.statuses.append((str(p.get("channel_id")), str(p.get("thread_ts")), str(p.get("status"))))
+            return {"ok": True}
+        return {"ok": True}
+
+    async def _response(self, request: web.Request) -> web.Response:
+        self.responses.append((request.match_info["name"], await request.json()))
+        await self._notify()
+        return web.Response(text="ok")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self.socket_connections += 1
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1,
+                                      "connection_info": {"app_id": APP_ID}}))
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self.acks.append(json.loads(msg.data))
+                    await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            await self._notify()
+        return ws
+
+
+# ---- real Slack payload shapes, signed like Slack signs them --------------------------------------
+_event_ids = itertools.count(1)
+_message_ts = itertools.count(1)
+
+
+def next_ts() -> str:
+    """A fresh message timestamp for a user's message (distinct from the fake's own)."""
+    return f"1710000000.{next(_message_ts):06d}"
+
+
+def sign(body: str, secret: str, timestamp: int | None = None) -> dict[str, str]:
+    """The ``X-Slack-Signature`` headers for ``body`` (v0 HMAC-SHA256 of ``v0:{timestamp}:{body}``)."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
+
+
+def event_envelope(event: JSON, *, event_id: str | None = None, team: str = TEAM_ID) -> JSON:
+    """An Events API ``event_callback`` as Slack posts it."""
+    stamp = float(event.get("event_ts") or event.get("ts") or time.time())
+    return {
+        "token": "legacy-verification-token",
+        "team_id": team,
+        "context_team_id": team,
+        "context_enterprise_id": None,
+        "api_app_id": APP_ID,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_event_ids):08d}",
+        "event_time": int(stamp),
+        "authorizations": [{"enterprise_id": None, "team_id": team, "user_id": BOT_USER_ID, "is_bot": True,
+                            "is_enterprise_install": False}],
+        "is_ext_shared_channel": False,
+        "event_context": "4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJUMFRFQU0ifQ",
+    }
+
+
+def _rich_text(text: str) -> list[JSON]:
+    return [{"type": "rich_text", "block_id": "b1",
+             "elements": [{"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}]}]
+
+
+def dm_event(text: str, *, user: str = "U1USER", channel: str = "D1DM", thread_ts: str | None = None,
+             ts: str | None = None, **extra: Any) -> JSON:
+    """A ``message.im`` event: a person writing to the bot in a DM."""
+    ts = ts or next_ts()
+    event: JSON = {"client_msg_id": str(uuid.uuid4()), "type": "message", "text": text, "user": user, "ts": ts,
+                   "blocks": _rich_text(text), "team": TEAM_ID, "channel": channel, "event_ts": ts,
+                   "channel_type": "im"}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event
+
+
+def mention_event(text: str, *, user: str = "U1USER", channel: str = "C1CHAN", thread_ts: str | None = None,
+                  ts: str | None = None) -> JSON:
+    """An ``app_mention`` event; ``text`` should contain ``<@U0BOT>`` like Slack's does."""
+    ts = ts or next_ts()
+    event: JSON = {"client_msg_id": str(uuid.uuid4()), "type": "app_mention", "text": text, "user": user, "ts": ts,
+                   "blocks": _rich_text(text), "team": TEAM_ID, "channel": channel, "event_ts": ts}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def command_form(command: str, text: str, *, response_url: str, user: str = "U1USER", channel: str = "D1DM",
+                 team: str = TEAM_ID) -> dict[str, str]:
+    """A slash command as Slack posts it (form-encoded)."""
+    return {"token": "legacy-verification-token", "team_id": team, "team_domain": "fake", "channel_id": channel,
+            "channel_name": "directmessage", "user_id": user, "user_name": "someone", "command": command,
+            "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false", "response_url": response_url,
+            "trigger_id": "1337.42.abcdef"}
