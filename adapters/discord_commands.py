@@ -1,0 +1,82 @@
+"""The ``/forget`` application command and command sync that does not hammer Discord.
+
+Global commands can take up to an hour to propagate and syncing is rate limited, so the global set is
+pushed only when its hash differs from the one stored after the last successful sync (a store flag per
+application). ``DISCORD_DEV_GUILD`` syncs to one guild instead, which is instant: for development.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import discord
+from discord import app_commands
+from redis.exceptions import RedisError
+
+from bot.store import Store
+
+log = logging.getLogger("threadkeeper.discord")
+
+ForgetHandler = Callable[[discord.Interaction, bool], Awaitable[None]]
+SyncOutcome = Literal["guild", "global", "unchanged", "failed"]
+
+
+def build_tree(client: discord.Client, on_forget: ForgetHandler) -> app_commands.CommandTree[discord.Client]:
+    """The bot's command tree: ``/forget [all]`` in servers and DMs."""
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+
+    @app_commands.command(name="forget", description="Forget our conversation here, so the next message starts fresh")
+    @app_commands.describe(everything="Forget all your conversations with me in this server (or all DMs)")
+    @app_commands.rename(everything="all")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def forget(interaction: discord.Interaction, everything: bool = False) -> None:
+        await on_forget(interaction, everything)
+
+    tree.add_command(forget)
+
+    @tree.error
+    async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        log.error("app command failed: %s", error, exc_info=error)
+
+    return tree
+
+
+def command_hash(tree: app_commands.CommandTree[discord.Client]) -> str:
+    """A stable digest of the global command set as Discord would receive it."""
+    payload = sorted((c.to_dict(tree) for c in tree.get_commands()), key=lambda c: str(c.get("name")))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def flag_name(application_id: int | str) -> str:
+    return f"discord:commands:{application_id}"
+
+
+async def sync_commands(
+    tree: app_commands.CommandTree[discord.Client],
+    store: Store,
+    application_id: int | str,
+    dev_guild: str | None,
+) -> SyncOutcome:
+    """Guild sync when ``dev_guild`` is set (every start, instant); else global sync only on change."""
+    try:
+        if dev_guild:
+            guild = discord.Object(id=int(dev_guild))
+            tree.copy_global_to(guild=guild)
+            await tree.sync(guild=guild)
+            log.info("synced application commands to dev guild %s", dev_guild)
+            return "guild"
+        digest = command_hash(tree)
+        if await store.get_flag(flag_name(application_id)) == digest:
+            log.info("application commands unchanged; not syncing")
+            return "unchanged"
+        await tree.sync()
+        await store.set_flag(flag_name(application_id), digest)
+        log.info("synced global application commands (they may take a while to show everywhere)")
+        return "global"
+    except (discord.HTTPException, RedisError) as exc:
+        log.error("application command sync failed (the bot still answers messages): %s", exc)
+        return "failed"

@@ -1,0 +1,180 @@
+"""Rendering one answer into Discord messages: typing, throttled streaming edits, safe splitting.
+
+Discord rate-limits edits (about 5 per 5 s per channel), so the streamed text is flushed at most once per
+``interval``: the first message goes out at the first delta, later deltas are folded into one edit a
+second, and the final text is rendered once more at the end. Text over the 2,000-character limit is
+split with :func:`bot.text.split_text` (line boundaries, fences closed and reopened) into several messages,
+edited in place as the stream grows. Every send and edit carries ``allowed_mentions`` that cannot ping
+anyone the model names: no @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from bot.text import DISCORD_TEXT_LIMIT, split_text
+
+log = logging.getLogger("threadkeeper.discord")
+
+NO_MENTIONS = discord.AllowedMentions.none()
+"""For everything the model wrote: no @everyone/@here, roles or users are ever pinged."""
+REPLY_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
+"""The first message of a reply notifies the asker (the author of the replied-to message) and no one else."""
+
+TYPING_REFRESH = 8.0
+"""Discord shows "typing" for 10 s per call: refresh a little before it lapses."""
+
+Destination = Callable[[], Awaitable[discord.abc.Messageable]]
+
+
+class ReplyStream:
+    """One answer's messages in one channel; use as ``async with``, then :meth:`finish` or :meth:`fail`.
+
+    ``channel`` gets the typing indicator; ``destination`` is awaited once, at the first send, for the
+    channel that receives the answer (lets the adapter open a Discord thread only when there is something
+    to say); ``reference`` is the user's message the first chunk replies to (``None``: no reply).
+    """
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        destination: Destination | None = None,
+        reference: discord.Message | None = None,
+        interval: float = 1.0,
+        limit: int = DISCORD_TEXT_LIMIT,
+    ) -> None:
+        self._channel = channel
+        self._destination = destination
+        self._target: discord.abc.Messageable | None = None
+        self._reference = reference
+        self._interval = interval
+        self._limit = limit
+        self._text = ""
+        self.sent: list[discord.Message] = []
+        self._shown: list[str] = []
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | None = None
+        self._typed = asyncio.Event()
+        self._render_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> ReplyStream:
+        self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop_flusher()
+        await self._stop_typing()
+
+    # -- the core's callbacks ------------------------------------------------------------------
+    async def on_delta(self, delta: str) -> None:
+        """Collect a streamed delta; the flusher renders it (immediately the first time)."""
+        self._text += delta
+        if self._flusher is None and self._text.strip():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="discord-stream")
+        self._dirty.set()
+
+    async def finish(self, text: str) -> None:
+        """Render the final text (the core's ``answer.text``, which wins over the streamed deltas)."""
+        await self._stop_flusher()
+        self._text = text
+        await self._render(text)
+
+    async def fail(self, user_message: str) -> None:
+        """Show an error sentence: as the reply if nothing was sent yet, else as one more message."""
+        await self._stop_flusher()
+        if not self.sent:
+            await self._render(user_message)
+            return
+        target = await self._target_channel()
+        self.sent.append(await target.send(user_message, allowed_mentions=NO_MENTIONS))
+        self._shown.append(user_message)
+
+    # -- internals -------------------------------------------------------------------------------
+    async def _keep_typing(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._channel.typing()
+                except discord.HTTPException as exc:
+                    log.debug("typing indicator failed: %s", exc)
+                    return
+                finally:
+                    self._typed.set()
+                await asyncio.sleep(TYPING_REFRESH)
+        finally:
+            self._typed.set()
+
+    async def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._typing
+            self._typing = None
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            started = time.monotonic()
+            try:
+                await self._render(self._text)
+            except discord.HTTPException as exc:
+                log.warning("streaming edit failed: %s", exc)
+            delay = self._interval - (time.monotonic() - started)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return
+
+    async def _stop_flusher(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._flusher is not None:
+            await self._flusher
+            self._flusher = None
+
+    async def _target_channel(self) -> discord.abc.Messageable:
+        if self._target is None:
+            self._target = await self._destination() if self._destination else self._channel
+        return self._target
+
+    async def _render(self, text: str) -> None:
+        async with self._render_lock:
+            chunks = [c for c in split_text(text, self._limit) if c.strip()] if text.strip() else []
+            for index, chunk in enumerate(chunks):
+                if index < len(self.sent):
+                    if self._shown[index] != chunk:
+                        await self.sent[index].edit(content=chunk, allowed_mentions=NO_MENTIONS)
+                        self._shown[index] = chunk
+                    continue
+                self.sent.append(await self._send(chunk, first=index == 0))
+                self._shown.append(chunk)
+            while len(self.sent) > len(chunks):
+                extra = self.sent.pop()
+                self._shown.pop()
+                with contextlib.suppress(discord.HTTPException):
+                    await extra.delete()
+
+    async def _send(self, chunk: str, *, first: bool) -> discord.Message:
+        if first:
+            # The typing indicator goes out before the answer, then stops (a message clears it anyway).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._typed.wait(), 2.0)
+            await self._stop_typing()
+        target = await self._target_channel()
+        if first and self._reference is not None and target is self._channel:
+            reference = self._reference.to_reference(fail_if_not_exists=False)
+            return await target.send(chunk, reference=reference, allowed_mentions=REPLY_MENTIONS)
+        return await target.send(chunk, allowed_mentions=NO_MENTIONS)
