@@ -51,9 +51,7 @@ SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started", "assistan
 
 SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
 
-SLACK_BOT_SCOPES: tuple[str, ...] = (
-    "app_mentions:read", "assistant:write", "chat:write", "commands", "im:history", "im:read", "im:write",
-)
+SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "chat:write", "commands", "im:history")
 """What the handlers above need; ``slack-manifest.yml`` must ask for exactly these."""
 
 SUGGESTED_PROMPTS: list[dict[str, str]] = [

@@ -117,6 +117,10 @@ class FakeSlack:
         """Messages the bot posted in one thread (``None``: top level), oldest first."""
         return [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts]
 
+    @property
+    def open_sockets(self) -> int:
+        return len(self._sockets)
+
     def replies(self) -> list[Message]:
         return list(self.messages.values())
 
