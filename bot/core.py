@@ -184,16 +184,20 @@ class Core:
             answer = await self._answer(key, text, begun.thread_id, begun.backend, on_delta)
             turns: list[Turn] = [{"role": "user", "text": text}, {"role": "assistant", "text": answer.text}]
             renewer.cancel()
-            await self.store.finish(
-                key,
-                msg.message_id,
-                token,
-                answer.thread_id,
-                self.assistant.name,
-                turns,
-                answer.usage.input_tokens,
-                answer.usage.output_tokens,
-            )
+            try:
+                await self.store.finish(
+                    key,
+                    msg.message_id,
+                    token,
+                    answer.thread_id,
+                    self.assistant.name,
+                    turns,
+                    answer.usage.input_tokens,
+                    answer.usage.output_tokens,
+                )
+            except RedisError as exc:
+                # The user still gets the answer; only this turn's bookkeeping is lost.
+                log.warning("answered %s but could not record the turn: %s", key.digest, exc)
             self.metrics.messages.labels(key.platform).inc()
             return answer
         except BaseException as exc:

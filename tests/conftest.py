@@ -123,7 +123,8 @@ async def make_runtime(redis_url: str, prefix: str, fake_openai: FakeOpenAI) -> 
     made: list[Runtime] = []
 
     async def factory(**overrides: Any) -> Runtime:
-        runtime = build_runtime(settings_for_test(redis_url, prefix, fake_openai.base_url, **overrides))
+        url = overrides.pop("redis_url", redis_url)
+        runtime = build_runtime(settings_for_test(url, prefix, fake_openai.base_url, **overrides))
         made.append(runtime)
         return runtime
 
