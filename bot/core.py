@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
-from bot.text import clean_input
 from redis.exceptions import RedisError
 
 from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
@@ -23,6 +22,7 @@ from bot.config import Settings
 from bot.locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.store import Store, Turn
+from bot.text import clean_input
 from bot.types import (
     Answer,
     BotError,
