@@ -33,7 +33,9 @@ from slack_bolt.context.say.async_say import AsyncSay
 from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import AsyncSetSuggestedPrompts
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack_parse import ForgetRequest, Parsed, parse_event, parse_forget
 from adapters.slack_reply import SEND_ERRORS, SlackReply, StreamSupport
@@ -217,18 +219,35 @@ class SlackAdapter:
 
     # ---- transport -----------------------------------------------------------------------------
     async def start(self) -> None:
+        """Check the tokens (one-line :class:`ConfigError` if Slack refuses), then serve and connect."""
+        await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
+        wss_url = None
+        if self.app_token is not None:
+            opened = await self._check("SLACK_APP_TOKEN", self.client.apps_connections_open(app_token=self.app_token))
+            wss_url = str(opened["url"])
         web_app = web.Application()
         web_app.router.add_get("/healthz", self._healthz)
         if self.mode == "http":
             web_app.router.add_post("/slack/events", self._http_events)
         self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.settings.port)
-        await self._site.start()
+        site = web.TCPSite(self._runner, self.host, self.settings.port)
+        await site.start()
+        self._site = site
         if self.app_token is not None:
             self.socket = AsyncSocketModeHandler(self.app, app_token=self.app_token, web_client=self.client)
+            self.socket.client.wss_uri = wss_url  # the URL just checked: no second apps.connections.open
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack adapter running (%s mode, port %d)", self.mode, self.settings.port)
+
+    async def _check(self, name: str, call: Coroutine[Any, Any, AsyncSlackResponse]) -> AsyncSlackResponse:
+        try:
+            return await call
+        except SlackApiError as exc:
+            raise ConfigError(f"{name} was refused by Slack: {exc.response.get('error')}") from None
+        except SEND_ERRORS as exc:
+            url = self.client.base_url
+            raise ConfigError(f"SLACK_API_URL: cannot reach the Slack Web API at {url}: {exc}") from None
 
     async def stop(self, grace: float) -> None:
         """Stop taking events, let answers in flight finish (bounded), then close the connections."""
@@ -249,6 +268,7 @@ class SlackAdapter:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
 
     async def _http_events(self, request: web.Request) -> web.Response:
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))

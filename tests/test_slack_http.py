@@ -249,7 +249,8 @@ async def test_bad_or_stale_signatures_get_401_and_no_work(
         status = await slack.event(envelope, timestamp=int(time.time()) - 6 * 60)
     assert status == 401
     assert slack.adapter.events_received == 0
-    assert slack.fake.calls == [] and fake_openai.calls == []
+    assert [c.method for c in slack.fake.calls] == ["auth.test"], "only the start-up token check"
+    assert fake_openai.calls == []
 
 
 async def test_bots_own_messages_edits_and_other_subtypes_are_ignored(

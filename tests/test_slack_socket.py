@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter, run
+from bot.config import ConfigError
 from tests.conftest import MakeRuntime, free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope
@@ -59,6 +60,21 @@ async def test_socket_mode_connects_receives_one_event_acks_and_answers(
     finally:
         await adapter.stop(5.0)
     await fake_slack.wait_for(lambda: fake_slack.open_sockets == 0)
+
+
+@pytest.mark.parametrize(("method", "variable"), [("auth.test", "SLACK_BOT_TOKEN"),
+                                                  ("apps.connections.open", "SLACK_APP_TOKEN")])
+async def test_a_refused_token_stops_the_start_with_one_line_naming_it(
+    make_runtime: MakeRuntime, fake_slack: FakeSlack, method: str, variable: str
+) -> None:
+    runtime = await make_runtime(slack_bot_token="xoxb-test", slack_app_token="xapp-1-test",
+                                 slack_api_url=fake_slack.api_url, port=free_port())
+    fake_slack.fail_next(method, "invalid_auth")
+    adapter = SlackAdapter(runtime, host="127.0.0.1")
+    with pytest.raises(ConfigError, match=f"^{variable} was refused by Slack: invalid_auth$"):
+        await adapter.start()
+    await adapter.stop(1.0)
+    assert fake_slack.open_sockets == 0
 
 
 async def _wait_healthy(port: int) -> None:
