@@ -144,6 +144,7 @@ class DiscordAdapter:
         self.edit_interval = edit_interval
         self.client = make_client(settings)
         self.client.event(self.on_message)
+        self.client.event(self.on_ready)
         self.tree = build_tree(self.client, self.forget)
         self.connection: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[object]] = set()
@@ -184,6 +185,11 @@ class DiscordAdapter:
             discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved
             self._saved = None
 
+    async def on_ready(self) -> None:
+        user = self.client.user
+        log.info("connected to Discord as %s (%s) in %d server(s)", user, user.id if user else "?",
+                 len(self.client.guilds))
+
     # -- messages ------------------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
@@ -221,7 +227,9 @@ class DiscordAdapter:
         channel = message.channel
         parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
         listed = str(parent_id or channel.id) in self.settings.discord_channels
-        if guild_id is not None and not (mentioned or listed):
+        # Threads the bot opened continue without a mention (their content needs the content intent).
+        own_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
+        if guild_id is not None and not (mentioned or listed or own_thread):
             return
         key = thread_key(channel, channel.id, guild_id, message.author.id)
         open_thread = (
@@ -231,6 +239,8 @@ class DiscordAdapter:
             # A thread started from a message takes the message's id: the key is known before it exists.
             key = ThreadKey(PLATFORM, str(guild_id), f"{channel.id}/{message.id}", str(message.author.id))
         text = self._readable(strip_mentions(message.content, tokens), message, me)
+        if not text.strip():
+            return  # a bare mention, or content withheld without the message-content intent
         incoming = Incoming(key, text, str(message.id), reply_to=str(message.id),
                             direct=guild_id is None or mentioned)
 

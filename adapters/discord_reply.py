@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import discord
@@ -126,15 +125,13 @@ class ReplyStream:
             if self._stop.is_set():
                 return
             self._dirty.clear()
-            started = time.monotonic()
             try:
                 await self._render(self._text)
             except discord.HTTPException as exc:
                 log.warning("streaming edit failed: %s", exc)
-            delay = self._interval - (time.monotonic() - started)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+            # Counted from the end of the last request, so two edits never reach Discord closer than this.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
             if self._stop.is_set():
                 return
 

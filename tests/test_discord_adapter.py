@@ -6,67 +6,15 @@ tests push; assertions read the REST calls it made (what went out on the wire).
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-import discord
-import discord.http
-import pytest
-from discord.gateway import DiscordWebSocket
-
-from adapters.discord import DiscordAdapter, invite_url, print_invite_url, rest_base, run
-from adapters.discord_commands import flag_name
-from bot.config import ConfigError, load_settings
-from bot.runtime import Runtime
 from bot.types import Unavailable
-from tests.conftest import MakeRuntime
-from tests.fakes.discord_server import Call, FakeDiscord
+from tests.fakes.discord_fixtures import StartBot, fake_discord, message_posts, start_bot, wait_answer
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 
-StartBot = Callable[..., Awaitable[DiscordAdapter]]
-
-
-@pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    saved = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-    async with FakeDiscord() as fake:
-        yield fake
-    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
-
-
-@pytest.fixture
-async def start_bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[StartBot]:
-    """``await start_bot(**settings)``: a connected adapter on the fake Discord (closed afterwards)."""
-    adapters: list[DiscordAdapter] = []
-
-    async def start(edit_interval: float = 0.3, runtime: Runtime | None = None, **overrides: Any) -> DiscordAdapter:
-        settings = {"discord_token": fake_discord.token, "discord_api_base": fake_discord.api_base, **overrides}
-        runtime = runtime or await make_runtime(**settings)
-        adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=edit_interval)
-        adapters.append(adapter)
-        await adapter.start()
-        await fake_discord.wait_connected(fake_discord.connected + 1)
-        return adapter
-
-    yield start
-    for adapter in adapters:
-        await adapter.close()
-
-
-def message_posts(fake: FakeDiscord, channel_id: str) -> list[Call]:
-    return fake.find("POST", rf"/channels/{channel_id}/messages")
-
-
-async def wait_answer(fake: FakeDiscord, channel_id: str, count: int = 1) -> list[dict[str, Any]]:
-    """The bot's messages in a channel once there are ``count`` of them and the last one has content."""
-    def check() -> list[dict[str, Any]] | None:
-        msgs = fake.bot_messages(channel_id)
-        return msgs if len(msgs) >= count and msgs[-1]["content"] else None
-    return await fake.wait_for(check)
+__all__ = ["fake_discord", "start_bot"]  # fixtures
 
 
 async def test_dm_is_answered(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
@@ -90,12 +38,26 @@ async def test_mention_is_answered_as_a_reply_without_the_mention(
     assert post.json["allowed_mentions"] == {"parse": [], "replied_user": True}
 
 
-async def test_role_mention_is_answered(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
-    """Discord's autocomplete often picks the bot's managed role instead of the user."""
-    await start_bot()
+async def test_role_mention_is_answered_when_content_is_readable(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    """Autocomplete often picks the bot's managed role; Discord only shows that content with the intent."""
+    await start_bot(discord_channels="1")  # any listed channel turns the message-content intent on
     await fake_discord.send_guild("ping by role", mention_role=True)
     [answer] = await wait_answer(fake_discord, fake_discord.channel_id)
     assert answer["content"] == "echo: ping by role"
+
+
+async def test_open_threads_continue_without_a_mention(
+    fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI
+) -> None:
+    await start_bot(discord_open_threads=True, discord_channels="1")
+    sent = await fake_discord.send_guild("a question", mention_bot=True)
+    await wait_answer(fake_discord, sent["id"])  # the thread takes the message's id
+    await fake_discord.send_guild("a follow-up", channel_id=sent["id"])
+    [_, answer] = await wait_answer(fake_discord, sent["id"], count=2)
+    assert answer["content"] == "echo: a follow-up"
+    assert len(fake_openai.conversations) == 1
 
 
 async def test_bots_own_messages_and_unmentioned_chatter_are_ignored(
@@ -107,10 +69,12 @@ async def test_bots_own_messages_and_unmentioned_chatter_are_ignored(
     await fake_discord.send_guild("myself", author=fake_discord.bot, mention_bot=True)
     await fake_discord.send_guild("chatter without a mention")
     await fake_discord.send_guild("@everyone is not a mention of me", mention_everyone=True)
+    await fake_discord.send_guild("role mention, content withheld without the intent", mention_role=True)
     # Events are handled in order: once this one is answered, the ones above have been decided on.
     sentinel = await fake_discord.send_dm("sentinel")
     await wait_answer(fake_discord, sentinel["channel_id"])
     assert fake_discord.find("POST", r"/channels/\d+/messages") == message_posts(fake_discord, sentinel["channel_id"])
+    assert not fake_discord.find("POST", rf"/channels/{fake_discord.channel_id}/typing")
     assert fake_openai.count("POST", "/v1/responses") == 1
 
 
@@ -257,101 +221,3 @@ async def test_open_threads_answers_in_a_thread_and_continues_there(
     assert second["content"] == "echo: and continue"
     assert len(fake_openai.conversations) == 1
     assert not fake_discord.bot_messages(fake_discord.channel_id)
-
-
-async def test_listed_channel_answers_every_message(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
-    await start_bot(discord_channels=fake_discord.channel_id)
-    await fake_discord.send_guild("no mention needed here")
-    [answer] = await wait_answer(fake_discord, fake_discord.channel_id)
-    assert answer["content"] == "echo: no mention needed here"
-
-
-async def test_intents_are_minimal_unless_channels_are_listed(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
-    minimal = discord.Intents(guilds=True, guild_messages=True, dm_messages=True)
-    await start_bot()
-    assert fake_discord.identifies[-1]["intents"] == minimal.value
-    await start_bot(discord_channels=fake_discord.channel_id)
-    assert fake_discord.identifies[-1]["intents"] == minimal.value | discord.Intents(message_content=True).value
-
-
-async def test_sharding_identifies_only_the_assigned_shards(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
-    await start_bot(discord_shard_count=2, discord_shard_ids="1")
-    assert [i["shard"] for i in fake_discord.identifies] == [[1, 2]]
-    assert await fake_discord.dispatch("MESSAGE_CREATE", {"channel_id": "1"}) == 0  # DMs belong to shard 0
-
-
-async def test_global_commands_sync_only_when_the_set_changes(
-    fake_discord: FakeDiscord, start_bot: StartBot
-) -> None:
-    global_path = f"/applications/{fake_discord.application_id}/commands"
-    first = await start_bot()
-    await first.close()
-    second = await start_bot()
-    assert fake_discord.count("PUT", global_path) == 1  # the second start found the same hash
-    assert [c["name"] for c in fake_discord.commands[None]] == ["forget"]
-    assert fake_discord.commands[None][0]["options"][0]["name"] == "all"
-    await second.core.store.set_flag(flag_name(fake_discord.application_id), "an older command set")
-    await second.close()
-    await start_bot()
-    assert fake_discord.count("PUT", global_path) == 2
-
-
-async def test_dev_guild_syncs_instantly_and_never_globally(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
-    first = await start_bot(discord_dev_guild=fake_discord.guild_id)
-    await first.close()
-    await start_bot(discord_dev_guild=fake_discord.guild_id)
-    app = fake_discord.application_id
-    assert fake_discord.count("PUT", f"/applications/{app}/guilds/{fake_discord.guild_id}/commands") == 2
-    assert fake_discord.count("PUT", f"/applications/{app}/commands") == 0
-    interaction = await fake_discord.invoke("forget")
-    await fake_discord.wait_for(lambda: fake_discord.find("POST", rf"/webhooks/\d+/{interaction['token']}"))
-
-
-async def test_run_disconnects_cleanly_when_stopped(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> None:
-    runtime = await make_runtime(discord_token=fake_discord.token, discord_api_base=fake_discord.url)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(runtime, stop=stop))
-    await fake_discord.wait_connected()
-    sent = await fake_discord.send_dm("before shutdown")
-    await wait_answer(fake_discord, sent["channel_id"])
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    await fake_discord.wait_for(lambda: fake_discord.connected == 0)
-    assert runtime.core.closing
-    assert discord.http.Route.BASE == "https://discord.com/api/v10"
-
-
-async def test_run_reports_a_rejected_token_in_one_line(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> None:
-    runtime = await make_runtime(discord_token="not-the-token", discord_api_base=fake_discord.api_base)
-    with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
-        await asyncio.wait_for(run(runtime, stop=asyncio.Event()), 10)
-
-
-def test_invite_url_asks_exactly_for_what_the_bot_uses() -> None:
-    # Bits from Discord's permission table: VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY,
-    # SEND_MESSAGES_IN_THREADS; CREATE_PUBLIC_THREADS only when the bot opens threads.
-    needed = (1 << 10) | (1 << 11) | (1 << 16) | (1 << 38)
-    query = parse_qs(urlparse(invite_url("1234")).query)
-    assert query["client_id"] == ["1234"]
-    assert query["scope"] == ["bot applications.commands"]
-    assert int(query["permissions"][0]) == needed
-    threaded = parse_qs(urlparse(invite_url("1234", open_threads=True)).query)
-    assert int(threaded["permissions"][0]) == needed | (1 << 35)
-
-
-def test_print_invite_url_reads_the_application_id_from_the_token(capsys: pytest.CaptureFixture[str]) -> None:
-    token = base64.urlsafe_b64encode(b"987654321").decode().rstrip("=") + ".Gabcde.signature"
-    assert print_invite_url(load_settings(_env_file=None, discord_token=token)) == 0
-    assert "client_id=987654321" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
-        print_invite_url(load_settings(_env_file=None, discord_token="garbage"))
-
-
-@pytest.mark.parametrize(("value", "expected"), [
-    ("http://proxy:8080", "http://proxy:8080/api/v10"),
-    ("http://proxy:8080/", "http://proxy:8080/api/v10"),
-    ("http://127.0.0.1:9/api/v10", "http://127.0.0.1:9/api/v10"),
-    ("https://rest.example/api/v9/", "https://rest.example/api/v9"),
-])
-def test_api_base_override(value: str, expected: str) -> None:
-    assert rest_base(value) == expected

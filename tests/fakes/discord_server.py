@@ -25,6 +25,7 @@ from .discord_payloads import JSON
 
 T = TypeVar("T")
 TOKEN = "fake-discord-token"
+MESSAGE_CONTENT = 1 << 15
 Handler = Callable[[web.Request, "re.Match[str]", Any], "web.Response | Awaitable[web.Response]"]
 
 
@@ -132,8 +133,9 @@ class FakeDiscord:
         """How many gateway sessions have identified."""
         return sum(1 for s in self._sessions if s.identify is not None and not s.ws.closed)
 
-    async def wait_connected(self, sessions: int = 1, within: float = 10.0) -> None:
-        await self.wait_for(lambda: self.connected >= sessions, within)
+    async def wait_identified(self, count: int = 1, within: float = 10.0) -> None:
+        """Until ``count`` IDENTIFYs in all were answered with READY (and GUILD_CREATE)."""
+        await self.wait_for(lambda: len(self.identifies) >= count, within)
 
     # ---- pushing gateway events ---------------------------------------------------------------
     async def dispatch(self, event: str, data: JSON) -> int:
@@ -143,9 +145,19 @@ class FakeDiscord:
             if session.identify is None or session.ws.closed or not self._owns(session, data):
                 continue
             session.seq += 1
-            await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": data})
+            payload = self._withhold_content(session, data) if event == "MESSAGE_CREATE" else data
+            await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": payload})
             delivered += 1
         return delivered
+
+    def _withhold_content(self, session: _Session, data: JSON) -> JSON:
+        """Without the message-content intent, guild messages that don't mention the bot come blank."""
+        intents = int((session.identify or {}).get("intents", 0))
+        if intents & MESSAGE_CONTENT or "guild_id" not in data or data["author"]["id"] == self.bot["id"]:
+            return data
+        if any(u["id"] == self.bot["id"] for u in data.get("mentions", [])):
+            return data
+        return {**data, "content": "", "embeds": [], "attachments": [], "components": []}
 
     @staticmethod
     def _owns(session: _Session, data: JSON) -> bool:
@@ -226,10 +238,8 @@ class FakeDiscord:
         if data.get("token") != self.token:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
-        self.identifies.append(data)
         shard = data.get("shard")
         session.shard = (int(shard[0]), int(shard[1])) if shard else None
-        session.identify = data
         owns_guild = self._owns(session, {"guild_id": self.guild_id})
         ready: JSON = {
             "v": 10,
@@ -245,6 +255,8 @@ class FakeDiscord:
         await session.ws.send_json({"op": 0, "t": "READY", "s": session.seq, "d": ready})
         if owns_guild:
             await self.dispatch_to(session, "GUILD_CREATE", self._guild())
+        session.identify = data  # only now: events pushed by tests come after READY and GUILD_CREATE
+        self.identifies.append(data)
         await self._notify()
 
     async def dispatch_to(self, session: _Session, event: str, data: JSON) -> None:

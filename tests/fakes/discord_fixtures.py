@@ -1,0 +1,58 @@
+"""Fixtures and helpers for the Discord tests: the fake Discord and a bot started against it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import discord.http
+import pytest
+from discord.gateway import DiscordWebSocket
+
+from adapters.discord import DiscordAdapter
+from bot.runtime import Runtime
+from tests.conftest import MakeRuntime
+
+from .discord_server import Call, FakeDiscord
+
+StartBot = Callable[..., Awaitable[DiscordAdapter]]
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    saved = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    async with FakeDiscord() as fake:
+        yield fake
+    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+@pytest.fixture
+async def start_bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[StartBot]:
+    """``await start_bot(**settings)``: a connected adapter on the fake Discord (closed afterwards)."""
+    adapters: list[DiscordAdapter] = []
+
+    async def start(edit_interval: float = 0.3, runtime: Runtime | None = None, **overrides: Any) -> DiscordAdapter:
+        settings = {"discord_token": fake_discord.token, "discord_api_base": fake_discord.api_base, **overrides}
+        runtime = runtime or await make_runtime(**settings)
+        adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=edit_interval)
+        adapters.append(adapter)
+        identified = len(fake_discord.identifies)
+        await adapter.start()
+        await fake_discord.wait_identified(identified + 1)
+        return adapter
+
+    yield start
+    for adapter in adapters:
+        await adapter.close()
+
+
+def message_posts(fake: FakeDiscord, channel_id: str) -> list[Call]:
+    return fake.find("POST", rf"/channels/{channel_id}/messages")
+
+
+async def wait_answer(fake: FakeDiscord, channel_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """The bot's messages in a channel once there are ``count`` of them and the last one has content."""
+    def check() -> list[dict[str, Any]] | None:
+        msgs = fake.bot_messages(channel_id)
+        return msgs if len(msgs) >= count and msgs[-1]["content"] else None
+    return await fake.wait_for(check)
