@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 import uuid
 from typing import TextIO
@@ -58,17 +59,34 @@ async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, 
 
 
 async def run(runtime: Runtime, *, user: str | None = None, channel: str = "console") -> None:
+    """Answer stdin line by line until EOF or SIGTERM/SIGINT; an answer in progress still finishes."""
     key = ThreadKey("console", "local", channel, user or getpass.getuser())
     interactive = sys.stdin.isatty()
     stream = sys.stdout.isatty()
     if interactive:
         print(HELP, file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     reader = await _stdin_lines()
-    while True:
-        if interactive:
-            sys.stderr.write("> ")
-            sys.stderr.flush()
-        raw = await reader.readline()
-        if not raw:
-            break
-        await answer_line(runtime, key, raw.decode("utf-8", errors="replace"), sys.stdout, stream)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            if interactive:
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+            reading = asyncio.create_task(reader.readline())
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                break
+            raw = reading.result()
+            if not raw:
+                break
+            await answer_line(runtime, key, raw.decode("utf-8", errors="replace"), sys.stdout, stream)
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    await runtime.core.drain(runtime.settings.shutdown_grace)

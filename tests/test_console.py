@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
+
+import redis
 
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -61,3 +64,32 @@ async def test_console_errors_are_one_sentence(fake_openai: FakeOpenAI) -> None:
     assert code == 0
     assert out.splitlines() == ["The assistant is not configured correctly; the operator has been told."]
     assert "OPENAI_MODEL" in err
+
+
+async def test_sigterm_lets_the_answer_in_flight_finish(
+    fake_openai: FakeOpenAI, redis_url: str, prefix: str
+) -> None:
+    env = {**base_env(fake_openai), "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_", "DISCORD_", "REDIS_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "console", "--user", "bob",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**clean, **env}, cwd=ROOT,
+    )
+    assert proc.stdin is not None
+    await asyncio.wait_for(run_console(env, "warm up\n", "--user", "bob"), 60)
+    fake_openai.latency = 1.0
+    arrived = len(fake_openai.requests)
+    proc.stdin.write(b"slow question\n")
+    await proc.stdin.drain()
+    for _ in range(600):
+        if any(r.path == "/v1/responses" for r in fake_openai.requests[arrived:]):
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines() == ["echo: slow question"]
+    client = redis.Redis.from_url(redis_url)
+    assert not list(client.scan_iter(match=f"{prefix}:lock:*"))
+    client.close()
