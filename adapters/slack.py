@@ -48,8 +48,10 @@ log = logging.getLogger("threadkeeper.slack")
 SLACK_EVENTS: dict[str, str] = {"app_mention": "app_mention", "message.im": "message"}
 """Bot events the adapter answers: manifest subscription name -> Bolt event type."""
 
-SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started", "assistant_thread_context_changed")
-"""Bot events the AI-app pane needs; Bolt's ``AsyncAssistant`` middleware handles them."""
+SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started",)
+"""AI-app pane events, handled through Bolt's ``AsyncAssistant`` middleware. Not
+``assistant_thread_context_changed``: answers do not depend on the channel the user is viewing, and
+Bolt's default handler for it would make Slack calls inside the ack."""
 
 SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
 
@@ -174,9 +176,10 @@ class SlackAdapter:
             await reply.close()
 
     async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
-        request = parse_forget(body, self.settings.thread_scope)
+        scope = self.settings.thread_scope
+        request = parse_forget(body, scope)
         try:
-            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request))
+            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request), scope)
         except BotError as exc:
             log.warning("/forget failed: %s", exc)
             text = exc.user_message
@@ -281,7 +284,9 @@ class SlackAdapter:
         return web.json_response(body, status=200 if ok else 503)
 
 
-def _forget_text(request: ForgetRequest, result: ForgetResult) -> str:
+def _forget_text(request: ForgetRequest, result: ForgetResult, scope: str) -> str:
+    if result.threads == 0 and scope == "thread" and not request.everything:
+        return "Conversations here follow Slack threads: use `/forget all` to erase yours."
     if result.threads == 0:
         text = "There was nothing to forget." if request.everything else "There was nothing to forget here."
     elif request.everything:

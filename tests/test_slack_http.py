@@ -159,6 +159,12 @@ async def test_thread_scope_gives_each_slack_thread_its_own_conversation(
     await slack.adapter.settle()
     assert len(fake_openai.conversations) == 2
 
+    status, _ = await slack.command(command_form("/forget", "", channel="C1",
+                                                 response_url=slack.fake.response_url("scoped")))
+    assert status == 200
+    await slack.fake.wait_for(lambda: len(slack.fake.responses) == 1)
+    assert "/forget all" in slack.fake.responses[0][1]["text"], "a channel command cannot name a Slack thread"
+
 
 async def test_forget_answers_ephemerally_then_the_next_message_starts_a_new_thread(
     slack: Slack, fake_openai: FakeOpenAI
@@ -204,6 +210,7 @@ async def test_forget_all_erases_every_thread_of_the_caller(slack: Slack, fake_o
 
     status, _ = await slack.command(command_form("/forget", "everything please",
                                                  response_url=slack.fake.response_url("usage")))
+    assert status == 200
     await slack.fake.wait_for(lambda: len(slack.fake.responses) == 2)
     assert "/forget all" in slack.fake.responses[1][1]["text"]
 
