@@ -163,8 +163,11 @@ class DiscordAdapter:
             raise ConfigError("DISCORD_TOKEN: Discord rejected the token") from None
         if self._saved is not None:
             # discord.py connects to its built-in gateway URL unless told otherwise: ask the REST base.
-            _, gateway, _ = await self.client.http.get_bot_gateway()
-            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+            try:
+                _, gateway, _ = await self.client.http.get_bot_gateway()
+                DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+            except discord.GatewayNotFound:
+                log.warning("DISCORD_API_BASE gave no gateway URL; using Discord's default gateway")
         app_id = self.client.application_id or ""
         await sync_commands(self.tree, self.core.store, app_id, self.settings.discord_dev_guild)
         self.connection = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
