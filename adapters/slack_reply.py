@@ -117,7 +117,8 @@ class SlackReply:
             await self.discard()
             return
         if self.mode == "stream":
-            if len(text) <= self.limit:
+            # The stream can only append: it finishes the answer if what it showed is the start of it.
+            if len(text) <= self.limit and text.startswith(self._text[: self._streamed]):
                 if await self._stop_stream(text[self._streamed :]):
                     return
             else:

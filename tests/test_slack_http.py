@@ -232,6 +232,7 @@ async def test_a_retry_while_the_first_answer_is_in_progress_gets_no_second_answ
     event = dm_event("slow one", channel="D4", thread_ts="1700000001.000001")  # an AI-app pane thread
     envelope = event_envelope(event)
     assert await slack.event(envelope) == 200
+    assert slack.fake.in_thread("D4", "1700000001.000001") == [], "acknowledged before the answer"
     await slack.fake.wait_for(lambda: len(slack.fake.statuses) == 1)
     assert slack.fake.statuses[0] == ("D4", "1700000001.000001", "thinking…")
     assert await slack.event(envelope, retry=1) == 200
@@ -348,6 +349,23 @@ async def test_streaming_falls_back_to_throttled_edits_of_a_placeholder(
     await slack.answers("C2", second["ts"])
     await slack.adapter.settle()
     assert slack.fake.count("chat.startStream") == 1, "a refusing workspace is not asked again"
+
+
+async def test_a_stream_that_breaks_off_is_finished_by_editing_the_streamed_message(
+    slack: Slack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.reply = lambda _text, _items: "**Done**: see `x`"
+    slack.fake.fail_next("chat.stopStream", "streaming_state_conflict")
+    first = mention_event(f"<@{BOT_USER_ID}> go", channel="C8")
+    assert await slack.event(event_envelope(first)) == 200
+    await slack.adapter.settle()
+    [message] = slack.fake.in_thread("C8", first["ts"])
+    assert message.streamed and message.text == markdown_to_mrkdwn("**Done**: see `x`") == "*Done*: see `x`"
+
+    second = mention_event(f"<@{BOT_USER_ID}> again", channel="C8")
+    assert await slack.event(event_envelope(second)) == 200
+    [again] = await slack.answers("C8", second["ts"])
+    assert again.streamed and slack.fake.count("chat.startStream") == 2, "one broken stream disables nothing"
 
 
 async def test_an_assistant_error_becomes_one_short_sentence_in_the_thread(
