@@ -121,7 +121,7 @@ class SlackAdapter:
             self.app.command(command)(self._on_forget)
             self.registered_commands.add(command)
 
-    # ---- listeners (they run after the ack; they only start work) ------------------------------
+    # ---- listeners (they run before the ack, so they only parse and start a task) ---------------
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
         parsed = parse_event(body, context.bot_user_id, self.settings.thread_scope)
         if parsed is None:
