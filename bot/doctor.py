@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import openai
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -57,6 +58,12 @@ class Line:
     def __str__(self) -> str:
         text = f"{self.status} {self.piece}: {self.what}"
         return f"{text} — {self.fix}" if self.fix else text
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """A secret's value, or ``None`` when unset or blank (``FOO=`` in ``.env`` is not a token)."""
+    text = value.get_secret_value().strip() if value is not None else ""
+    return text or None
 
 
 def redact_url(url: str) -> str:
@@ -141,12 +148,14 @@ async def check_redis(settings: Settings, limit: float) -> list[Line]:
 # -- OpenAI ------------------------------------------------------------------------------------------
 async def check_openai(settings: Settings, limit: float) -> list[Line]:
     piece = "openai"
-    if settings.openai_api_key is None and not settings.openai_base_url:
+    api_key = secret(settings.openai_api_key)
+    if api_key is None and not settings.openai_base_url:
         return [Line("FAIL", piece, "OPENAI_API_KEY is not set", "set OPENAI_API_KEY (every command needs it)")]
     where = redact_url(settings.openai_base_url or "https://api.openai.com/v1")
     model = settings.openai_model
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unset"
-    client = openai.AsyncOpenAI(api_key=key, base_url=settings.openai_base_url, timeout=limit, max_retries=0)
+    client = openai.AsyncOpenAI(
+        api_key=api_key or "unset", base_url=settings.openai_base_url, timeout=limit, max_retries=0
+    )
     try:
         found = await client.models.retrieve(model)
     except openai.AuthenticationError:
@@ -192,12 +201,12 @@ def slack_scopes() -> tuple[str, ...]:
 
 
 async def check_slack(settings: Settings, limit: float) -> list[Line]:
-    if settings.slack_bot_token is None:
-        if settings.slack_app_token or settings.slack_signing_secret:
+    token = secret(settings.slack_bot_token)
+    if token is None:
+        if secret(settings.slack_app_token) or secret(settings.slack_signing_secret):
             return [Line("FAIL", "slack", "SLACK_APP_TOKEN/SLACK_SIGNING_SECRET set but SLACK_BOT_TOKEN is not",
                          "set SLACK_BOT_TOKEN to the Bot User OAuth Token (xoxb-…)")]
         return [Line("SKIP", "slack", "SLACK_BOT_TOKEN not set")]
-    token = settings.slack_bot_token.get_secret_value()
     fix_token = "set SLACK_BOT_TOKEN to the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page"
     if not token.startswith("xoxb-"):
         kind = "an app-level token" if token.startswith("xapp-") else "not a bot token"
@@ -244,13 +253,13 @@ def _scopes_line(granted_header: str | None) -> Line:
 
 
 async def _slack_mode(settings: Settings, base: str, limit: float) -> Line:
-    if settings.slack_app_token is None:
-        if settings.slack_signing_secret is None:
+    app_token = secret(settings.slack_app_token)
+    if app_token is None:
+        if secret(settings.slack_signing_secret) is None:
             return Line("FAIL", "slack http", "HTTP mode (no SLACK_APP_TOKEN) needs SLACK_SIGNING_SECRET",
                         "set SLACK_SIGNING_SECRET (Basic Information page), or SLACK_APP_TOKEN for Socket Mode")
         return Line("PASS", "slack http", f"HTTP mode: signing secret set; Slack posts to /slack/events on PORT "
                     f"{settings.port}")
-    app_token = settings.slack_app_token.get_secret_value()
     fix = "set SLACK_APP_TOKEN to an app-level token (xapp-…) with connections:write (Basic Information page)"
     if not app_token.startswith("xapp-"):
         return Line("FAIL", "slack socket mode", "SLACK_APP_TOKEN is not an app-level token", fix)
@@ -267,11 +276,11 @@ async def _slack_mode(settings: Settings, base: str, limit: float) -> Line:
 
 # -- Discord -----------------------------------------------------------------------------------------
 async def check_discord(settings: Settings, limit: float) -> list[Line]:
-    if settings.discord_token is None:
+    token = secret(settings.discord_token)
+    if token is None:
         return [Line("SKIP", "discord", "DISCORD_TOKEN not set")]
     from adapters.discord import intents, rest_base
 
-    token = settings.discord_token.get_secret_value()
     base = rest_base(settings.discord_api_base) if settings.discord_api_base else DISCORD_API
     headers = {"Authorization": f"Bot {token}", "User-Agent": "DiscordBot (threadkeeper doctor, 1.0)"}
     fix_token = "set DISCORD_TOKEN to the bot token (developer portal -> Bot -> Reset Token)"
