@@ -28,10 +28,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int | None]]) -> int:
+async def _with_runtime(
+    settings: Settings, body: Callable[[Runtime], Awaitable[int | None]], *, serve: bool = False
+) -> int:
+    """Build the runtime, run ``body``; with ``serve``, also metrics and the in-process janitor."""
     runtime = build_runtime(settings)
     try:
-        return int(await body(runtime) or 0)
+        if not serve:
+            return int(await body(runtime) or 0)
+        from bot.service import extras
+
+        async with extras(runtime):
+            return int(await body(runtime) or 0)
     finally:
         await runtime.close()
 
@@ -60,14 +68,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from adapters import slack
 
         settings.require("openai_api_key", "slack_bot_token")
-        return asyncio.run(_with_runtime(settings, slack.run))
+        return asyncio.run(_with_runtime(settings, slack.run, serve=True))
     if command == "discord":
         from adapters import discord as discord_adapter
 
         if args.invite_url:
             return discord_adapter.print_invite_url(settings)
         settings.require("openai_api_key", "discord_token")
-        return asyncio.run(_with_runtime(settings, discord_adapter.run))
+        return asyncio.run(_with_runtime(settings, discord_adapter.run, serve=True))
     if command == "janitor":
         from bot import janitor
 

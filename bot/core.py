@@ -44,6 +44,14 @@ ROLLOVER_TURNS = 6
 """Items re-primed into a thread that replaces one that outgrew the context window."""
 
 
+def _is_dm(key: ThreadKey, channel: str) -> bool:
+    """DMs pass channel allowlists (the workspace allowlist still applies).
+
+    Discord DMs have the workspace ``dm``; Slack DM channel ids start with ``D``.
+    """
+    return key.workspace == "dm" or (key.platform == "slack" and channel.startswith("D"))
+
+
 class Policy:
     """Allowlists: where the bot may answer at all."""
 
@@ -57,7 +65,7 @@ class Policy:
             return False
         channels = self.channels.get(key.platform)
         channel = key.channel.split("/", 1)[0]
-        return not (channels and key.workspace != "dm" and channel not in channels)
+        return not (channels and not _is_dm(key, channel) and channel not in channels)
 
 
 class Core:

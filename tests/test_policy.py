@@ -21,7 +21,7 @@ from tests.fakes.openai_server import FakeOpenAI, FakeOpenAIThread
 async def test_allowlists_refuse_direct_mentions_once_and_stay_silent_otherwise(
     make_runtime: MakeRuntime, fake_openai: FakeOpenAI
 ) -> None:
-    rt = await make_runtime(allowed_slack_teams="T1", allowed_discord_channels="C7,C8")
+    rt = await make_runtime(allowed_slack_teams="T1", allowed_slack_channels="C1", allowed_discord_channels="C7,C8")
     outside = ThreadKey("slack", "T2", "C1", "U1")
     with pytest.raises(NotAllowed) as err:
         await rt.core.handle(Incoming(outside, "hi", "m1", direct=True))
@@ -31,7 +31,9 @@ async def test_allowlists_refuse_direct_mentions_once_and_stay_silent_otherwise(
     assert await rt.core.handle(Incoming(ThreadKey("discord", "G1", "C7", "U1"), "hi", "m4")) is not None
     assert await rt.core.handle(Incoming(ThreadKey("discord", "G1", "C9", "U1"), "hi", "m5", direct=False)) is None
     assert await rt.core.handle(Incoming(ThreadKey("discord", "dm", "D1", "U1"), "hi", "m6")) is not None
-    assert fake_openai.count("POST", "/v1/responses") == 3
+    assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "D1", "U1"), "hi", "m7")) is not None
+    assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "C2", "U1"), "hi", "m8", direct=False)) is None
+    assert fake_openai.count("POST", "/v1/responses") == 4
 
 
 async def test_input_bounds(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
