@@ -22,7 +22,7 @@ from bot.assistants.errors import translate
 from bot.config import Settings
 from bot.store import Store, Turn
 from bot.tokens import counter_for, message_tokens
-from bot.types import DeltaCallback, Misconfigured, ThreadKey, TooLong, Usage
+from bot.types import DeltaCallback, ThreadKey, TooLong, Usage
 
 HISTORY_MESSAGES = 200
 """Messages kept per thread in Redis; the token budget decides how many are sent."""
@@ -149,13 +149,6 @@ class ChatAssistant:
             return (await self._complete(messages)).text.strip()
         except openai.APIError as exc:
             raise translate(exc, what="summarising") from None
-
-    async def check(self) -> str:
-        try:
-            model = await self.client.models.retrieve(self.settings.openai_model)
-        except openai.APIError as exc:
-            raise Misconfigured(str(translate(exc, what="checking the model"))) from None
-        return f"model {model.id} available"
 
     async def close(self) -> None:
         await self.client.close()

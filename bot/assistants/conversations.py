@@ -14,7 +14,7 @@ from bot.assistants.base import ContextOverflow, Sent, ThreadGone
 from bot.assistants.errors import error_code, translate
 from bot.config import Settings
 from bot.store import Turn
-from bot.types import DeltaCallback, Misconfigured, ThreadKey, Unavailable, Usage, hash_user
+from bot.types import DeltaCallback, ThreadKey, Unavailable, Usage, hash_user
 
 log = logging.getLogger("threadkeeper.assistant")
 
@@ -198,13 +198,6 @@ class ConversationsAssistant:
         except openai.APIError as exc:
             raise translate(exc, what="summarising") from None
         return response.output_text.strip()
-
-    async def check(self) -> str:
-        try:
-            model = await self.client.models.retrieve(self.settings.openai_model)
-        except openai.APIError as exc:
-            raise Misconfigured(str(translate(exc, what="checking the model"))) from None
-        return f"model {model.id} available"
 
     async def close(self) -> None:
         await self.client.close()

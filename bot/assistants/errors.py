@@ -56,3 +56,4 @@ def translate(exc: openai.APIError, *, what: str) -> Exception:
         return Unavailable(f"{what}: {status}")
     log.error("%s failed: %s %s: %s", what, status, code, exc)
     return BotError(f"{what}: {status} {code}")
+
