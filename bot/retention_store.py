@@ -161,11 +161,11 @@ async def tombstones(store: Store) -> list[Tombstone]:
 
 
 async def tombstone_count(store: Store) -> int:
-    return int(await store.redis.hlen(store.keys.tombstones))  # type: ignore[misc]
+    return int(await store.redis.hlen(store.keys.tombstones))
 
 
 async def has_tombstone(store: Store, thread_id: str) -> bool:
-    return bool(await store.redis.hexists(store.keys.tombstones, thread_id))  # type: ignore[misc]
+    return bool(await store.redis.hexists(store.keys.tombstones, thread_id))
 
 
 async def last_activity(store: Store, key: ThreadKey) -> float | None:

@@ -38,7 +38,7 @@ async def start(rt: Runtime, key: ThreadKey, mid: str) -> str:
 async def age(rt: Runtime, key: ThreadKey, seconds: float) -> None:
     then = time.time() - seconds
     await rt.redis.zadd(rt.store.keys.index, {key.id: then})
-    await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))  # type: ignore[misc]
+    await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))
 
 
 async def world(rt: Runtime, keys: list[ThreadKey] = ALL) -> dict[ThreadKey, str]:
@@ -51,13 +51,13 @@ async def snapshot(rt: Runtime) -> dict[str, object]:
     async for name in rt.redis.scan_iter(match=f"{rt.store.keys.prefix}:*"):
         kind = await rt.redis.type(name)
         if kind == "hash":
-            out[name] = await rt.redis.hgetall(name)  # type: ignore[misc]
+            out[name] = await rt.redis.hgetall(name)
         elif kind == "zset":
             out[name] = await rt.redis.zrange(name, 0, -1, withscores=True)
         elif kind == "set":
-            out[name] = sorted(await rt.redis.smembers(name))  # type: ignore[misc]
+            out[name] = sorted(await rt.redis.smembers(name))
         elif kind == "list":
-            out[name] = await rt.redis.lrange(name, 0, -1)  # type: ignore[misc]
+            out[name] = await rt.redis.lrange(name, 0, -1)
         else:
             out[name] = await rt.redis.get(name)
     return out

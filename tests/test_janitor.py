@@ -35,7 +35,7 @@ async def age(rt: Runtime, key: ThreadKey, seconds: float) -> None:
     then = time.time() - seconds
     await rt.redis.zadd(rt.store.keys.index, {key.id: then})
     if await rt.redis.exists(rt.store.keys.thread(key)):
-        await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))  # type: ignore[misc]
+        await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 15.0) -> None:
@@ -63,8 +63,8 @@ async def assert_no_local_trace(rt: Runtime, key: ThreadKey) -> None:
     assert await rt.store.get_thread(key) is None
     assert await rt.store.turns(key) == []
     assert await rt.redis.zscore(keys.index, key.id) is None
-    assert not await rt.redis.hexists(keys.index_ids, key.id)  # type: ignore[misc]
-    assert not await rt.redis.sismember(keys.user(key.user_id), key.id)  # type: ignore[misc]
+    assert not await rt.redis.hexists(keys.index_ids, key.id)
+    assert not await rt.redis.sismember(keys.user(key.user_id), key.id)
 
 
 async def idle_world(rt: Runtime, idle: list[ThreadKey] = IDLE) -> tuple[dict[ThreadKey, str], str]:
@@ -161,7 +161,7 @@ async def test_killed_janitor_then_rerun_loses_and_leaks_nothing(
 
     tombstones = await rt.store.tombstones()
     for key, conv in convs.items():
-        known = await rt.redis.hexists(rt.store.keys.index_ids, key.id)  # type: ignore[misc]
+        known = await rt.redis.hexists(rt.store.keys.index_ids, key.id)
         assert fake_openai.conversations[conv].deleted or known or conv in tombstones, conv
     assert len(fake_openai.active_conversations) >= len(convs)  # most of the work was left undone
 
