@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     discord = sub.add_parser("discord", help="run the Discord bot")
     discord.add_argument("--invite-url", action="store_true", help="print the invite URL and exit")
     sub.add_parser("janitor", help="delete idle threads and retry queued deletions, on an interval")
-    threads = sub.add_parser("threads", help="list, count, purge and erase threads")
+    threads = sub.add_parser("threads", help="list, count, purge and erase threads", add_help=False)
     threads.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check every configured piece and say how to fix what fails")
     return parser

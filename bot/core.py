@@ -171,7 +171,7 @@ class Core:
             begun = await self.store.begin(key, msg.message_id, token)
         except asyncio.CancelledError:
             # The claim may have landed before the cancel: give it back (only if it is ours).
-            with contextlib.suppress(RedisError, asyncio.CancelledError):
+            with contextlib.suppress(RedisError):
                 await asyncio.shield(self.store.release(key, msg.message_id, token, "drop"))
             raise
         if begun.status == "dup":
@@ -213,12 +213,12 @@ class Core:
             # "done": the user was told something, so a redelivery must stay silent;
             # "drop": cancelled before saying anything, so a redelivery may try again.
             mode = "drop" if isinstance(exc, asyncio.CancelledError) else "done"
-            with contextlib.suppress(RedisError, asyncio.CancelledError):
+            with contextlib.suppress(RedisError):
                 await asyncio.shield(self.store.release(key, msg.message_id, token, mode))  # type: ignore[arg-type]
             raise
         finally:
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # wait() rather than await: a cancel of this task must not be swallowed here.
+            await asyncio.wait({renewer})
 
     async def _admit(self, key: ThreadKey) -> None:
         rate = self.settings.rate
@@ -363,7 +363,8 @@ class Core:
             yield
         finally:
             renewer.cancel()
-            with contextlib.suppress(RedisError, asyncio.CancelledError):
+            await asyncio.wait({renewer})
+            with contextlib.suppress(RedisError):
                 await asyncio.shield(self.store.release(key, None, token, "keep"))
 
 

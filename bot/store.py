@@ -9,6 +9,7 @@ message answered, unlock). Both are Lua scripts, so they are atomic.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from redis.asyncio.cluster import RedisCluster
 from bot import store_scripts as lua
 from bot.keys import Keys
 from bot.types import ThreadKey
+
+log = logging.getLogger("threadkeeper.store")
 
 RedisClient = Redis | RedisCluster
 Turn = dict[str, str]
@@ -159,11 +162,12 @@ class Store:
             len(turns),
         ]
         args += [json.dumps(t, ensure_ascii=False) for t in turns]
-        await self._finish(keys=keys, args=args)
         if self.cluster:
+            # The durable index first: a crash in between must never hide a thread from the janitor.
             await self._index_update(key, thread_id, backend, now)
             if input_tokens + output_tokens:
                 await self.add_tokens(key, input_tokens + output_tokens)
+        await self._finish(keys=keys, args=args)
 
     async def release(
         self, key: ThreadKey, message_id: str | None, token: str, mode: Literal["done", "drop", "keep"]
@@ -179,6 +183,8 @@ class Store:
         """Record a new thread at once, so it is never orphaned if the send that follows fails."""
         now = time.time()
         ttl = _ms(self.idle_ttl)
+        if self.cluster:
+            await self._index_update(key, thread_id, backend, now)
         async with self.redis.pipeline(transaction=not self.cluster) as pipe:
             pipe.hset(
                 self.keys.thread(key),
@@ -192,8 +198,6 @@ class Store:
                 pipe.hset(self.keys.index_ids, key.id, f"{backend} {thread_id}")
                 pipe.sadd(self.keys.user(key.user_id), key.id)
             await pipe.execute()
-        if self.cluster:
-            await self._index_update(key, thread_id, backend, now)
 
     async def turns(self, key: ThreadKey) -> list[Turn]:
         raw = await self.redis.lrange(self.keys.turns(key), 0, -1)  # type: ignore[misc]
@@ -250,7 +254,11 @@ class Store:
         start = 0
         while True:
             page = await self.redis.zrangebyscore(self.keys.index, "-inf", hi, start=start, num=500, withscores=True)
-            out += [(ThreadKey.parse(_str(m)), float(s)) for m, s in cast(list[tuple[Any, Any]], page)]
+            for member, score in cast(list[tuple[Any, Any]], page):
+                try:
+                    out.append((ThreadKey.parse(_str(member)), float(score)))
+                except ValueError:
+                    log.warning("skipping a malformed index member %r", _str(member)[:80])
             if len(page) < 500:
                 return out
             start += 500
