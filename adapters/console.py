@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import signal
 import sys
 import uuid
 from typing import TextIO
 
 from bot.runtime import Runtime
+from bot.service import stop_on_signals
 from bot.types import BotError, Incoming, ThreadKey
 
 HELP = "Type a message and press Enter. /forget forgets this conversation, /forget all every one of yours."
@@ -66,12 +66,9 @@ async def run(runtime: Runtime, *, user: str | None = None, channel: str = "cons
     if interactive:
         print(HELP, file=sys.stderr)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     reader = await _stdin_lines()
     stopping = asyncio.create_task(stop.wait())
-    try:
+    with stop_on_signals(stop):
         while not stop.is_set():
             if interactive:
                 sys.stderr.write("> ")
@@ -85,8 +82,5 @@ async def run(runtime: Runtime, *, user: str | None = None, channel: str = "cons
             if not raw:
                 break
             await answer_line(runtime, key, raw.decode("utf-8", errors="replace"), sys.stdout, stream)
-    finally:
-        stopping.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    stopping.cancel()
     await runtime.core.drain(runtime.settings.shutdown_grace)

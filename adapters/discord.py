@@ -16,7 +16,6 @@ import binascii
 import contextlib
 import logging
 import re
-import signal
 
 import discord
 import discord.http
@@ -28,6 +27,7 @@ from adapters.discord_reply import ReplyStream
 from bot.config import ConfigError, Settings
 from bot.core import Core
 from bot.runtime import Runtime
+from bot.service import stop_on_signals
 from bot.text import strip_mentions
 from bot.types import BotError, ForgetResult, Incoming, ThreadKey
 
@@ -316,27 +316,20 @@ class DiscordAdapter:
 async def run(runtime: Runtime, *, stop: asyncio.Event | None = None) -> None:
     """``python -m bot discord``: run until SIGTERM/SIGINT (or ``stop``), drain, disconnect cleanly."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
     adapter = DiscordAdapter(runtime.core, runtime.settings)
-    try:
-        await adapter.start()
-        assert adapter.connection is not None
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopping, adapter.connection}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if adapter.connection.done() and not stop.is_set():
-            _raise_connection_error(adapter.connection)
-        log.info("stopping: finishing answers in flight")
-        await adapter.drain(runtime.settings.shutdown_grace)
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await adapter.close()
+    with stop_on_signals(stop):
+        try:
+            await adapter.start()
+            assert adapter.connection is not None
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({stopping, adapter.connection}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if adapter.connection.done() and not stop.is_set():
+                _raise_connection_error(adapter.connection)
+            log.info("stopping: finishing answers in flight")
+            await adapter.drain(runtime.settings.shutdown_grace)
+        finally:
+            await adapter.close()
 
 
 def _raise_connection_error(connection: asyncio.Task[None]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -41,6 +40,7 @@ from adapters.slack_parse import ForgetRequest, Parsed, parse_event, parse_forge
 from adapters.slack_reply import SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
 from bot.runtime import Runtime
+from bot.service import stop_on_signals
 from bot.types import BotError, ForgetResult
 
 log = logging.getLogger("threadkeeper.slack")
@@ -302,22 +302,13 @@ async def run(runtime: Runtime, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then drain and disconnect cleanly."""
     stopping = stop or asyncio.Event()
     adapter = SlackAdapter(runtime)
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    with stop_on_signals(stopping):
         try:
-            loop.add_signal_handler(sig, stopping.set)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError):
-            log.debug("cannot handle %s in this event loop", sig.name)
-    try:
-        await adapter.start()
-        await stopping.wait()
-        log.info("Slack adapter stopping: draining answers in flight")
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await adapter.stop(runtime.settings.shutdown_grace)
+            await adapter.start()
+            await stopping.wait()
+            log.info("Slack adapter stopping: draining answers in flight")
+        finally:
+            await adapter.stop(runtime.settings.shutdown_grace)
     log.info("Slack adapter stopped")
 
 

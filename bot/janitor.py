@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +29,7 @@ from bot.assistants.base import Assistant
 from bot.durations import format_duration
 from bot.retention_store import Lease, Tombstone, has_tombstone, last_activity, thread_lock, tombstones
 from bot.runtime import Runtime
+from bot.service import stop_on_signals
 from bot.types import ThreadKey
 
 log = logging.getLogger("threadkeeper.janitor")
@@ -211,22 +211,13 @@ async def janitor_task(runtime: Runtime) -> None:
 async def run_forever(runtime: Runtime, stop: asyncio.Event | None = None) -> int:
     """``python -m bot janitor``: passes every ``JANITOR_INTERVAL`` (default 1h) until SIGTERM/SIGINT."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     interval = runtime.settings.janitor_interval or DEFAULT_INTERVAL
     log.info(
         "janitor started: a pass every %s; threads idle over %s are deleted",
         format_duration(interval),
         format_duration(runtime.store.idle_ttl),
     )
-    try:
+    with stop_on_signals(stop):
         await _loop(runtime, interval, stop)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
     log.info("janitor stopped")
     return 0

@@ -1,10 +1,11 @@
-"""What every long-running bot process runs beside its adapter: metrics and the janitor."""
+"""What every long-running bot process shares: signal handling, metrics and the janitor."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 
 from bot.runtime import Runtime
 
@@ -26,3 +27,19 @@ async def extras(runtime: Runtime) -> AsyncIterator[None]:
                 await janitor
         if metrics is not None:
             await metrics.stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT while inside (where the loop can handle signals)."""
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
