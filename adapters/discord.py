@@ -299,7 +299,7 @@ class DiscordAdapter:
                 result = await self.core.forget_user(PLATFORM, str(guild_id) if guild_id else "dm", str(user_id))
             else:
                 channel_id = interaction.channel_id or 0
-                result = await self.core.forget(thread_key(interaction.channel, channel_id, guild_id, user_id))
+                result = await self.core.forget_channel(thread_key(interaction.channel, channel_id, guild_id, user_id))
             text = describe_forget(result, everything)
         except BotError as exc:
             log.warning("/forget failed: %s", exc)

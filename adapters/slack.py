@@ -179,7 +179,7 @@ class SlackAdapter:
         scope = self.settings.thread_scope
         request = parse_forget(body, scope)
         try:
-            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request), scope)
+            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request))
         except BotError as exc:
             log.warning("/forget failed: %s", exc)
             text = exc.user_message
@@ -199,7 +199,7 @@ class SlackAdapter:
     async def _do_forget(self, request: ForgetRequest) -> ForgetResult:
         if request.everything:
             return await self.core.forget_user("slack", request.team, request.user)
-        return await self.core.forget(request.key)
+        return await self.core.forget_channel(request.key)
 
     # ---- tasks ---------------------------------------------------------------------------------
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -284,13 +284,13 @@ class SlackAdapter:
         return web.json_response(body, status=200 if ok else 503)
 
 
-def _forget_text(request: ForgetRequest, result: ForgetResult, scope: str) -> str:
-    if result.threads == 0 and scope == "thread" and not request.everything:
-        return "Conversations here follow Slack threads: use `/forget all` to erase yours."
+def _forget_text(request: ForgetRequest, result: ForgetResult) -> str:
     if result.threads == 0:
         text = "There was nothing to forget." if request.everything else "There was nothing to forget here."
     elif request.everything:
         text = f"Done: I forgot all your conversations in this workspace ({result.threads})."
+    elif result.threads > 1:
+        text = f"Done: I forgot your {result.threads} conversations in this channel and its threads."
     else:
         text = "Done: I forgot our conversation here. Your next message starts a new one."
     if result.remote_pending:

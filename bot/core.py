@@ -139,11 +139,22 @@ class Core:
 
     async def forget_user(self, platform: str, workspace: str, user: str) -> ForgetResult:
         """Erase every thread of one user in one workspace (``/forget all``)."""
-        probe = ThreadKey(platform, workspace, "-", user)
+        return await self._forget_many(await self._user_keys(ThreadKey(platform, workspace, "-", user)))
+
+    async def forget_channel(self, key: ThreadKey) -> ForgetResult:
+        """``/forget`` in a channel: the caller's conversation there and those in its platform threads
+        (keys whose channel is ``<channel>/<thread>``), which a slash command cannot name."""
+        below = key.channel + "/"
+        keys = [k for k in await self._user_keys(key) if k.channel.startswith(below)]
+        return await self._forget_many([key, *keys])
+
+    async def _user_keys(self, key: ThreadKey) -> list[ThreadKey]:
         try:
-            keys = await self.store.user_keys(probe.user_id)
+            return await self.store.user_keys(key.user_id)
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}") from None
+
+    async def _forget_many(self, keys: list[ThreadKey]) -> ForgetResult:
         threads = pending = 0
         for key in keys:
             result = await self.forget(key)

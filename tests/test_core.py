@@ -335,3 +335,18 @@ async def test_claim_of_a_dead_worker_lapses(make_runtime: MakeRuntime) -> None:
             break
         await asyncio.sleep(0.05)
     assert answer is not None and answer.text == "echo: hi"
+
+
+async def test_forget_channel_covers_its_platform_threads_only(make_runtime: MakeRuntime) -> None:
+    rt = await make_runtime()
+    here = ThreadKey("slack", "T1", "C1", "U1")
+    in_threads = [ThreadKey("slack", "T1", f"C1/17000000{i}.0001", "U1") for i in range(2)]
+    elsewhere = [ThreadKey("slack", "T1", "C10", "U1"), ThreadKey("slack", "T1", "C1/1.1", "U2")]
+    for i, key in enumerate([here, *in_threads, *elsewhere]):
+        await rt.core.handle(msg("hi", f"m{i}", key))
+    result = await rt.core.forget_channel(here)
+    assert result.threads == 3
+    for key in [here, *in_threads]:
+        assert await rt.store.get_thread(key) is None
+    for key in elsewhere:
+        assert await rt.store.get_thread(key) is not None

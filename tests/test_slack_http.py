@@ -163,7 +163,8 @@ async def test_thread_scope_gives_each_slack_thread_its_own_conversation(
                                                  response_url=slack.fake.response_url("scoped")))
     assert status == 200
     await slack.fake.wait_for(lambda: len(slack.fake.responses) == 1)
-    assert "/forget all" in slack.fake.responses[0][1]["text"], "a channel command cannot name a Slack thread"
+    assert "2 conversations" in slack.fake.responses[0][1]["text"]
+    assert all(c.deleted for c in fake_openai.conversations.values()), "/forget in a channel covers its threads"
 
 
 async def test_forget_answers_ephemerally_then_the_next_message_starts_a_new_thread(
