@@ -1,0 +1,306 @@
+"""Drive the real core (``build_runtime`` -> ``Core.handle``) on real Redis and the fake OpenAI.
+
+Everything is measured in this process, around ``core.handle``: wall time per
+message, round trips counted on the Redis client (:mod:`bench.redis_count`),
+HTTP calls counted by the fake, in-flight answers read from ``core.in_flight``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai._constants import DEFAULT_CONNECTION_LIMITS
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from bench.fake_proc import FakeProcess
+from bench.redis_count import RoundTrips, count_async
+from bench.stats import rss_bytes, summary_ms
+from bot.assistants.chat import ChatAssistant
+from bot.assistants.conversations import ConversationsAssistant
+from bot.config import Settings, load_settings
+from bot.runtime import Runtime, build_runtime, make_redis
+from bot.types import BotError, Incoming, ThreadKey
+
+TEXT = "Can you summarise where ticket #{n} stands and what is still open? Two lines are enough."
+TURN = "POST", "/v1/responses"
+
+
+@dataclass
+class RigOptions:
+    redis_url: str
+    prefix: str
+    redis_pool: int = 0
+    """0: the client ``bot.runtime.make_redis`` ships; N: a BlockingConnectionPool of N connections."""
+    http_pool: int = 0
+    """0: the openai SDK's default connection limits; N: allow N connections, all kept alive."""
+    http_aiohttp: bool = False
+    """True: the SDK's aiohttp transport (``DefaultAioHttpClient``) instead of httpx2's own."""
+
+
+@dataclass
+class Rig:
+    runtime: Runtime
+    tally: RoundTrips
+    fake: FakeProcess
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def bench_settings(opts: RigOptions, base_url: str, **overrides: Any) -> Settings:
+    """Shipped defaults, except what points at the bench's Redis and fake (never reads ``.env``)."""
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "redis_url": opts.redis_url,
+        "redis_prefix": opts.prefix,
+        "openai_api_key": "bench",
+        "openai_base_url": base_url,
+        "openai_model": "gpt-test",
+        "rate_limit": None,
+        "user_daily_tokens": 0,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def _redis(opts: RigOptions, settings: Settings) -> Redis:
+    if not opts.redis_pool:
+        client = make_redis(settings)
+        if not isinstance(client, Redis):
+            raise TypeError("the bench needs a single Redis, not a cluster")
+        return client
+    pool = BlockingConnectionPool.from_url(
+        opts.redis_url, max_connections=opts.redis_pool, timeout=30, decode_responses=True, socket_timeout=5.0
+    )
+    return Redis(connection_pool=pool)
+
+
+def _http_client(settings: Settings, opts: RigOptions) -> AsyncOpenAI:
+    limits = DEFAULT_CONNECTION_LIMITS
+    if opts.http_pool:
+        limits = httpx2.Limits(max_connections=opts.http_pool, max_keepalive_connections=opts.http_pool)
+    http: httpx2.AsyncClient
+    if opts.http_aiohttp:
+        http = DefaultAioHttpClient(limits=limits, timeout=settings.openai_timeout)
+    else:
+        http = httpx2.AsyncClient(limits=limits, timeout=settings.openai_timeout)
+    return AsyncOpenAI(
+        api_key="bench",
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries,
+        http_client=http,
+    )
+
+
+async def open_rig(opts: RigOptions, fake: FakeProcess, **overrides: Any) -> Rig:
+    settings = bench_settings(opts, fake.base_url, **overrides)
+    tally = RoundTrips()
+    runtime = build_runtime(settings, redis=count_async(_redis(opts, settings), tally))
+    assistant = runtime.assistant
+    if (opts.http_pool or opts.http_aiohttp) and isinstance(assistant, ConversationsAssistant | ChatAssistant):
+        await assistant.client.close()
+        assistant.client = _http_client(settings, opts)
+    return Rig(runtime, tally, fake)
+
+
+def user_key(n: int, group: str = "u") -> ThreadKey:
+    return ThreadKey("slack", "TBENCH", f"D{group}{n}", f"U{group}{n}")
+
+
+async def _handle(rig: Rig, key: ThreadKey, n: int) -> tuple[float, str]:
+    """One message through the core: (seconds, thread id); errors are tallied, not raised."""
+    msg = Incoming(key, TEXT.format(n=n), message_id=f"m-{uuid.uuid4().hex}")
+    started = time.perf_counter()
+    try:
+        answer = await rig.runtime.core.handle(msg)
+    except BotError as exc:
+        rig.errors[type(exc).__name__] += 1
+        return time.perf_counter() - started, ""
+    elapsed = time.perf_counter() - started
+    if answer is None:
+        rig.errors["no answer"] += 1
+        return elapsed, ""
+    return elapsed, answer.thread_id
+
+
+async def _reset(rig: Rig) -> None:
+    await asyncio.to_thread(rig.fake.reset)
+    rig.tally.reset()
+    rig.errors.clear()
+
+
+async def _counts(rig: Rig, messages: int) -> dict[str, Any]:
+    calls = Counter(f"{m} {p.split('/conv_')[0]}" for m, p in await asyncio.to_thread(rig.fake.calls))
+    redis = rig.tally.snapshot()
+    return {
+        "messages": messages,
+        "assistant_calls": sum(calls.values()),
+        "assistant_calls_per_message": round(sum(calls.values()) / max(1, messages), 3),
+        "assistant_calls_by_path": dict(calls),
+        "redis_round_trips": sum(redis.values()),
+        "redis_round_trips_per_message": round(sum(redis.values()) / max(1, messages), 3),
+        "redis_by_command": dict(redis),
+        "errors": dict(rig.errors),
+    }
+
+
+async def one_each(rig: Rig, keys: Sequence[ThreadKey], parallel: int = 50) -> tuple[dict[str, Any], list[str]]:
+    """One message per key (at most ``parallel`` at once); counts per message and the thread ids."""
+    await _reset(rig)
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(i: int, key: ThreadKey) -> tuple[float, str]:
+        async with gate:
+            return await _handle(rig, key, i)
+
+    results = await asyncio.gather(*(one(i, k) for i, k in enumerate(keys)))
+    counts = await _counts(rig, len(keys))
+    counts["latency_ms"] = summary_ms([r[0] for r in results])
+    return counts, [r[1] for r in results]
+
+
+async def recovery(rig: Rig, keys: Sequence[ThreadKey], thread_ids: Sequence[str]) -> dict[str, Any]:
+    """Delete each key's conversation on the fake (as the dashboard would), then send once more."""
+    for thread_id in thread_ids:
+        if thread_id:
+            await asyncio.to_thread(rig.fake.delete_conversation, thread_id)
+    counts, new_ids = await one_each(rig, keys)
+    counts["new_threads"] = sum(1 for old, new in zip(thread_ids, new_ids, strict=True) if new and new != old)
+    return counts
+
+
+class _Sampler:
+    """Samples ``core.in_flight`` and RSS every 10 ms while a load level runs."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.peak = 0
+        self.total = 0
+        self.samples = 0
+        self.rss_peak = rss_bytes()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        core = self.rig.runtime.core
+        while not self._stop.is_set():
+            self.peak = max(self.peak, core.in_flight)
+            self.total += core.in_flight
+            self.samples += 1
+            self.rss_peak = max(self.rss_peak, rss_bytes())
+            try:
+                await asyncio.wait_for(self._stop.wait(), 0.01)
+            except TimeoutError:
+                pass
+
+    def __enter__(self) -> _Sampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+
+    async def join(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.samples if self.samples else 0.0
+
+
+async def load_level(rig: Rig, *, latency: float, concurrency: int, per_user: int) -> dict[str, Any]:
+    """``concurrency`` users (threads already made) each send ``per_user`` messages, one after another."""
+    await _reset(rig)
+    keys = [user_key(i) for i in range(concurrency)]
+    samples: list[float] = []
+    metrics = rig.runtime.metrics.registry
+    assistant_before = metrics.get_sample_value("threadkeeper_assistant_latency_seconds_sum") or 0.0
+
+    async def user(i: int, key: ThreadKey) -> None:
+        for j in range(per_user):
+            elapsed, thread_id = await _handle(rig, key, i * per_user + j)
+            if thread_id:
+                samples.append(elapsed)
+
+    rss_before = rss_bytes()
+    started = time.perf_counter()
+    with _Sampler(rig) as sampler:
+        await asyncio.gather(*(user(i, k) for i, k in enumerate(keys)))
+    wall = time.perf_counter() - started
+    await sampler.join()
+    assistant_time = (metrics.get_sample_value("threadkeeper_assistant_latency_seconds_sum") or 0.0) - assistant_before
+    messages = concurrency * per_user
+    level = await _counts(rig, messages)
+    answered = len(samples)
+    level.update(
+        {
+            "latency_ms": round(latency * 1000),
+            "concurrency": concurrency,
+            "per_user": per_user,
+            "answered": answered,
+            "seconds": round(wall, 3),
+            "throughput_per_s": round(answered / wall, 2) if wall else 0.0,
+            "in_flight_peak": sampler.peak,
+            "in_flight_mean": round(sampler.mean, 1),
+            "total_ms": summary_ms(samples),
+            "overhead_ms": summary_ms([max(0.0, s - latency) for s in samples]),
+            "outside_assistant_call_ms_mean": round((sum(samples) - assistant_time) / max(1, answered) * 1000, 3),
+            "rss_growth_mb": round((sampler.rss_peak - rss_before) / 2**20, 1),
+            "redis_connections": _redis_connections(rig),
+        }
+    )
+    return level
+
+
+def _redis_connections(rig: Rig) -> int:
+    client = rig.runtime.redis
+    if not isinstance(client, Redis):
+        return 0
+    pool = client.connection_pool
+    return len(getattr(pool, "_available_connections", ())) + len(getattr(pool, "_in_use_connections", ()))
+
+
+async def memory_probe(rig: Rig, *, concurrency: int, latency: float, traced: bool) -> dict[str, Any]:
+    """Memory held per in-flight answer: a burst of ``concurrency`` messages, measured while all wait.
+
+    ``traced``: Python heap via tracemalloc (precise, slows Python down); else RSS growth.
+    """
+    await _reset(rig)
+    keys = [user_key(i) for i in range(concurrency)]
+    if traced:
+        tracemalloc.start()
+    base_rss, base_heap = rss_bytes(), tracemalloc.get_traced_memory()[0] if traced else 0
+    tasks = [asyncio.create_task(_handle(rig, k, i)) for i, k in enumerate(keys)]
+    deadline = time.monotonic() + latency * 0.9
+    arrived = 0
+    while time.monotonic() < deadline:
+        arrived = await asyncio.to_thread(rig.fake.count, *TURN)
+        if arrived >= concurrency:
+            break
+        await asyncio.sleep(0.02)
+    in_flight = rig.runtime.core.in_flight
+    heap = tracemalloc.get_traced_memory()[0] - base_heap if traced else 0
+    rss = rss_bytes() - base_rss
+    if traced:
+        tracemalloc.stop()
+    await asyncio.gather(*tasks)
+    held = heap if traced else rss
+    return {
+        "method": "tracemalloc" if traced else "rss",
+        "concurrency": concurrency,
+        "in_flight": in_flight,
+        "requests_at_fake": arrived,
+        "bytes_total": held,
+        "kib_per_in_flight": round(held / max(1, in_flight) / 1024, 1),
+        "errors": dict(rig.errors),
+    }

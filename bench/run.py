@@ -1,0 +1,242 @@
+"""``python -m bench``: the bot's own cost per message, beside the article's two patterns.
+
+Runs from a checkout (it imports the loopback fake from ``tests/fakes``): real Redis
+(``--redis-url``, else ``TEST_REDIS_URL``, else 127.0.0.1:6379 db 9) under a unique key
+prefix that is deleted afterwards, and the fake OpenAI in a process of its own.
+Writes ``<out>/latest.json`` and ``<out>/latest.png`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.baselines import Baselines
+from bench.core_load import RigOptions, load_level, memory_probe, one_each, open_rig, recovery, user_key
+from bench.fake_proc import FakeProcess
+from bench.longconv import long_conversation
+from bench.report import comparison, render
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Config:
+    redis_url: str
+    users: int = 1000
+    messages: int = 3
+    min_messages: int = 400
+    latencies_ms: list[int] = field(default_factory=lambda: [0, 2000])
+    meta_latency_ms: int = 200
+    concurrency: list[int] = field(default_factory=lambda: [1, 10, 100, 1000])
+    recovery_users: int = 50
+    baseline_users: int = 50
+    probe_latency_ms: int = 5000
+    long_turns: int = 200
+    context_limit: int = 40
+    context_budget: int = 1500
+    redis_pool: int = 100
+    http_pool: int = 0
+    http_aiohttp: bool = False
+    out: Path = DEFAULT_OUT
+    chart: bool = True
+
+    @classmethod
+    def quick(cls, redis_url: str) -> Config:
+        """Seconds, not minutes: the smoke test's settings."""
+        return cls(
+            redis_url=redis_url,
+            users=12,
+            messages=2,
+            min_messages=24,
+            latencies_ms=[0, 50],
+            meta_latency_ms=20,
+            concurrency=[1, 4, 12],
+            recovery_users=6,
+            baseline_users=4,
+            probe_latency_ms=400,
+            long_turns=30,
+            context_limit=10,
+            context_budget=300,
+        )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    default_url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/9"
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--redis-url", default=default_url, help="Redis to use (keys under a unique prefix, removed after)")
+    p.add_argument("--quick", action="store_true", help="tiny run of a few seconds (the smoke test's)")
+    p.add_argument("--users", type=int, help="users with a thread = the largest concurrency (1000)")
+    p.add_argument("--messages", type=int, help="messages per user per load level with latency > 0 (3)")
+    p.add_argument("--min-messages", type=int, help="messages per load level at 0 ms latency (400)")
+    p.add_argument("--latency-ms", type=_ints, help="assistant latencies to sweep, comma-separated (0,2000)")
+    p.add_argument("--meta-latency-ms", type=int, help="latency of non-turn calls (retrieve, create), capped (200)")
+    p.add_argument("--concurrency", type=_ints, help="concurrent conversations to sweep (1,10,100,1000)")
+    p.add_argument("--baseline-users", type=int, help="users served by each baseline's 10 workers (50)")
+    p.add_argument("--probe-latency-ms", type=int, help="turn latency while memory is measured (5000)")
+    p.add_argument("--long-turns", type=int, help="turns of the long-conversation run (200)")
+    p.add_argument("--context-limit", type=int, help="items the fake keeps in context (40)")
+    p.add_argument("--context-budget", type=int, help="CONTEXT_BUDGET of the chat backend (1500)")
+    p.add_argument("--redis-pool", type=int,
+                   help="N: a blocking pool of N connections (100); 0: the client bot.runtime ships, which "
+                        "fails past 100 concurrent commands")
+    p.add_argument("--http-pool", type=int, help="0: the SDK's connection limits; N: allow and keep N (0)")
+    p.add_argument("--http-aiohttp", action="store_true", help="use the SDK's aiohttp transport")
+    p.add_argument("--out", type=Path, help="directory for latest.json and latest.png (bench/results)")
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    args = p.parse_args(argv)
+    cfg = Config.quick(args.redis_url) if args.quick else Config(redis_url=args.redis_url)
+    for name in ("users", "messages", "min_messages", "meta_latency_ms", "concurrency", "baseline_users",
+                 "probe_latency_ms", "long_turns", "context_limit", "context_budget", "redis_pool", "http_pool",
+                 "out"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.latency_ms is not None:
+        cfg.latencies_ms = args.latency_ms
+    cfg.concurrency = sorted({c for c in cfg.concurrency if 0 < c <= cfg.users}) or [cfg.users]
+    cfg.chart = not args.no_chart
+    cfg.http_aiohttp = cfg.http_aiohttp or args.http_aiohttp
+    return cfg
+
+
+async def _core_part(cfg: Config, opts: RigOptions, fake: FakeProcess) -> dict[str, Any]:
+    rig = await open_rig(opts, fake)
+    out: dict[str, Any] = {}
+    try:
+        await asyncio.to_thread(fake.set_latency, 0.0, 0.0)
+        keys = [user_key(i) for i in range(cfg.users)]
+        out["first_message"], thread_ids = await one_each(rig, keys)
+        out["happy_path"], _ = await one_each(rig, keys[: min(cfg.users, 200)])
+        n = min(cfg.recovery_users, cfg.users)
+        out["recovery"] = await recovery(rig, keys[:n], thread_ids[:n])
+        levels: list[dict[str, Any]] = []
+        for latency_ms in cfg.latencies_ms:
+            latency = latency_ms / 1000
+            await asyncio.to_thread(fake.set_latency, latency, min(cfg.meta_latency_ms, latency_ms) / 1000)
+            for c in cfg.concurrency:
+                per_user = cfg.messages if latency_ms else max(cfg.messages, math.ceil(cfg.min_messages / c))
+                level = await load_level(rig, latency=latency, concurrency=c, per_user=per_user)
+                logging.getLogger("bench").info(
+                    "core %5d ms x %4d: %8.1f msg/s, overhead p99 %.2f ms, errors %s",
+                    latency_ms, c, level["throughput_per_s"], level["overhead_ms"].get("p99", 0), level["errors"],
+                )
+                levels.append(level)
+        out["levels"] = levels
+        probe = cfg.probe_latency_ms / 1000
+        await asyncio.to_thread(fake.set_latency, probe, 0.0)
+        c = max(cfg.concurrency)
+        out["memory"] = [
+            await memory_probe(rig, concurrency=c, latency=probe, traced=False),
+            await memory_probe(rig, concurrency=c, latency=probe, traced=True),
+        ]
+    finally:
+        await rig.runtime.close()
+    return out
+
+
+def _baseline_part(cfg: Config, fake: FakeProcess, prefix: str) -> dict[str, Any]:
+    base = Baselines(fake, cfg.redis_url, prefix)
+    out: dict[str, Any] = {}
+    try:
+        users = [f"B{i}" for i in range(cfg.baseline_users)]
+        for pattern in base.patterns:
+            fake.set_latency(0.0, 0.0)
+            entry = base.first_and_recovery(pattern, users)
+            entry["levels"] = []
+            for latency_ms in cfg.latencies_ms:
+                latency = latency_ms / 1000
+                fake.set_latency(latency, min(cfg.meta_latency_ms, latency_ms) / 1000)
+                per_user = 1 if latency_ms else max(1, math.ceil(cfg.min_messages / len(users)))
+                level = base.run(pattern, users, per_user, latency)
+                logging.getLogger("bench").info(
+                    "%-10s %5d ms: %8.1f msg/s", pattern.name, latency_ms, level["throughput_per_s"]
+                )
+                entry["levels"].append(level)
+            out[pattern.name] = entry
+    finally:
+        base.close()
+    return out
+
+
+def _cleanup(redis_url: str, prefix: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    removed = 0
+    try:
+        batch = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(batch), 500):
+            removed += int(client.delete(*batch[start : start + 500]))
+    finally:
+        client.close()
+    return removed
+
+
+async def run_bench(cfg: Config) -> dict[str, Any]:
+    """Run everything; returns the results (also written to ``cfg.out``)."""
+    prefix = f"tkbench{uuid.uuid4().hex[:10]}"
+    opts = RigOptions(
+        cfg.redis_url, prefix, redis_pool=cfg.redis_pool, http_pool=cfg.http_pool, http_aiohttp=cfg.http_aiohttp
+    )
+    started, load_before = time.time(), os.getloadavg()
+    fake = FakeProcess()
+    await asyncio.to_thread(fake.start)
+    try:
+        core = await _core_part(cfg, opts, fake)
+        baselines = await asyncio.to_thread(_baseline_part, cfg, fake, prefix)
+        long_run = await long_conversation(
+            opts, fake, turns=cfg.long_turns, context_limit=cfg.context_limit, budget=cfg.context_budget
+        )
+    finally:
+        await asyncio.to_thread(fake.stop)
+        await asyncio.to_thread(_cleanup, cfg.redis_url, prefix)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "redis_url"}
+    results: dict[str, Any] = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "system": platform.system(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "config": config,
+        "core": core,
+        "baselines": baselines,
+        "long_conversation": long_run,
+    }
+    results["comparison"] = comparison(results)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "latest.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    if cfg.chart:
+        from bench.chart import render_chart
+
+        render_chart(results, cfg.out / "latest.png")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    results = asyncio.run(run_bench(cfg))
+    print(render(results))
+    print(f"\nwrote {cfg.out / 'latest.json'}" + (f" and {cfg.out / 'latest.png'}" if cfg.chart else ""))
+    return 0
