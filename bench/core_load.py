@@ -13,12 +13,12 @@ import tracemalloc
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-from openai import AsyncOpenAI, DefaultAioHttpClient
-from openai._constants import DEFAULT_CONNECTION_LIMITS
+from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench.fake_proc import FakeProcess
@@ -83,15 +83,32 @@ def _redis(opts: RigOptions, settings: Settings) -> Redis:
     return Redis(connection_pool=pool)
 
 
+_http_wait: ContextVar[list[float] | None] = ContextVar("bench_http_wait", default=None)
+"""Per message: seconds spent waiting for the assistant server (request sent -> response headers)."""
+
+
+async def _on_request(request: httpx2.Request) -> None:
+    request.extensions["bench_sent"] = time.perf_counter()
+
+
+async def _on_response(response: httpx2.Response) -> None:
+    waited = _http_wait.get()
+    sent = response.request.extensions.get("bench_sent")
+    if waited is not None and isinstance(sent, float):
+        waited[0] += time.perf_counter() - sent
+
+
 def _http_client(settings: Settings, opts: RigOptions) -> AsyncOpenAI:
-    limits = DEFAULT_CONNECTION_LIMITS
-    if opts.http_pool:
-        limits = httpx2.Limits(max_connections=opts.http_pool, max_keepalive_connections=opts.http_pool)
+    """The SDK's own HTTP client and defaults (unless told otherwise), with two timing hooks."""
+    hooks: dict[str, list[Any]] = {"request": [_on_request], "response": [_on_response]}
+    extra: dict[str, Any] = {}
+    if opts.http_pool:  # else the SDK's DEFAULT_CONNECTION_LIMITS (1,000 connections, 100 kept alive)
+        extra["limits"] = httpx2.Limits(max_connections=opts.http_pool, max_keepalive_connections=opts.http_pool)
     http: httpx2.AsyncClient
     if opts.http_aiohttp:
-        http = DefaultAioHttpClient(limits=limits, timeout=settings.openai_timeout)
+        http = DefaultAioHttpClient(event_hooks=hooks, **extra)
     else:
-        http = httpx2.AsyncClient(limits=limits, timeout=settings.openai_timeout)
+        http = DefaultAsyncHttpxClient(event_hooks=hooks, **extra)
     return AsyncOpenAI(
         api_key="bench",
         base_url=settings.openai_base_url,
@@ -106,7 +123,7 @@ async def open_rig(opts: RigOptions, fake: FakeProcess, **overrides: Any) -> Rig
     tally = RoundTrips()
     runtime = build_runtime(settings, redis=count_async(_redis(opts, settings), tally))
     assistant = runtime.assistant
-    if (opts.http_pool or opts.http_aiohttp) and isinstance(assistant, ConversationsAssistant | ChatAssistant):
+    if isinstance(assistant, ConversationsAssistant | ChatAssistant):
         await assistant.client.close()
         assistant.client = _http_client(settings, opts)
     return Rig(runtime, tally, fake)
@@ -116,20 +133,34 @@ def user_key(n: int, group: str = "u") -> ThreadKey:
     return ThreadKey("slack", "TBENCH", f"D{group}{n}", f"U{group}{n}")
 
 
-async def _handle(rig: Rig, key: ThreadKey, n: int) -> tuple[float, str]:
-    """One message through the core: (seconds, thread id); errors are tallied, not raised."""
+@dataclass(frozen=True, slots=True)
+class Handled:
+    seconds: float
+    """Wall time of ``core.handle``."""
+    http_wait: float
+    """Part of it spent waiting for the assistant server's response headers."""
+    thread_id: str
+    """Empty when the message was not answered."""
+
+
+async def _handle(rig: Rig, key: ThreadKey, n: int) -> Handled:
+    """One message through the core; errors are tallied, not raised."""
     msg = Incoming(key, TEXT.format(n=n), message_id=f"m-{uuid.uuid4().hex}")
+    waited = [0.0]
+    token = _http_wait.set(waited)
     started = time.perf_counter()
+    thread_id = ""
     try:
         answer = await rig.runtime.core.handle(msg)
+        if answer is None:
+            rig.errors["no answer"] += 1
+        else:
+            thread_id = answer.thread_id
     except BotError as exc:
         rig.errors[type(exc).__name__] += 1
-        return time.perf_counter() - started, ""
-    elapsed = time.perf_counter() - started
-    if answer is None:
-        rig.errors["no answer"] += 1
-        return elapsed, ""
-    return elapsed, answer.thread_id
+    finally:
+        _http_wait.reset(token)
+    return Handled(time.perf_counter() - started, waited[0], thread_id)
 
 
 async def _reset(rig: Rig) -> None:
@@ -158,14 +189,15 @@ async def one_each(rig: Rig, keys: Sequence[ThreadKey], parallel: int = 50) -> t
     await _reset(rig)
     gate = asyncio.Semaphore(parallel)
 
-    async def one(i: int, key: ThreadKey) -> tuple[float, str]:
+    async def one(i: int, key: ThreadKey) -> Handled:
         async with gate:
             return await _handle(rig, key, i)
 
     results = await asyncio.gather(*(one(i, k) for i, k in enumerate(keys)))
     counts = await _counts(rig, len(keys))
-    counts["latency_ms"] = summary_ms([r[0] for r in results])
-    return counts, [r[1] for r in results]
+    counts["latency_ms"] = summary_ms([r.seconds for r in results])
+    counts["own_ms"] = summary_ms([r.seconds - r.http_wait for r in results])
+    return counts, [r.thread_id for r in results]
 
 
 async def recovery(rig: Rig, keys: Sequence[ThreadKey], thread_ids: Sequence[str]) -> dict[str, Any]:
@@ -222,15 +254,13 @@ async def load_level(rig: Rig, *, latency: float, concurrency: int, per_user: in
     """``concurrency`` users (threads already made) each send ``per_user`` messages, one after another."""
     await _reset(rig)
     keys = [user_key(i) for i in range(concurrency)]
-    samples: list[float] = []
-    metrics = rig.runtime.metrics.registry
-    assistant_before = metrics.get_sample_value("threadkeeper_assistant_latency_seconds_sum") or 0.0
+    samples: list[Handled] = []
 
     async def user(i: int, key: ThreadKey) -> None:
         for j in range(per_user):
-            elapsed, thread_id = await _handle(rig, key, i * per_user + j)
-            if thread_id:
-                samples.append(elapsed)
+            handled = await _handle(rig, key, i * per_user + j)
+            if handled.thread_id:
+                samples.append(handled)
 
     rss_before = rss_bytes()
     started = time.perf_counter()
@@ -238,7 +268,6 @@ async def load_level(rig: Rig, *, latency: float, concurrency: int, per_user: in
         await asyncio.gather(*(user(i, k) for i, k in enumerate(keys)))
     wall = time.perf_counter() - started
     await sampler.join()
-    assistant_time = (metrics.get_sample_value("threadkeeper_assistant_latency_seconds_sum") or 0.0) - assistant_before
     messages = concurrency * per_user
     level = await _counts(rig, messages)
     answered = len(samples)
@@ -252,9 +281,9 @@ async def load_level(rig: Rig, *, latency: float, concurrency: int, per_user: in
             "throughput_per_s": round(answered / wall, 2) if wall else 0.0,
             "in_flight_peak": sampler.peak,
             "in_flight_mean": round(sampler.mean, 1),
-            "total_ms": summary_ms(samples),
-            "overhead_ms": summary_ms([max(0.0, s - latency) for s in samples]),
-            "outside_assistant_call_ms_mean": round((sum(samples) - assistant_time) / max(1, answered) * 1000, 3),
+            "total_ms": summary_ms([s.seconds for s in samples]),
+            "overhead_ms": summary_ms([max(0.0, s.seconds - latency) for s in samples]),
+            "own_ms": summary_ms([s.seconds - s.http_wait for s in samples]),
             "rss_growth_mb": round((sampler.rss_peak - rss_before) / 2**20, 1),
             "redis_connections": _redis_connections(rig),
         }

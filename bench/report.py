@@ -72,15 +72,20 @@ def headline(results: dict[str, Any]) -> list[str]:
     counts("assistant HTTP calls, user's first message", "first", "assistant_calls_per_message")
     counts("Redis round trips, happy path", "happy", "redis_round_trips_per_message")
     counts("Redis round trips, after the thread was deleted", "recovery", "redis_round_trips_per_message")
+    top = max(results["config"]["concurrency"])
     for latency in results["config"]["latencies_ms"]:
-        ours = _level(core["levels"], latency)
         lz, ff = _level(lazy["levels"], latency), _level(fast["levels"], latency)
-        c = ours.get("concurrency")
-        lines.append(
-            f"| overhead p50 / p99 / max, ms, at {latency:,} ms ({c:,} conversations; baselines: 10 workers) "
-            f"| {_ms(ours.get('overhead_ms', {}))} | {_ms(lz.get('overhead_ms', {}))} "
-            f"| {_ms(ff.get('overhead_ms', {}))} |"
-        )
+        for c in sorted({1, top}):
+            ours = _level(core["levels"], latency, c)
+            lines.append(
+                f"| overhead p50 / p99 / max, ms, at {latency:,} ms, {c:,} conversation{'s' if c > 1 else ''} "
+                f"(baselines: 10 workers) | {_ms(ours.get('overhead_ms', {}))} "
+                f"| {_ms(lz.get('overhead_ms', {}))} | {_ms(ff.get('overhead_ms', {}))} |"
+            )
+            lines.append(
+                f"| of which in our process (not waiting for the server), at {latency:,} ms, {c:,} "
+                f"| {_ms(ours.get('own_ms', {}))} | - | - |"
+            )
         row = cmp[f"{latency}ms"]
         lines.append(
             f"| throughput, msg/s, at {latency:,} ms | {_num(row['throughput_per_s'], 1)} "
@@ -104,7 +109,7 @@ def headline(results: dict[str, Any]) -> list[str]:
 def sweep(results: dict[str, Any]) -> list[str]:
     lines = [
         "| assistant latency | conversations | messages | msg/s | in flight peak / mean "
-        "| overhead p50 / p99 / max ms | outside the HTTP call, mean ms | calls/msg | Redis RT/msg | errors |",
+        "| overhead p50 / p99 / max ms | in our process p50 / p99 / max ms | calls/msg | Redis RT/msg | errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lv in results["core"]["levels"]:
@@ -112,7 +117,7 @@ def sweep(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {lv['latency_ms']:,} ms | {lv['concurrency']:,} | {lv['messages']:,} | {lv['throughput_per_s']:,.1f} "
             f"| {lv['in_flight_peak']:,} / {lv['in_flight_mean']:,.0f} | {_ms(lv['overhead_ms'])} "
-            f"| {lv['outside_assistant_call_ms_mean']:.2f} | {_num(lv['assistant_calls_per_message'])} "
+            f"| {_ms(lv['own_ms'])} | {_num(lv['assistant_calls_per_message'])} "
             f"| {_num(lv['redis_round_trips_per_message'])} | {errors} |"
         )
     return lines
@@ -137,5 +142,24 @@ def long_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def variants(results: dict[str, Any]) -> list[str]:
+    rows = results["core"].get("variants") or []
+    if not rows:
+        return []
+    lines = [
+        "| client set-up, at the largest latency and concurrency | msg/s | in flight peak / mean "
+        "| overhead p50 / p99 / max ms | errors |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lv = row["level"]
+        lines.append(
+            f"| {row['name']} | {lv['throughput_per_s']:,.1f} | {lv['in_flight_peak']:,} / {lv['in_flight_mean']:,.0f} "
+            f"| {_ms(lv['overhead_ms'])} | {sum(lv['errors'].values()):,} of {lv['messages']:,} |"
+        )
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
-    return "\n".join([*headline(results), "", *sweep(results), "", *long_table(results)])
+    parts = [*headline(results), "", *sweep(results), "", *variants(results), "", *long_table(results)]
+    return "\n".join(parts)

@@ -18,7 +18,7 @@ import platform
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ async def _core_part(cfg: Config, opts: RigOptions, fake: FakeProcess) -> dict[s
                 )
                 levels.append(level)
         out["levels"] = levels
+        out["variants"] = await _variants(cfg, opts, fake)
         probe = cfg.probe_latency_ms / 1000
         await asyncio.to_thread(fake.set_latency, probe, 0.0)
         c = max(cfg.concurrency)
@@ -150,6 +151,31 @@ async def _core_part(cfg: Config, opts: RigOptions, fake: FakeProcess) -> dict[s
     finally:
         await rig.runtime.close()
     return out
+
+
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("as shipped: make_redis + the SDK's default HTTP client", {"redis_pool": 0}),
+    ("blocking Redis pool of 100 + the SDK's default HTTP client", {"redis_pool": 100}),
+    ("blocking Redis pool of 100 + the SDK's aiohttp transport", {"redis_pool": 100, "http_aiohttp": True}),
+)
+"""Client set-ups compared at the largest load: what ships, and what the core could switch to."""
+
+
+async def _variants(cfg: Config, opts: RigOptions, fake: FakeProcess) -> list[dict[str, Any]]:
+    latency_ms, c = max(cfg.latencies_ms), max(cfg.concurrency)
+    await asyncio.to_thread(fake.set_latency, latency_ms / 1000, min(cfg.meta_latency_ms, latency_ms) / 1000)
+    rows: list[dict[str, Any]] = []
+    for name, changes in VARIANTS:
+        variant = replace(opts, **{"redis_pool": 0, "http_pool": 0, "http_aiohttp": False, **changes})
+        rig = await open_rig(variant, fake)
+        try:
+            level = await load_level(rig, latency=latency_ms / 1000, concurrency=c, per_user=cfg.messages)
+        finally:
+            await rig.runtime.close()
+        logging.getLogger("bench").info("variant %s: %.1f msg/s, errors %s", name, level["throughput_per_s"],
+                                        level["errors"])
+        rows.append({"name": name, **changes, "level": level})
+    return rows
 
 
 def _baseline_part(cfg: Config, fake: FakeProcess, prefix: str) -> dict[str, Any]:
