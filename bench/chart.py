@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # before pyplot is imported: no display here
 
 import matplotlib.pyplot as plt
 
+OURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan")
+"""threadkeeper's colour per latency (in config order); baselines are red and orange."""
 BASELINE_STYLE = {"lazy_check": ("tab:red", "lazy check"), "fail_fast": ("tab:orange", "fail fast")}
 LONG_STYLE = {
     "conversations_auto": ("tab:blue", "conversations, truncation=auto"),
@@ -30,10 +32,11 @@ def _cdf(ax: Any, summary: dict[str, Any], **style: Any) -> None:
 def _overhead(ax: Any, results: dict[str, Any]) -> None:
     core = results["core"]["levels"]
     top = max((lv["concurrency"] for lv in core), default=0)
+    colours = dict(zip(results["config"]["latencies_ms"], OURS, strict=False))
     for lv in core:
         if lv["concurrency"] in (1, top):
-            solid = lv["latency_ms"] == 0
-            _cdf(ax, lv["overhead_ms"], linestyle="-" if solid else "--", marker=".",
+            _cdf(ax, lv["overhead_ms"], color=colours.get(lv["latency_ms"], "black"), marker=".",
+                 linestyle="-" if lv["concurrency"] == 1 else ":",
                  label=f"threadkeeper {lv['latency_ms']:,} ms x {lv['concurrency']:,}")
     for name, (colour, label) in BASELINE_STYLE.items():
         for lv in results["baselines"][name]["levels"]:
@@ -49,23 +52,29 @@ def _overhead(ax: Any, results: dict[str, Any]) -> None:
 
 def _by_concurrency(ax: Any, results: dict[str, Any], key: str, title: str, ylabel: str) -> None:
     levels = results["core"]["levels"]
-    for latency in results["config"]["latencies_ms"]:
+    for n, latency in enumerate(results["config"]["latencies_ms"]):
         mine = sorted((lv for lv in levels if lv["latency_ms"] == latency), key=lambda lv: lv["concurrency"])
-        ax.plot([lv["concurrency"] for lv in mine], [max(lv[key], 1e-2) for lv in mine], marker="o",
-                label=f"threadkeeper, {latency:,} ms")
+        ax.plot([lv["concurrency"] for lv in mine], [max(lv[key], 1e-2) for lv in mine], color=OURS[n % len(OURS)],
+                marker="os^v"[n % 4], linestyle="-" if latency == 0 else "--", label=f"threadkeeper, {latency:,} ms")
         xs = [mine[0]["concurrency"], mine[-1]["concurrency"]] if mine else [1, 1]
         for name, (colour, label) in BASELINE_STYLE.items():
             for lv in results["baselines"][name]["levels"]:
                 if lv["latency_ms"] == latency:
                     ax.plot(xs, [max(lv[key], 1e-2)] * 2, color=colour,
                             linestyle="-" if latency == 0 else "--", label=f"{label}, {latency:,} ms (10 workers)")
+    for variant, marker in zip(results["core"].get("variants") or [], "XP*", strict=False):
+        lv = variant["level"]
+        failed = sum(lv["errors"].values())
+        note = f", {failed:,} of {lv['messages']:,} failed" if failed else ""
+        ax.plot([lv["concurrency"]], [max(lv[key], 1e-2)], marker=marker, markersize=10, linestyle="none",
+                color="black" if failed else "tab:olive", label=f"{variant['name']}{note}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("concurrent conversations (log)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
 
 
 def _long(ax: Any, results: dict[str, Any]) -> None:
