@@ -37,10 +37,13 @@ class BenchFake(FakeOpenAI):
         super().__init__(latency=0.0, context_limit=context_limit)
         self.turn_latency = turn_latency
         self.meta_latency = meta_latency
+        self.turns_arrived = 0
+        """Turns received, counted on arrival (``calls`` records a call after its latency)."""
 
     @web.middleware
     async def _pipeline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         turn = request.method == "POST" and request.path in TURN_PATHS
+        self.turns_arrived += turn
         delay = self.turn_latency if turn else self.meta_latency
         if delay > 0:
             await asyncio.sleep(delay)
@@ -55,7 +58,10 @@ def _command(fake: BenchFake, cmd: tuple[Any, ...]) -> Any:
         return list(fake.calls)
     if name == "reset":
         fake.reset_calls()
+        fake.turns_arrived = 0
         return None
+    if name == "arrived":
+        return fake.turns_arrived
     if name == "delete":
         fake.delete_conversation(cmd[1])
         return None
@@ -135,6 +141,10 @@ class FakeProcess:
 
     def calls(self) -> list[tuple[str, str]]:
         return [(str(m), str(p)) for m, p in self.call("calls")]
+
+    def turns_arrived(self) -> int:
+        """Turns the fake has received so far, including those still sleeping out their latency."""
+        return int(self.call("arrived"))
 
     def reset(self) -> None:
         self.call("reset")

@@ -98,8 +98,15 @@ def headline(results: dict[str, Any]) -> list[str]:
         )
     for probe in core.get("memory", []):
         lines.append(
-            f"| memory per answer in flight ({probe['method']}, {probe['in_flight']:,} in flight) "
+            f"| memory per answer in flight, Python heap ({probe['method']}, {probe['in_flight']:,} in flight) "
             f"| {_num(probe['kib_per_in_flight'], 1)} KiB | - | - |"
+        )
+    first_top = next((lv for lv in core["levels"] if lv["concurrency"] == top), None)
+    if first_top and first_top["in_flight_peak"]:
+        per = first_top["rss_growth_mb"] * 1024 / first_top["in_flight_peak"]
+        lines.append(
+            f"| memory per answer in flight, RSS growth (first time {first_top['in_flight_peak']:,} were in flight, "
+            f"pools included) | {per:,.1f} KiB | - | - |"
         )
     lines.append("")
     lines.append("(xN) = threadkeeper's throughput divided by that baseline's.")

@@ -144,10 +144,7 @@ async def _core_part(cfg: Config, opts: RigOptions, fake: FakeProcess) -> dict[s
         probe = cfg.probe_latency_ms / 1000
         await asyncio.to_thread(fake.set_latency, probe, 0.0)
         c = max(cfg.concurrency)
-        out["memory"] = [
-            await memory_probe(rig, concurrency=c, latency=probe, traced=False),
-            await memory_probe(rig, concurrency=c, latency=probe, traced=True),
-        ]
+        out["memory"] = [await memory_probe(rig, concurrency=c, latency=probe)]
     finally:
         await rig.runtime.close()
     return out
