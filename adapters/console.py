@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
+import os
+import stat
 import sys
 import uuid
 from typing import TextIO
@@ -16,14 +19,32 @@ from bot.runtime import Runtime
 from bot.service import stop_on_signals
 from bot.types import BotError, Incoming, ThreadKey
 
+log = logging.getLogger("threadkeeper.console")
+
 HELP = "Type a message and press Enter. /forget forgets this conversation, /forget all every one of yours."
 
 
-async def _stdin_lines() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
+class _Lines:
+    """Lines of stdin without blocking the loop: a pipe or terminal through the loop's reader,
+    anything else (a regular file) through a worker thread."""
+
+    def __init__(self, reader: asyncio.StreamReader | None) -> None:
+        self._reader = reader
+
+    @classmethod
+    async def open(cls) -> _Lines:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
+            return cls(None)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        return cls(reader)
+
+    async def readline(self) -> bytes:
+        if self._reader is not None:
+            return await self._reader.readline()
+        return await asyncio.to_thread(sys.stdin.buffer.readline)
 
 
 async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, stream: bool) -> None:
@@ -54,6 +75,9 @@ async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, 
             reply = "" if stream else answer.text
     except BotError as exc:
         reply = exc.user_message
+    except Exception:
+        log.exception("console message failed")
+        reply = BotError.user_message
     out.write(reply + "\n")
     out.flush()
 
@@ -66,7 +90,7 @@ async def run(runtime: Runtime, *, user: str | None = None, channel: str = "cons
     if interactive:
         print(HELP, file=sys.stderr)
     stop = asyncio.Event()
-    reader = await _stdin_lines()
+    reader = await _Lines.open()
     stopping = asyncio.create_task(stop.wait())
     with stop_on_signals(stop):
         while not stop.is_set():

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     thread_idle_ttl: Duration = 30 * 86400.0
     keep_turns: int = Field(10, ge=0, le=20)
     lock_ttl: Duration = 30.0
-    dedupe_ttl: Duration = 3600.0
+    dedupe_ttl: Annotated[float, BeforeValidator(_duration), Field(ge=600)] = 3600.0
     thread_scope: Literal["user", "thread", "channel"] = "user"
 
     # Limits

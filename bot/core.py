@@ -86,6 +86,9 @@ class Core:
         self.others = dict(others or {})
         """Backends other than the active one, to delete threads an earlier setting made."""
         self._locks = KeyedLocks()
+        # Longest a message waits for another worker's answer on the same thread: two sends with
+        # every SDK retry (a recovery), plus slack.
+        self._lock_wait = 2 * settings.openai_timeout * (settings.openai_max_retries + 1) + 60
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -191,7 +194,7 @@ class Core:
             return None
         renewer = asyncio.create_task(self._renew(key, msg.message_id, token))
         try:
-            deadline = time.monotonic() + max(300.0, 4 * self.settings.openai_timeout)
+            deadline = time.monotonic() + self._lock_wait
             delay = 0.02
             while begun.status == "busy":
                 if time.monotonic() > deadline:
@@ -204,7 +207,7 @@ class Core:
             turns: list[Turn] = [{"role": "user", "text": text}, {"role": "assistant", "text": answer.text}]
             renewer.cancel()
             try:
-                await self.store.finish(
+                recorded = await self.store.finish(
                     key,
                     msg.message_id,
                     token,
@@ -214,9 +217,13 @@ class Core:
                     answer.usage.input_tokens,
                     answer.usage.output_tokens,
                 )
+                if not recorded:
+                    log.warning("answered %s after its lock lapsed; this turn was not recorded", key.digest)
             except RedisError as exc:
                 # The user still gets the answer; only this turn's bookkeeping is lost.
                 log.warning("answered %s but could not record the turn: %s", key.digest, exc)
+                with contextlib.suppress(RedisError):
+                    await asyncio.shield(self.store.release(key, msg.message_id, token, "done"))
             self.metrics.messages.labels(key.platform).inc()
             return answer
         except BaseException as exc:
@@ -232,28 +239,22 @@ class Core:
             await asyncio.wait({renewer})
 
     async def _admit(self, key: ThreadKey) -> None:
-        rate = self.settings.rate
-        if rate:
-            verdict = await self.store.admit_rate(key, *rate)
-            if verdict == "notify":
-                raise RateLimited(f"rate limit for {key.digest}")
-            if verdict == "silent":
-                raise _Silent()
-        budget = self.settings.user_daily_tokens
-        if budget:
-            verdict = await self.store.admit_budget(key, budget)
-            if verdict == "notify":
-                raise BudgetExceeded(f"daily budget for {key.digest}")
-            if verdict == "silent":
-                raise _Silent()
+        rate, budget = self.settings.rate, self.settings.user_daily_tokens
+        if not rate and not budget:
+            return
+        verdict, what = await self.store.admit(key, rate, budget)
+        if verdict == "notify":
+            raise (RateLimited if what == "rate" else BudgetExceeded)(f"{what} limit for {key.digest}")
+        if verdict == "silent":
+            raise _Silent()
 
     async def _answer(
         self, key: ThreadKey, text: str, thread_id: str, backend: str, on_delta: DeltaCallback | None
     ) -> Answer:
         name = self.assistant.name
         if thread_id and backend != name:
+            # save_thread() queues the other backend's thread for deletion by the janitor.
             log.info("thread of %s belongs to backend %r; starting a new one on %r", key.digest, backend, name)
-            await self.store.add_tombstone(thread_id, backend, key)
             thread_id = ""
         fresh = not thread_id
         if fresh:
@@ -305,15 +306,16 @@ class Core:
         return sent
 
     async def _rollover_seed(self, key: ThreadKey) -> list[Turn]:
-        turns = (await self.store.turns(key))[-ROLLOVER_TURNS:]
+        kept = await self.store.turns(key)
+        recent = kept[-ROLLOVER_TURNS:]
         if not self.settings.context_summary:
-            return turns
+            return recent
         try:
-            summary = await self.assistant.summarize(await self.store.turns(key))
-        except BotError as exc:
+            summary = await self.assistant.summarize(kept)
+        except (BotError, ContextOverflow) as exc:
             log.warning("summary for roll-over failed (%s); re-priming with recent turns only", exc)
-            return turns
-        return [{"role": "assistant", "text": f"(Summary of our earlier conversation: {summary})"}, *turns]
+            return recent
+        return [{"role": "assistant", "text": f"(Summary of our earlier conversation: {summary})"}, *recent]
 
     async def _discard(self, key: ThreadKey, thread_id: str) -> None:
         """Undo a thread made for a message that could not be answered at all."""
@@ -363,12 +365,19 @@ class Core:
         """The thread's Redis lock for work outside the message path (forget)."""
         token = uuid.uuid4().hex
         delay = 0.02
-        deadline = time.monotonic() + max(300.0, 4 * self.settings.openai_timeout)
-        while (await self.store.begin(key, None, token)).status == "busy":
+        deadline = time.monotonic() + self._lock_wait
+        try:
+            begun = await self.store.begin(key, None, token)
+        except asyncio.CancelledError:
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self.store.release(key, None, token, "keep"))
+            raise
+        while begun.status == "busy":
             if time.monotonic() > deadline:
                 raise Unavailable("thread lock wait timed out")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+            begun = await self.store.begin(key, None, token)
         renewer = asyncio.create_task(self._renew(key, None, token))
         try:
             yield

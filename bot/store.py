@@ -87,8 +87,8 @@ class Store:
         self._release = redis.register_script(lua.RELEASE)
         self._renew = redis.register_script(lua.RENEW)
         self._delete_local = redis.register_script(lua.DELETE_LOCAL)
-        self._rate = redis.register_script(lua.RATE)
-        self._budget = redis.register_script(lua.BUDGET)
+        self._save = redis.register_script(lua.SAVE)
+        self._admit = redis.register_script(lua.ADMIT)
 
     @property
     def pending_ttl(self) -> float:
@@ -138,7 +138,8 @@ class Store:
         turns: Sequence[Turn],
         input_tokens: int = 0,
         output_tokens: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Record an answered turn; False if the lock was no longer ours (nothing but the dedupe mark written)."""
         now = time.time()
         keys = [
             self.keys.thread(key),
@@ -167,7 +168,7 @@ class Store:
             await self._index_update(key, thread_id, backend, now)
             if input_tokens + output_tokens:
                 await self.add_tokens(key, input_tokens + output_tokens)
-        await self._finish(keys=keys, args=args)
+        return bool(await self._finish(keys=keys, args=args))
 
     async def release(
         self, key: ThreadKey, message_id: str | None, token: str, mode: Literal["done", "drop", "keep"]
@@ -180,24 +181,22 @@ class Store:
         )
 
     async def save_thread(self, key: ThreadKey, thread_id: str, backend: str) -> None:
-        """Record a new thread at once, so it is never orphaned if the send that follows fails."""
+        """Record a new thread at once, so it is never orphaned if the send that follows fails.
+
+        An older thread still named by the durable index is queued for remote deletion.
+        """
         now = time.time()
-        ttl = _ms(self.idle_ttl)
-        if self.cluster:
-            await self._index_update(key, thread_id, backend, now)
-        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
-            pipe.hset(
-                self.keys.thread(key),
-                mapping={"thread_id": thread_id, "backend": backend, "created": repr(now), "last_active": repr(now)},
-            )
-            pipe.hdel(self.keys.thread(key), "input_tokens", "output_tokens")
-            pipe.pexpire(self.keys.thread(key), ttl)
-            pipe.pexpire(self.keys.turns(key), ttl)
-            if not self.cluster:
-                pipe.zadd(self.keys.index, {key.id: now})
-                pipe.hset(self.keys.index_ids, key.id, f"{backend} {thread_id}")
-                pipe.sadd(self.keys.user(key.user_id), key.id)
-            await pipe.execute()
+        keys = [self.keys.thread(key), self.keys.turns(key)]
+        args: list[str | int] = [thread_id, backend, repr(now), _ms(self.idle_ttl), key.id]
+        if not self.cluster:
+            await self._save(keys=[*keys, *self._globals(key), self.keys.tombstones], args=args)
+            return
+        old = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
+        if old and _str(old) != f"{backend} {thread_id}":
+            old_backend, _, old_id = _str(old).partition(" ")
+            await self.add_tombstone(old_id, old_backend, key)
+        await self._index_update(key, thread_id, backend, now)
+        await self._save(keys=keys, args=args)
 
     async def turns(self, key: ThreadKey) -> list[Turn]:
         raw = await self.redis.lrange(self.keys.turns(key), 0, -1)  # type: ignore[misc]
@@ -292,19 +291,18 @@ class Store:
         return {_str(tid): _str(entry).partition(" ")[0] for tid, entry in raw.items()}
 
     # -- per-user limits ---------------------------------------------------------------
-    async def admit_rate(self, key: ThreadKey, limit: int, window: float) -> Admission:
-        slot = int(time.time() // window)
-        code = await self._rate(
-            keys=[self.keys.rate(key, slot), self.keys.rate_notice(key, slot)], args=[limit, _ms(window)]
-        )
-        return ("ok", "notify", "silent")[int(code)]
-
-    async def admit_budget(self, key: ThreadKey, budget: int) -> Admission:
-        day = _today()
-        code = await self._budget(
-            keys=[self.keys.tokens(key, day), self.keys.budget_notice(key, day)], args=[budget, _ms(2 * 86400)]
-        )
-        return ("ok", "notify", "silent")[int(code)]
+    async def admit(self, key: ThreadKey, rate: tuple[int, float] | None, budget: int) -> tuple[Admission, str]:
+        """Per-user rate limit and daily token budget in one round trip: (verdict, "rate" | "budget")."""
+        limit, window = rate or (0, 60.0)
+        slot, day = int(time.time() // window), _today()
+        keys = [
+            self.keys.rate(key, slot),
+            self.keys.rate_notice(key, slot),
+            self.keys.tokens(key, day),
+            self.keys.budget_notice(key, day),
+        ]
+        code, what = await self._admit(keys=keys, args=[limit, _ms(window), budget, _ms(2 * 86400)])
+        return ("ok", "notify", "silent")[int(code)], _str(what)
 
     async def add_tokens(self, key: ThreadKey, tokens: int) -> int:
         day = _today()

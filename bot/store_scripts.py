@@ -6,15 +6,18 @@ only on a single Redis; on Cluster the store updates those in a second step.
 """
 
 # KEYS: seen, lock, thread. ARGV: claim(1|0), pending_ttl_ms, token, lock_ttl_ms
-# A claimed message's marker is 'p:<token>' until answered, then 'done'.
+# A claimed message's marker is 'p:<token>' until answered, then 'done'. Idempotent for
+# one token, so a client retry after a lost reply cannot mistake our own claim for a duplicate.
 BEGIN = """
-if ARGV[1] == '1' then
+if ARGV[1] == '1' and redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[3] then
   if not redis.call('SET', KEYS[1], 'p:' .. ARGV[3], 'NX', 'PX', ARGV[2]) then
     return {'dup'}
   end
 end
-if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {'busy'}
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+    return {'busy'}
+  end
 end
 local v = redis.call('HMGET', KEYS[3], 'thread_id', 'backend', 'created')
 return {'ok', v[1] or '', v[2] or '', v[3] or ''}
@@ -23,7 +26,12 @@ return {'ok', v[1] or '', v[2] or '', v[3] or ''}
 # KEYS: thread, turns, lock, seen, [index, index_ids, user, daily_tokens]
 # ARGV: token, thread_id, backend, now, ttl_ms, dedupe_ttl_ms, max_items, key_id,
 #       input_tokens, output_tokens, n_turns, turn_1 .. turn_n
+# Records the turn only while the lock is still ours: a retried call, or one whose lock
+# lapsed while a forget or the janitor ran, must not write the mapping back. Returns 1 if recorded.
 FINISH = """
+redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[3])
 local now = ARGV[4]
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[2], 'backend', ARGV[3], 'last_active', now)
 redis.call('HSETNX', KEYS[1], 'created', now)
@@ -39,8 +47,6 @@ elseif n > 0 then
   redis.call('LTRIM', KEYS[2], -max, -1)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
-if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 if KEYS[5] then
   redis.call('ZADD', KEYS[5], now, ARGV[8])
   redis.call('HSET', KEYS[6], ARGV[8], ARGV[3] .. ' ' .. ARGV[2])
@@ -50,6 +56,28 @@ if KEYS[5] then
     redis.call('INCRBY', KEYS[8], used)
     redis.call('EXPIRE', KEYS[8], 172800)
   end
+end
+return 1
+"""
+
+# KEYS: thread, turns, [index, index_ids, user, tombstones]. ARGV: thread_id, backend, now, ttl_ms, key_id
+# A new thread for a key. If the durable index still names an older thread (say its mapping
+# expired before the janitor came by), that one is queued for remote deletion, never orphaned.
+SAVE = """
+redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'backend', ARGV[2], 'created', ARGV[3], 'last_active', ARGV[3])
+redis.call('HDEL', KEYS[1], 'input_tokens', 'output_tokens')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if KEYS[3] then
+  local entry = ARGV[2] .. ' ' .. ARGV[1]
+  local old = redis.call('HGET', KEYS[4], ARGV[5])
+  if old and old ~= entry then
+    local sp = string.find(old, ' ', 1, true)
+    if sp then redis.call('HSET', KEYS[6], string.sub(old, sp + 1), string.sub(old, 1, sp - 1) .. ' ' .. ARGV[5]) end
+  end
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[5], entry)
+  redis.call('SADD', KEYS[5], ARGV[5])
 end
 return 1
 """
@@ -95,20 +123,25 @@ end
 return 1
 """
 
-# KEYS: counter, notice. ARGV: limit, window_ms
-# Returns 0 = admitted, 1 = over the limit (tell the user), 2 = over the limit (already told).
-RATE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if n <= tonumber(ARGV[1]) then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
-return 2
-"""
-
-# KEYS: tokens, notice. ARGV: budget, ttl_ms. Same return codes as RATE.
-BUDGET = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used < tonumber(ARGV[1]) then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
-return 2
+# KEYS: rate counter, rate notice, daily tokens, budget notice (one user's hash tag).
+# ARGV: rate limit (0 = off), window_ms, daily budget (0 = off), notice_ttl_ms.
+# Returns {verdict, what}: verdict 0 = admitted, 1 = over (tell the user once), 2 = over (already told);
+# what = 'rate' or 'budget'.
+ADMIT = """
+if tonumber(ARGV[1]) > 0 then
+  local n = redis.call('INCR', KEYS[1])
+  if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  if n > tonumber(ARGV[1]) then
+    if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return {1, 'rate'} end
+    return {2, 'rate'}
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if used >= tonumber(ARGV[3]) then
+    if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return {1, 'budget'} end
+    return {2, 'budget'}
+  end
+end
+return {0, ''}
 """

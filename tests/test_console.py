@@ -93,3 +93,18 @@ async def test_sigterm_lets_the_answer_in_flight_finish(
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=f"{prefix}:lock:*"))
     client.close()
+
+
+async def test_console_reads_a_regular_file(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    script = tmp_path / "lines.txt"
+    script.write_text("first\nsecond\n", encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_", "DISCORD_", "REDIS_"))}
+    with script.open("rb") as stdin:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "console",
+            stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**clean, **base_env(fake_openai)}, cwd=ROOT,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines() == ["echo: first", "echo: second"]

@@ -31,10 +31,12 @@ async def test_redis_restart_mid_traffic(
     rt = await make_runtime(redis_url=f"redis://127.0.0.1:{port}/0")
     fake_openai.latency = 0.05
     outcomes: list[str] = []
+    restored = asyncio.Event()
 
     async def user(n: int) -> None:
         key = ThreadKey("discord", "G1", "C1", f"U{n}")
-        for i in range(15):
+        after = 0
+        for i in range(400):
             try:
                 answer = await rt.core.handle(Incoming(key, f"msg {i}", f"{n}-{i}"))
                 outcomes.append("answer" if answer else "none")
@@ -43,6 +45,10 @@ async def test_redis_restart_mid_traffic(
                 outcomes.append("unavailable")
             except BotError as exc:  # pragma: no cover - a wrong kind of error fails below
                 outcomes.append(type(exc).__name__)
+            if restored.is_set():
+                after += 1
+                if after >= 3:
+                    return
             await asyncio.sleep(0.03)
 
     async def outage() -> None:
@@ -50,9 +56,11 @@ async def test_redis_restart_mid_traffic(
         proc = holder.pop()
         proc.terminate()  # type: ignore[attr-defined]
         proc.wait(5)  # type: ignore[attr-defined]
-        await asyncio.sleep(0.4)
+        # Longer than the client's own reconnect retries, so some messages must see the outage.
+        await asyncio.sleep(1.5)
         restarted, _ = start_redis_server(port)
         holder.append(restarted)
+        restored.set()
 
     await asyncio.gather(*(user(n) for n in range(4)), outage())
     assert set(outcomes) <= {"answer", "unavailable"}

@@ -82,16 +82,41 @@ async def test_index_outlives_an_expired_mapping(store: Store) -> None:
 
 
 async def test_rate_window_tells_once(store: Store) -> None:
-    verdicts = [await store.admit_rate(KEY, 2, 60) for _ in range(5)]
-    assert verdicts == ["ok", "ok", "notify", "silent", "silent"]
+    verdicts = [await store.admit(KEY, (2, 60), 0) for _ in range(5)]
+    assert verdicts == [("ok", ""), ("ok", ""), ("notify", "rate"), ("silent", "rate"), ("silent", "rate")]
 
 
 async def test_budget_counts_tokens(store: Store) -> None:
-    assert await store.admit_budget(KEY, 100) == "ok"
+    assert await store.admit(KEY, None, 100) == ("ok", "")
     await store.begin(KEY, None, "t")
     await store.finish(KEY, None, "t", "conv_a", "conversations", [], input_tokens=80, output_tokens=30)
     assert await store.tokens_today(KEY) == 110
-    assert await store.admit_budget(KEY, 100) == "notify"
-    assert await store.admit_budget(KEY, 100) == "silent"
+    assert await store.admit(KEY, None, 100) == ("notify", "budget")
+    assert await store.admit(KEY, None, 100) == ("silent", "budget")
     record = await store.get_thread(KEY)
     assert record is not None and (record.input_tokens, record.output_tokens) == (80, 30)
+
+
+async def test_begin_is_idempotent_for_its_own_token(store: Store) -> None:
+    """A client retry of BEGIN after a lost reply must not take our own claim for a duplicate."""
+    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
+    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
+    assert (await store.begin(KEY, "m1", "tok-b")).status == "dup"
+
+
+async def test_finish_writes_nothing_once_the_lock_is_gone(store: Store) -> None:
+    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
+    await store.redis.delete(store.keys.lock(KEY))
+    assert not await store.finish(KEY, "m1", "tok-a", "conv_a", "conversations", [{"role": "user", "text": "x"}])
+    assert await store.get_thread(KEY) is None and await store.turns(KEY) == []
+    assert (await store.begin(KEY, "m1", "tok-b")).status == "dup"
+
+
+async def test_a_replaced_thread_is_queued_for_deletion(store: Store) -> None:
+    """A mapping that expired before the janitor came by must not orphan its remote thread."""
+    await store.save_thread(KEY, "conv_old", "conversations")
+    await store.redis.delete(store.keys.thread(KEY))
+    await store.save_thread(KEY, "conv_new", "conversations")
+    assert await store.tombstones() == {"conv_old": "conversations"}
+    await store.save_thread(KEY, "conv_new", "conversations")
+    assert await store.tombstones() == {"conv_old": "conversations"}

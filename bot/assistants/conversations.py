@@ -134,25 +134,33 @@ class ConversationsAssistant:
         stream = await self.client.responses.create(**params, stream=True)
         parts: list[str] = []
         usage = Usage()
-        async for event in stream:
-            if event.type == "response.output_text.delta":
-                parts.append(event.delta)
-                await on_delta(event.delta)
-            elif event.type == "response.completed":
-                usage = usage_of(event.response.usage)
-            elif event.type == "response.failed":
-                error = event.response.error
-                code = error.code if error else None
-                if code == "context_length_exceeded":
-                    raise ContextOverflow(error.message if error else "")
-                log.error("response failed: %s", error)
-                raise Unavailable(f"response failed: {code}")
-            elif event.type == "error":
-                if event.code == "context_length_exceeded":
-                    raise ContextOverflow(event.message)
-                log.error("stream error: %s %s", event.code, event.message)
-                raise Unavailable(f"stream error: {event.code}")
+        async with stream:
+            async for event in stream:
+                usage = await self._on_event(event, parts, usage, on_delta)
         return Sent("".join(parts), usage)
+
+    @staticmethod
+    @staticmethod
+    async def _on_event(event: Any, parts: list[str], usage: Usage, on_delta: DeltaCallback) -> Usage:
+        """Handle one stream event; returns the usage known so far."""
+        if event.type == "response.output_text.delta":
+            parts.append(event.delta)
+            await on_delta(event.delta)
+        elif event.type == "response.completed":
+            return usage_of(event.response.usage)
+        elif event.type == "response.failed":
+            error = event.response.error
+            code = error.code if error else None
+            if code == "context_length_exceeded":
+                raise ContextOverflow(error.message if error else "")
+            log.error("response failed: %s", error)
+            raise Unavailable(f"response failed: {code}")
+        elif event.type == "error":
+            if event.code == "context_length_exceeded":
+                raise ContextOverflow(event.message)
+            log.error("stream error: %s %s", event.code, event.message)
+            raise Unavailable(f"stream error: {event.code}")
+        return usage
 
     async def _confirm_gone(self, thread_id: str) -> bool:
         """A bare 404 (compatible servers): ask whether the conversation still exists."""
