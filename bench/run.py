@@ -44,7 +44,7 @@ class Config:
     concurrency: list[int] = field(default_factory=lambda: [1, 10, 100, 1000])
     recovery_users: int = 50
     baseline_users: int = 50
-    probe_latency_ms: int = 5000
+    probe_latency_ms: int = 12000
     long_turns: int = 200
     context_limit: int = 40
     context_budget: int = 1500
@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--meta-latency-ms", type=int, help="latency of non-turn calls (retrieve, create), capped (200)")
     p.add_argument("--concurrency", type=_ints, help="concurrent conversations to sweep (1,10,100,1000)")
     p.add_argument("--baseline-users", type=int, help="users served by each baseline's 10 workers (50)")
-    p.add_argument("--probe-latency-ms", type=int, help="turn latency while memory is measured (5000)")
+    p.add_argument("--probe-latency-ms", type=int, help="turn latency while memory is measured (12000)")
     p.add_argument("--long-turns", type=int, help="turns of the long-conversation run (200)")
     p.add_argument("--context-limit", type=int, help="items the fake keeps in context (40)")
     p.add_argument("--context-budget", type=int, help="CONTEXT_BUDGET of the chat backend (1500)")
