@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4.1-mini"
     openai_timeout: Duration = 60.0
     openai_max_retries: int = Field(2, ge=0, le=10)
+    openai_max_connections: int = Field(1000, ge=1)
     assistant_backend: Literal["conversations", "chat"] = "conversations"
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
 
@@ -77,6 +78,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_prefix: str = Field("tk", pattern=r"^[A-Za-z0-9_.-]+$")
     redis_cluster: bool = False
+    redis_max_connections: int = Field(100, ge=2)
     thread_idle_ttl: Duration = 30 * 86400.0
     keep_turns: int = Field(10, ge=0, le=20)
     lock_ttl: Duration = 30.0

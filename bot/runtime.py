@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -40,15 +40,16 @@ def make_redis(settings: Settings) -> RedisClient:
         "socket_timeout": 5.0,
         "socket_connect_timeout": 2.0,
         "health_check_interval": 30,
+        "retry": retry,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **common)  # type: ignore[arg-type]
-    return Redis.from_url(
-        settings.redis_url,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        **common,  # type: ignore[arg-type]
+        return RedisCluster.from_url(settings.redis_url, max_connections=settings.redis_max_connections, **common)  # type: ignore[arg-type]
+    # A blocking pool: past REDIS_MAX_CONNECTIONS commands wait for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=20, **common
     )
+    return Redis.from_pool(pool)
 
 
 def make_store(settings: Settings, redis: RedisClient) -> Store:
