@@ -21,7 +21,7 @@ from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
 from bot.config import Settings
 from bot.locks import KeyedLocks
 from bot.metrics import Metrics
-from bot.store import Store, Turn
+from bot.store import Begun, Store, Turn
 from bot.text import clean_input
 from bot.types import (
     Answer,
@@ -181,27 +181,14 @@ class Core:
     # -- the locked part ---------------------------------------------------------------
     async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None) -> Answer | None:
         key, token = msg.key, uuid.uuid4().hex
-        try:
-            begun = await self.store.begin(key, msg.message_id, token)
-        except asyncio.CancelledError:
-            # The claim may have landed before the cancel: give it back (only if it is ours).
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(self.store.release(key, msg.message_id, token, "drop"))
-            raise
+        begun = await self._begin(key, msg.message_id, token)
         if begun.status == "dup":
             self.metrics.duplicates.inc()
             log.info("duplicate delivery %s dropped", msg.message_id)
             return None
         renewer = asyncio.create_task(self._renew(key, msg.message_id, token))
         try:
-            deadline = time.monotonic() + self._lock_wait
-            delay = 0.02
-            while begun.status == "busy":
-                if time.monotonic() > deadline:
-                    raise Unavailable("thread lock wait timed out")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-                begun = await self.store.begin(key, None, token)
+            begun = await self._wait_for_lock(key, token, begun)
             await self._admit(key)
             answer = await self._answer(key, text, begun.thread_id, begun.backend, on_delta)
             turns: list[Turn] = [{"role": "user", "text": text}, {"role": "assistant", "text": answer.text}]
@@ -364,20 +351,7 @@ class Core:
     async def _redis_lock(self, key: ThreadKey) -> AsyncIterator[None]:
         """The thread's Redis lock for work outside the message path (forget)."""
         token = uuid.uuid4().hex
-        delay = 0.02
-        deadline = time.monotonic() + self._lock_wait
-        try:
-            begun = await self.store.begin(key, None, token)
-        except asyncio.CancelledError:
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(self.store.release(key, None, token, "keep"))
-            raise
-        while begun.status == "busy":
-            if time.monotonic() > deadline:
-                raise Unavailable("thread lock wait timed out")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            begun = await self.store.begin(key, None, token)
+        await self._wait_for_lock(key, token, await self._begin(key, None, token))
         renewer = asyncio.create_task(self._renew(key, None, token))
         try:
             yield
@@ -386,6 +360,27 @@ class Core:
             await asyncio.wait({renewer})
             with contextlib.suppress(RedisError):
                 await asyncio.shield(self.store.release(key, None, token, "keep"))
+
+    async def _begin(self, key: ThreadKey, message_id: str | None, token: str) -> Begun:
+        """``store.begin``, giving back what it may have taken if we are cancelled meanwhile."""
+        try:
+            return await self.store.begin(key, message_id, token)
+        except asyncio.CancelledError:
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self.store.release(key, message_id, token, "drop"))
+            raise
+
+    async def _wait_for_lock(self, key: ThreadKey, token: str, begun: Begun) -> Begun:
+        """Poll, with backoff, until another worker's lock on this thread is gone; then it is ours."""
+        deadline = time.monotonic() + self._lock_wait
+        delay = 0.02
+        while begun.status == "busy":
+            if time.monotonic() > deadline:
+                raise Unavailable("thread lock wait timed out")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            begun = await self._begin(key, None, token)
+        return begun
 
 
 class _Silent(BotError):
