@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
-from redis.asyncio import BlockingConnectionPool, Redis
+from openai import AsyncOpenAI
+from redis.asyncio import Redis
 
 from bench.fake_proc import FakeProcess
 from bench.redis_count import RoundTrips, count_async
@@ -37,12 +37,10 @@ TEXT = "Can you summarise where ticket #{n} stands and what is still open? Two l
 class RigOptions:
     redis_url: str
     prefix: str
-    redis_pool: int = 0
-    """0: the client ``bot.runtime.make_redis`` ships; N: a BlockingConnectionPool of N connections."""
-    http_pool: int = 0
-    """0: the openai SDK's default connection limits; N: allow N connections, all kept alive."""
-    http_aiohttp: bool = False
-    """True: the SDK's aiohttp transport (``DefaultAioHttpClient``) instead of httpx2's own."""
+    old_redis_pool: bool = False
+    """True: ``Redis.from_url`` (the non-blocking pool ``make_redis`` built before) instead of ``make_redis``."""
+    httpx2_transport: bool = False
+    """True: the SDK's default httpx2 client instead of the aiohttp transport ``make_client`` ships."""
 
 
 @dataclass
@@ -71,15 +69,12 @@ def bench_settings(opts: RigOptions, base_url: str, **overrides: Any) -> Setting
 
 
 def _redis(opts: RigOptions, settings: Settings) -> Redis:
-    if not opts.redis_pool:
-        client = make_redis(settings)
-        if not isinstance(client, Redis):
-            raise TypeError("the bench needs a single Redis, not a cluster")
-        return client
-    pool = BlockingConnectionPool.from_url(
-        opts.redis_url, max_connections=opts.redis_pool, timeout=30, decode_responses=True, socket_timeout=5.0
-    )
-    return Redis(connection_pool=pool)
+    if opts.old_redis_pool:  # its asyncio pool raises MaxConnectionsError past 100 concurrent commands
+        return Redis.from_url(opts.redis_url, decode_responses=True, socket_timeout=5.0)
+    client = make_redis(settings)
+    if not isinstance(client, Redis):
+        raise TypeError("the bench needs a single Redis, not a cluster")
+    return client
 
 
 _http_wait: ContextVar[list[float] | None] = ContextVar("bench_http_wait", default=None)
@@ -97,34 +92,27 @@ async def _on_response(response: httpx2.Response) -> None:
         waited[0] += time.perf_counter() - sent
 
 
-def _http_client(settings: Settings, opts: RigOptions) -> AsyncOpenAI:
-    """The SDK's own HTTP client and defaults (unless told otherwise), with two timing hooks."""
-    hooks: dict[str, list[Any]] = {"request": [_on_request], "response": [_on_response]}
-    extra: dict[str, Any] = {}
-    if opts.http_pool:  # else the SDK's DEFAULT_CONNECTION_LIMITS (1,000 connections, 100 kept alive)
-        extra["limits"] = httpx2.Limits(max_connections=opts.http_pool, max_keepalive_connections=opts.http_pool)
-    http: httpx2.AsyncClient
-    if opts.http_aiohttp:
-        http = DefaultAioHttpClient(event_hooks=hooks, **extra)
-    else:
-        http = DefaultAsyncHttpxClient(event_hooks=hooks, **extra)
-    return AsyncOpenAI(
-        api_key="bench",
-        base_url=settings.openai_base_url,
-        timeout=settings.openai_timeout,
-        max_retries=settings.openai_max_retries,
-        http_client=http,
-    )
+def _timed(client: AsyncOpenAI) -> None:
+    """Two passive timing hooks on the client's own HTTP client (any transport; nothing else changes)."""
+    client._client.event_hooks = {"request": [_on_request], "response": [_on_response]}
 
 
 async def open_rig(opts: RigOptions, fake: FakeProcess, **overrides: Any) -> Rig:
+    """``build_runtime`` with the shipped clients (unless ``opts`` asks for an old one), Redis counted."""
     settings = bench_settings(opts, fake.base_url, **overrides)
     tally = RoundTrips()
     runtime = build_runtime(settings, redis=count_async(_redis(opts, settings), tally))
     assistant = runtime.assistant
     if isinstance(assistant, ConversationsAssistant | ChatAssistant):
-        await assistant.client.close()
-        assistant.client = _http_client(settings, opts)
+        if opts.httpx2_transport:
+            await assistant.client.close()
+            assistant.client = AsyncOpenAI(
+                api_key="bench",
+                base_url=settings.openai_base_url,
+                timeout=settings.openai_timeout,
+                max_retries=settings.openai_max_retries,
+            )
+        _timed(assistant.client)
     return Rig(runtime, tally, fake)
 
 

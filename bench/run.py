@@ -48,9 +48,6 @@ class Config:
     long_turns: int = 200
     context_limit: int = 40
     context_budget: int = 1500
-    redis_pool: int = 100
-    http_pool: int = 0
-    http_aiohttp: bool = False
     out: Path = DEFAULT_OUT
     chart: bool = True
 
@@ -94,18 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--long-turns", type=int, help="turns of the long-conversation run (200)")
     p.add_argument("--context-limit", type=int, help="items the fake keeps in context (40)")
     p.add_argument("--context-budget", type=int, help="CONTEXT_BUDGET of the chat backend (1500)")
-    p.add_argument("--redis-pool", type=int,
-                   help="N: a blocking pool of N connections (100); 0: the client bot.runtime ships, which "
-                        "fails past 100 concurrent commands")
-    p.add_argument("--http-pool", type=int, help="0: the SDK's connection limits; N: allow and keep N (0)")
-    p.add_argument("--http-aiohttp", action="store_true", help="use the SDK's aiohttp transport")
     p.add_argument("--out", type=Path, help="directory for latest.json and latest.png (bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     cfg = Config.quick(args.redis_url) if args.quick else Config(redis_url=args.redis_url)
     for name in ("users", "messages", "min_messages", "meta_latency_ms", "concurrency", "baseline_users",
-                 "probe_latency_ms", "long_turns", "context_limit", "context_budget", "redis_pool", "http_pool",
-                 "out"):
+                 "probe_latency_ms", "long_turns", "context_limit", "context_budget", "out"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -113,7 +104,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         cfg.latencies_ms = args.latency_ms
     cfg.concurrency = sorted({c for c in cfg.concurrency if 0 < c <= cfg.users}) or [cfg.users]
     cfg.chart = not args.no_chart
-    cfg.http_aiohttp = cfg.http_aiohttp or args.http_aiohttp
     return cfg
 
 
@@ -151,11 +141,11 @@ async def _core_part(cfg: Config, opts: RigOptions, fake: FakeProcess) -> dict[s
 
 
 VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("as shipped: make_redis + the SDK's default HTTP client", {"redis_pool": 0}),
-    ("blocking Redis pool of 100 + the SDK's default HTTP client", {"redis_pool": 100}),
-    ("blocking Redis pool of 100 + the SDK's aiohttp transport", {"redis_pool": 100, "http_aiohttp": True}),
+    ("as shipped: make_redis (blocking pool of 100) + make_client (aiohttp transport)", {}),
+    ("make_redis + the SDK's default httpx2 client (make_client before)", {"httpx2_transport": True}),
+    ("Redis.from_url, non-blocking pool (make_redis before) + make_client", {"old_redis_pool": True}),
 )
-"""Client set-ups compared at the largest load: what ships, and what the core could switch to."""
+"""Client set-ups compared at the largest load, each in a fresh runtime: what ships, and what each change fixed."""
 
 
 async def _variants(cfg: Config, opts: RigOptions, fake: FakeProcess) -> list[dict[str, Any]]:
@@ -163,11 +153,11 @@ async def _variants(cfg: Config, opts: RigOptions, fake: FakeProcess) -> list[di
     await asyncio.to_thread(fake.set_latency, latency_ms / 1000, min(cfg.meta_latency_ms, latency_ms) / 1000)
     rows: list[dict[str, Any]] = []
     for name, changes in VARIANTS:
-        variant = replace(opts, **{"redis_pool": 0, "http_pool": 0, "http_aiohttp": False, **changes})
+        variant = replace(opts, **changes)
         rig = await open_rig(variant, fake)
         core_log = logging.getLogger("threadkeeper")
         level_before = core_log.level
-        core_log.setLevel(logging.CRITICAL)  # the shipped pool logs one line per failed message: counted instead
+        core_log.setLevel(logging.CRITICAL)  # the old pool logs one line per failed message: counted instead
         try:
             level = await load_level(rig, latency=latency_ms / 1000, concurrency=c, per_user=cfg.messages)
         finally:
@@ -218,9 +208,7 @@ def _cleanup(redis_url: str, prefix: str) -> int:
 async def run_bench(cfg: Config) -> dict[str, Any]:
     """Run everything; returns the results (also written to ``cfg.out``)."""
     prefix = f"tkbench{uuid.uuid4().hex[:10]}"
-    opts = RigOptions(
-        cfg.redis_url, prefix, redis_pool=cfg.redis_pool, http_pool=cfg.http_pool, http_aiohttp=cfg.http_aiohttp
-    )
+    opts = RigOptions(cfg.redis_url, prefix)
     started, load_before = time.time(), os.getloadavg()
     fake = FakeProcess()
     await asyncio.to_thread(fake.start)
