@@ -17,7 +17,7 @@ from typing import TextIO
 
 from bot.runtime import Runtime
 from bot.service import stop_on_signals
-from bot.types import BotError, Incoming, ThreadKey
+from bot.types import Incoming, ThreadKey, user_sentence
 
 log = logging.getLogger("threadkeeper.console")
 
@@ -73,11 +73,8 @@ async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, 
             if answer is None:
                 return
             reply = "" if stream else answer.text
-    except BotError as exc:
-        reply = exc.user_message
-    except Exception:
-        log.exception("console message failed")
-        reply = BotError.user_message
+    except Exception as exc:
+        reply = user_sentence(exc, log, "console message")
     out.write(reply + "\n")
     out.flush()
 

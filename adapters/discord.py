@@ -29,7 +29,7 @@ from bot.core import Core
 from bot.runtime import Runtime
 from bot.service import stop_on_signals
 from bot.text import strip_mentions
-from bot.types import BotError, ForgetResult, Incoming, ThreadKey
+from bot.types import ForgetResult, Incoming, ThreadKey, user_sentence
 
 log = logging.getLogger("threadkeeper.discord")
 
@@ -256,13 +256,8 @@ class DiscordAdapter:
             async with stream:
                 try:
                     answer = await self.core.handle(incoming, stream.on_delta)
-                except BotError as exc:
-                    log.warning("answer failed for %s: %s", key.digest, exc)
-                    await stream.fail(exc.user_message)
-                    return
-                except Exception:
-                    log.exception("answer failed for %s", key.digest)
-                    await stream.fail(BotError.user_message)
+                except Exception as exc:
+                    await stream.fail(user_sentence(exc, log, f"answering {key.digest}"))
                     return
                 if answer is not None:
                     await stream.finish(answer.text)
@@ -301,12 +296,8 @@ class DiscordAdapter:
                 channel_id = interaction.channel_id or 0
                 result = await self.core.forget_channel(thread_key(interaction.channel, channel_id, guild_id, user_id))
             text = describe_forget(result, everything)
-        except BotError as exc:
-            log.warning("/forget failed: %s", exc)
-            text = exc.user_message
-        except Exception:
-            log.exception("/forget failed")
-            text = BotError.user_message
+        except Exception as exc:
+            text = user_sentence(exc, log, "/forget")
         try:
             await interaction.followup.send(text, ephemeral=True)
         except discord.HTTPException as exc:

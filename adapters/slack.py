@@ -41,7 +41,7 @@ from adapters.slack_reply import SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
 from bot.runtime import Runtime
 from bot.service import stop_on_signals
-from bot.types import BotError, ForgetResult
+from bot.types import ForgetResult, user_sentence
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -160,13 +160,8 @@ class SlackAdapter:
             await reply.begin()
             try:
                 answer = await self.core.handle(parsed.incoming, reply.on_delta)
-            except BotError as exc:
-                log.warning("no answer for %s (%s): %s", key.digest, type(exc).__name__, exc)
-                await reply.fail(exc.user_message)
-                return
-            except Exception:
-                log.exception("unexpected failure answering %s", key.digest)
-                await reply.fail(BotError.user_message)
+            except Exception as exc:
+                await reply.fail(user_sentence(exc, log, f"answering {key.digest}"))
                 return
             if answer is None:
                 await reply.discard()
@@ -180,12 +175,8 @@ class SlackAdapter:
         request = parse_forget(body, scope)
         try:
             text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request))
-        except BotError as exc:
-            log.warning("/forget failed: %s", exc)
-            text = exc.user_message
-        except Exception:
-            log.exception("/forget failed")
-            text = BotError.user_message
+        except Exception as exc:
+            text = user_sentence(exc, log, "/forget")
         try:
             if respond is not None:
                 await respond(text=text, response_type="ephemeral")

@@ -9,6 +9,7 @@ the user (:attr:`BotError.user_message`).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -118,6 +119,15 @@ class BotError(Exception):
         super().__init__(detail or self.user_message)
         if user_message is not None:
             self.user_message = user_message
+
+
+def user_sentence(exc: Exception, log: logging.Logger, what: str) -> str:
+    """The one sentence a user sees for ``exc``; the details go to ``log``, never to the user."""
+    if isinstance(exc, BotError):
+        log.warning("%s failed (%s): %s", what, type(exc).__name__, exc)
+        return exc.user_message
+    log.error("%s failed unexpectedly", what, exc_info=exc)
+    return BotError.user_message
 
 
 class Misconfigured(BotError):
