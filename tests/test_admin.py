@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pytest
 
 from bot import admin
 from bot.runtime import Runtime
-from bot.types import Incoming, ThreadKey
+from bot.types import ThreadKey
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.threads import age, start
 
 SLACK_A = ThreadKey("slack", "T1", "C1", "U1")
 SLACK_B = ThreadKey("slack", "T1", "C2", "U1")
@@ -27,18 +27,6 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-async def start(rt: Runtime, key: ThreadKey, mid: str) -> str:
-    answer = await rt.core.handle(Incoming(key, "hello there", message_id=mid))
-    assert answer is not None
-    return answer.thread_id
-
-
-async def age(rt: Runtime, key: ThreadKey, seconds: float) -> None:
-    then = time.time() - seconds
-    await rt.redis.zadd(rt.store.keys.index, {key.id: then})
-    await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))
 
 
 async def world(rt: Runtime, keys: list[ThreadKey] = ALL) -> dict[ThreadKey, str]:

@@ -18,24 +18,11 @@ from bot.runtime import Runtime
 from bot.types import Incoming, ThreadKey
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.threads import age, start
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE = [ThreadKey("slack", "T1", f"C{i}", "U1") for i in range(4)]
 ACTIVE = ThreadKey("discord", "G1", "C9", "U7")
-
-
-async def start(rt: Runtime, key: ThreadKey, mid: str) -> str:
-    answer = await rt.core.handle(Incoming(key, "hello", message_id=mid))
-    assert answer is not None
-    return answer.thread_id
-
-
-async def age(rt: Runtime, key: ThreadKey, seconds: float) -> None:
-    """Pretend the thread was last used ``seconds`` ago (index score and mapping agree)."""
-    then = time.time() - seconds
-    await rt.redis.zadd(rt.store.keys.index, {key.id: then})
-    if await rt.redis.exists(rt.store.keys.thread(key)):
-        await rt.redis.hset(rt.store.keys.thread(key), "last_active", repr(then))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 15.0) -> None:
