@@ -11,15 +11,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from redis.cluster import RedisCluster
 
-from bot.runtime import Runtime, build_runtime
-from tests.conftest import MakeRuntime, settings_for_test
-from tests.fakes.openai_server import FakeOpenAI
+from tests.conftest import MakeRuntime
 from tests.test_core import (  # noqa: F401  (collected here to run on Cluster)
     test_chat_backend_end_to_end,
     test_deleted_conversation_recovers_silently_with_kept_turns,
@@ -100,20 +97,15 @@ def prefix(cluster_url: str) -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture
-async def make_runtime(cluster_url: str, prefix: str, fake_openai: FakeOpenAI) -> AsyncIterator[MakeRuntime]:
-    made: list[Runtime] = []
+@pytest.fixture(scope="module")
+def redis_url(cluster_url: str) -> str:
+    """Every runtime the shared ``make_runtime`` builds in this module talks to the Cluster."""
+    return cluster_url
 
-    async def factory(**overrides: Any) -> Runtime:
-        settings = settings_for_test(cluster_url, prefix, fake_openai.base_url, **overrides)
-        assert settings.redis_cluster
-        runtime = build_runtime(settings)
-        made.append(runtime)
-        return runtime
 
-    yield factory
-    for runtime in made:
-        await runtime.close()
+async def test_runtimes_here_talk_to_the_cluster(make_runtime: MakeRuntime) -> None:
+    rt = await make_runtime()
+    assert rt.settings.redis_cluster and type(rt.redis).__name__ == "RedisCluster"
 
 
 def test_cluster_keys_of_one_thread_share_a_slot(cluster_url: str) -> None:
