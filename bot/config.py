@@ -1,17 +1,22 @@
 """Settings from the environment (and ``.env``), validated once at start.
 
 A wrong value fails with one line naming the variable (exit code 2 from the
-CLI); secret values are never echoed back.
+CLI); secret values are never echoed back. A key in ``.env`` that looks like one
+of ours but is none (a typo) is reported in :attr:`Settings.warnings`.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv.parser import parse_stream
+from pydantic import BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.sources import ENV_FILE_SENTINEL
 
 from bot.durations import DurationError, parse_duration
 
@@ -26,6 +31,7 @@ class ConfigError(Exception):
 
 
 def _duration(value: Any) -> float:
+    """A number from code is seconds; text (the environment, ``.env``) must carry a unit."""
     if isinstance(value, int | float):
         if value <= 0:
             raise ValueError("must be positive")
@@ -63,6 +69,7 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     # Assistant
     openai_api_key: SecretStr | None = None
@@ -134,6 +141,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"cannot read instructions file {path}: {exc.strerror}") from None
         return value
 
+    @field_validator("openai_model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            default = cls.model_fields["openai_model"].default
+            raise ValueError(f"is empty; name a model (e.g. {default}) or leave it unset for the default")
+        return value.strip()
+
     @field_validator("rate_limit")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
@@ -154,6 +169,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def warnings(self) -> list[str]:
+        """One line per suspicious ``.env`` key, for the caller to log once logging is set up."""
+        return self._warnings
+
+    @property
     def rate(self) -> tuple[int, float] | None:
         return parse_rate(self.rate_limit) if self.rate_limit else None
 
@@ -166,6 +186,52 @@ class Settings(BaseSettings):
         for name in names:
             if getattr(self, name) in (None, ""):
                 raise ConfigError(f"{name.upper()} is required for this command but is not set")
+
+
+def _setting_names() -> list[str]:
+    return sorted(name.upper() for name in Settings.model_fields)
+
+
+def _namespaces() -> tuple[str, ...]:
+    """``OPENAI_``, ``SLACK_``, ``THREAD_``...: the first word of every setting's name."""
+    return tuple(sorted({name.split("_", 1)[0] + "_" for name in _setting_names() if "_" in name}))
+
+
+def unknown_env_keys(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
+    """Keys of the dotenv file at ``path`` that look like settings but are none, each with the closest setting.
+
+    A key looks like ours when it starts with one of our namespaces (``OPENAI_MODLE``)
+    or is a near miss of a whole name (``OPNEAI_API_KEY``). Only keys are read, never values.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return []
+    known = _setting_names()
+    namespaces = _namespaces()
+    found: dict[str, str | None] = {}
+    with file.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            key = binding.key
+            if not key or key.upper() in known or key in found:
+                continue
+            ours = key.upper().startswith(namespaces)
+            # Below 0.75 the "closest" setting is a wrong hint (OPENAI_ORG_ID is no OPENAI_MODEL).
+            close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.75 if ours else 0.85)
+            if ours or close:
+                found[key] = close[0] if close else None
+    return list(found.items())
+
+
+def _env_files(overrides: dict[str, Any]) -> list[str | os.PathLike[str]]:
+    """The dotenv files ``Settings(**overrides)`` reads, as pydantic-settings picks them."""
+    env_file = overrides.get("_env_file", ENV_FILE_SENTINEL)
+    if env_file == ENV_FILE_SENTINEL:
+        env_file = Settings.model_config.get("env_file")
+    if env_file is None:
+        return []
+    if isinstance(env_file, str | os.PathLike):
+        return [env_file]
+    return list(env_file)
 
 
 def _explain(exc: ValidationError) -> str:
@@ -190,4 +256,8 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError("DISCORD_SHARD_IDS: use comma-separated shard numbers") from None
         if any(i < 0 or i >= (settings.discord_shard_count or 0) for i in ids):
             raise ConfigError("DISCORD_SHARD_IDS: every id must be below DISCORD_SHARD_COUNT")
+    for path in _env_files(overrides):
+        for key, guess in unknown_env_keys(path):
+            hint = f" (did you mean {guess}?)" if guess else ""
+            settings.warnings.append(f"{path}: unknown setting {key}{hint}")
     return settings
