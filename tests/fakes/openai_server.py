@@ -2,7 +2,8 @@
 
 The real ``openai.AsyncOpenAI(base_url=fake.base_url, api_key="test")`` (or the sync client, through
 :class:`FakeOpenAIThread`) talks to it over HTTP, so retries, timeouts, SSE parsing and error mapping
-are the SDK's own. Faults are injected with :meth:`FakeOpenAI.fail_next`.
+are the SDK's own. Faults are injected with :meth:`FakeOpenAI.fail_next`; how third-party servers differ
+from api.openai.com is imitated by the opt-in modes of :class:`tests.fakes.openai_faults.ServerModes`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .openai_faults import PathRule, ServerModes, cut_events, empty_stream_events, send_cut_json
 from .openai_state import (
     JSON,
     ApiError,
@@ -33,7 +35,6 @@ from .openai_state import (
     estimate_tokens,
     item_text,
     model_json,
-    model_not_found,
     new_id,
     normalize_item,
     now,
@@ -50,13 +51,15 @@ __all__ = ["ConversationState", "FakeOpenAI", "FakeOpenAIThread", "RequestRecord
 ReplyFn = Callable[[str, list[JSON]], str]
 _INDEX = web.RequestKey("record_index", int)
 _BODY = web.RequestKey("body", dict)
+_CUT = web.RequestKey("cut", PathRule)  # truncate_next matched this request
+_EMPTY = web.RequestKey("empty", bool)  # empty_next matched this request
 
 
 def _echo(text: str, _items: list[JSON]) -> str:
     return f"echo: {text}"
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServerModes):
     def __init__(self, *, latency: float = 0.0, models: Iterable[str] = ("gpt-test",),
                  reply: ReplyFn | None = None, context_limit: int | None = None) -> None:
         self.latency = latency
@@ -75,6 +78,7 @@ class FakeOpenAI:
         self._busy: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._init_modes()
 
     # ---- test helpers -------------------------------------------------------------------------
     @property
@@ -205,13 +209,20 @@ class FakeOpenAI:
         if raw and body is None and request.method == "POST":
             return self._error(400, "We could not parse the JSON body of your request.")
         try:
-            return await handler(request)
+            self._gate(request.method, request.path, request[_BODY])
+            cut, request[_EMPTY] = self._take_modes(request.path)
+            if cut is not None:
+                request[_CUT] = cut
+            response = await handler(request)
         except ApiError as e:
-            return self._error(e.status, e.message, type=e.type, code=e.code, param=e.param)
+            return self._error(e.status, e.message, type=e.type, code=e.code, param=e.param, body=e.body)
         except web.HTTPException as e:
             if e.status in (404, 405):
                 return self._error(404, f"Invalid URL ({request.method} {request.path})")
             raise
+        if cut is not None and isinstance(response, web.Response) and not response.prepared:
+            return await send_cut_json(request, response, cut.abort)
+        return response
 
     def _conversation(self, conv_id: str) -> ConversationState:
         state = self.conversations.get(conv_id)
@@ -222,23 +233,33 @@ class FakeOpenAI:
     async def _sse(self, request: web.Request, events: Iterable[JSON], *, named: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        cut = request.get(_CUT)
+        if cut is not None:
+            events = cut_events(list(events))
         for event in events:
             prefix = f"event: {event['type']}\n" if named else ""
             await resp.write(f"{prefix}data: {json.dumps(event)}\n\n".encode())
             if self.stream_delay > 0 and event.get("type") == "response.output_text.delta":
                 await asyncio.sleep(self.stream_delay)
-        if not named:
+        if cut is not None and cut.abort and request.transport is not None:
+            request.transport.close()  # the chunked body never gets its last chunk
+            return resp
+        if not named and cut is None:
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
 
     # ---- conversations ------------------------------------------------------------------------
     async def _create_conversation(self, request: web.Request) -> web.Response:
-        body = request[_BODY]
-        items = validate_items(body.get("items") or [])
-        metadata = validate_metadata(body.get("metadata"))
-        state = ConversationState(new_id("conv"), now(), metadata, items, request[_INDEX])
-        self.conversations[state.id] = state
+        body, key = request[_BODY], request.headers.get("Idempotency-Key")
+        state = self._known_create(key)
+        if state is None:
+            items = validate_items(body.get("items") or [])
+            metadata = validate_metadata(body.get("metadata"))
+            state = ConversationState(new_id("conv"), now(), metadata, items, request[_INDEX])
+            self.conversations[state.id] = state
+            self._remember_create(key, state.id)
+        await self._hang_after_create()
         return web.json_response(state.as_json())
 
     async def _get_conversation(self, request: web.Request) -> web.Response:
@@ -301,6 +322,7 @@ class FakeOpenAI:
         conv_id = conv.get("id") if isinstance(conv, dict) else conv
         if not isinstance(conv_id, str | None):
             raise ApiError(400, "Invalid 'conversation'.", param="conversation")
+        conv_id = self._turn_conversation(conv_id)
         if conv_id and self.simulate_locks and conv_id in self._busy:
             raise ApiError(400, f"Another response is already in progress for conversation '{conv_id}'.",
                            code="conversation_locked", param="conversation")
@@ -315,9 +337,7 @@ class FakeOpenAI:
                 self._busy.discard(conv_id)
 
     async def _run_turn(self, request: web.Request, body: JSON, conv_id: str | None) -> web.StreamResponse:
-        model = body.get("model")
-        if not isinstance(model, str) or model not in self.models:
-            raise model_not_found(str(model))
+        self._check_model(body.get("model"))
         if conv_id and body.get("previous_response_id"):
             raise ApiError(400, "Mutually exclusive parameters: 'previous_response_id' and 'conversation'.",
                            param="conversation")
@@ -344,7 +364,8 @@ class FakeOpenAI:
                 state.dropped_items += dropped
         user_text = next((item_text(i) for i in reversed(new_items) if i.get("role") == "user"), "")
         before = [dict(i) for i in context[: max(0, len(context) - len(new_items))]]
-        text = self.reply(user_text, before)
+        empty = request[_EMPTY]
+        text = "" if empty else self.reply(user_text, before)
         instructions = body.get("instructions")
         input_tokens = estimate_tokens(instructions if isinstance(instructions, str) else "",
                                        *(item_text(i) for i in context))
@@ -355,16 +376,19 @@ class FakeOpenAI:
             self._cache_keys[key] = input_tokens
         usage = response_usage(input_tokens, cached, estimate_tokens(text))
         resp_id, msg_id, created_at = new_id("resp"), new_id("msg"), now()
+        output = [] if empty else [output_message(msg_id, text)]
         final = response_json(resp_id=resp_id, body=body, conv_id=conv_id, created_at=created_at,
-                              output=[output_message(msg_id, text)], usage=usage, status="completed")
+                              output=output, usage=usage, status="completed")
         if state is not None:
-            state.items.extend([*new_items, output_message(msg_id, text)])
+            state.items.extend([*new_items, *output])
         self.responses[resp_id] = final
         if not body.get("stream"):
             return web.json_response(final)
         created = response_json(resp_id=resp_id, body=body, conv_id=conv_id, created_at=created_at,
                                 output=[], usage=None, status="in_progress")
-        return await self._sse(request, response_stream_events(created, final, msg_id, text), named=True)
+        events = empty_stream_events(created, final) if empty else response_stream_events(
+            created, final, msg_id, text)
+        return await self._sse(request, events, named=True)
 
     async def _get_response(self, request: web.Request) -> web.Response:
         rid = request.match_info["rid"]
@@ -375,17 +399,16 @@ class FakeOpenAI:
     # ---- chat completions & models ------------------------------------------------------------
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body: JSON = request[_BODY]
-        model = body.get("model")
-        if not isinstance(model, str) or model not in self.models:
-            raise model_not_found(str(model))
+        model = self._check_model(body.get("model"))
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise ApiError(400, "Invalid 'messages': expected a non-empty array of messages.",
                            param="messages")
+        prompt_tokens = self._check_chat_context(body, messages)
         last_user = max((n for n, m in enumerate(messages) if m.get("role") == "user"), default=len(messages))
         user_text = item_text(messages[last_user]) if last_user < len(messages) else ""
-        text = self.reply(user_text, [dict(m) for m in messages[:last_user]])
-        usage = chat_usage(estimate_tokens(*(item_text(m) for m in messages)), estimate_tokens(text))
+        text = "" if request[_EMPTY] else self.reply(user_text, [dict(m) for m in messages[:last_user]])
+        usage = chat_usage(prompt_tokens, estimate_tokens(text))
         cid = new_id("chatcmpl").replace("_", "-", 1)
         if not body.get("stream"):
             return web.json_response(chat_completion(cid, model, text, usage))
@@ -397,10 +420,7 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [model_json(m) for m in self.models]})
 
     async def _get_model(self, request: web.Request) -> web.Response:
-        mid = request.match_info["mid"]
-        if mid not in self.models:
-            raise model_not_found(mid)
-        return web.json_response(model_json(mid))
+        return web.json_response(model_json(self._retrieve_model(request.match_info["mid"])))
 
 
 class FakeOpenAIThread:

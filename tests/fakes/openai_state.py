@@ -78,13 +78,14 @@ class ApiError(Exception):
     """Raised inside handlers; the server turns it into an OpenAI error response."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str | None = None) -> None:
+                 type: str | None = None, body: object | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
         self.type = type or default_error_type(status)
+        self.body = body  # sent verbatim instead of the OpenAI error envelope when set (other servers' shapes)
 
 
 def default_error_type(status: int) -> str:
