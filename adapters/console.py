@@ -15,9 +15,10 @@ import sys
 import uuid
 from typing import TextIO
 
+from adapters.kit.tasks import InFlight, run_until_stopped
+from adapters.kit.texts import CONSOLE_FORGET, forget_text, user_sentence
+from bot.domain import Incoming, ThreadKey
 from bot.runtime import Runtime
-from bot.service import stop_on_signals
-from bot.types import Incoming, ThreadKey, user_sentence
 
 log = logging.getLogger("threadkeeper.console")
 
@@ -55,12 +56,12 @@ async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, 
         return
     try:
         if text in ("/forget", "/forget all"):
-            if text == "/forget":
-                result = await core.forget(key)
-            else:
+            everything = text == "/forget all"
+            if everything:
                 result = await core.forget_user(key.platform, key.workspace, key.user)
-            noun = "conversation" if result.threads == 1 else "conversations"
-            reply = f"Forgot {result.threads} {noun}." if result.threads else "There was nothing to forget."
+            else:
+                result = await core.forget(key)
+            reply = forget_text(CONSOLE_FORGET, result, everything=everything)
         else:
 
             async def on_delta(delta: str) -> None:
@@ -68,7 +69,7 @@ async def answer_line(runtime: Runtime, key: ThreadKey, line: str, out: TextIO, 
                 out.flush()
 
             answer = await core.handle(
-                Incoming(key, text, message_id=f"console-{uuid.uuid4().hex}"), on_delta if stream else None
+                Incoming(key, text, message_id=f"console-{uuid.uuid4().hex}", is_dm=True), on_delta if stream else None
             )
             if answer is None:
                 return
@@ -84,24 +85,29 @@ async def run(runtime: Runtime, *, user: str | None = None, channel: str = "cons
     key = ThreadKey("console", "local", channel, user or getpass.getuser())
     interactive = sys.stdin.isatty()
     stream = sys.stdout.isatty()
-    if interactive:
-        print(HELP, file=sys.stderr)
-    stop = asyncio.Event()
-    reader = await _Lines.open()
-    stopping = asyncio.create_task(stop.wait())
-    with stop_on_signals(stop):
-        while not stop.is_set():
+    answering = InFlight(log)
+
+    async def read_and_answer() -> None:
+        if interactive:
+            print(HELP, file=sys.stderr)
+        reader = await _Lines.open()
+        while True:
             if interactive:
                 sys.stderr.write("> ")
                 sys.stderr.flush()
-            reading = asyncio.create_task(reader.readline())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
-                break
-            raw = reading.result()
+            raw = await reader.readline()
             if not raw:
-                break
-            await answer_line(runtime, key, raw.decode("utf-8", errors="replace"), sys.stdout, stream)
-    stopping.cancel()
-    await runtime.core.drain(runtime.settings.shutdown_grace)
+                return
+            line = raw.decode("utf-8", errors="replace")
+            # Shielded: a stop cancels the reading, never the answer (the drain waits for it).
+            await asyncio.shield(answering.spawn(answer_line(runtime, key, line, sys.stdout, stream)))
+
+    async def drain() -> None:
+        grace = runtime.settings.shutdown_grace
+        await runtime.core.drain(grace)
+        await answering.wait(grace)
+
+    async def nothing() -> None:
+        """The console has no connection to open or close."""
+
+    await run_until_stopped(nothing, drain, nothing, until=read_and_answer)

@@ -16,7 +16,7 @@ import discord.http
 import pytest
 
 from adapters.discord import invite_url, print_invite_url, rest_base, run
-from adapters.discord_commands import flag_name
+from adapters.discord.commands import flag_name
 from bot.config import ConfigError, load_settings
 from tests.conftest import MakeRuntime
 from tests.fakes.discord_fixtures import StartBot, fake_discord, start_bot, wait_answer

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter
+from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
+from bot.errors import Unavailable
 from bot.runtime import Runtime
-from bot.text import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
-from bot.types import Unavailable
 from tests.conftest import MakeRuntime, free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.slack_parse import parse_event, parse_forget, strip_bot_mention, thread_key
-from bot.types import ThreadKey
+from adapters.slack.parse import parse_event, parse_forget, strip_bot_mention, thread_key
+from bot.domain import ThreadKey
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, command_form, dm_event, event_envelope, mention_event
 
 

@@ -9,14 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.text import (
-    DISCORD_TEXT_LIMIT,
-    SLACK_TEXT_LIMIT,
-    clean_input,
-    markdown_to_mrkdwn,
-    split_text,
-    strip_mentions,
-)
+from adapters.discord.reply import DISCORD_TEXT_LIMIT
+from adapters.kit.text import split_text, strip_mentions
+from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
+from bot.text import clean_input
 
 PROPERTY = settings(max_examples=300, deadline=None)
 

@@ -12,8 +12,11 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.slack_parse import parse_event
-from bot.text import DISCORD_TEXT_LIMIT, SLACK_TEXT_LIMIT, clean_input, markdown_to_mrkdwn, split_text
+from adapters.discord.reply import DISCORD_TEXT_LIMIT
+from adapters.kit.text import split_text
+from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
+from adapters.slack.parse import parse_event
+from bot.text import clean_input
 
 BOT = "UBOT"
 FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*$", re.MULTILINE)

@@ -10,16 +10,15 @@ Two ways, chosen per message:
   ``interval`` (Slack rate-limits edits), then the final text rendered with ``markdown_to_mrkdwn``
   and split with ``split_text`` into as many messages as it needs.
 
-Answers longer than :data:`~bot.text.SLACK_TEXT_LIMIT` end in the post form even when streaming:
+Answers longer than :data:`~adapters.slack.mrkdwn.SLACK_TEXT_LIMIT` end in the post form even when streaming:
 the stream shows the beginning while the model writes, then becomes the first of the split messages.
 
-Deltas never wait for Slack: :meth:`SlackReply.on_delta` only appends to a buffer and wakes a pump
-task, which sends what has accumulated, then sleeps ``interval``.
+Deltas never wait for Slack: :meth:`SlackReply.on_delta` only appends to a buffer and wakes the
+reply's :class:`~adapters.kit.reply.Pump`, which sends what has accumulated at most once per ``interval``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -28,8 +27,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack_parse import Target
-from bot.text import SLACK_TEXT_LIMIT, markdown_to_mrkdwn, split_text
+from adapters.kit.reply import Pump
+from adapters.kit.text import split_text
+from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
+from adapters.slack.parse import Target
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -63,7 +64,7 @@ class StreamSupport:
 
 
 class SlackReply:
-    """One answer on its way into one Slack channel or thread."""
+    """One answer on its way into one Slack channel or thread (a :class:`~adapters.kit.reply.Reply`)."""
 
     def __init__(
         self,
@@ -78,7 +79,6 @@ class SlackReply:
         self.client = client
         self.target = target
         self.streams = streams
-        self.interval = interval
         self.limit = limit
         self._show_status = show_status and target.thread_ts is not None
         self._status_set = False
@@ -88,9 +88,7 @@ class SlackReply:
         self._streamed = 0
         self._ts: str | None = None
         self._shown = ""
-        self._dirty = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._pump: asyncio.Task[None] | None = None
+        self._pump = Pump(self._push, interval=interval, errors=SEND_ERRORS, log=log, name="slack-reply")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def begin(self) -> None:
@@ -106,13 +104,11 @@ class SlackReply:
 
     async def on_delta(self, delta: str) -> None:
         self._text += delta
-        if self._pump is None:
-            self._pump = asyncio.create_task(self._run_pump())
-        self._dirty.set()
+        self._pump.wake()
 
     async def finish(self, text: str) -> None:
         """The final answer: complete, rendered, split; replaces whatever the stream showed."""
-        await self._stop_pump()
+        await self._pump.stop()
         if not text.strip():
             await self.discard()
             return
@@ -127,14 +123,14 @@ class SlackReply:
 
     async def fail(self, sentence: str) -> None:
         """One short sentence in the thread; whatever already streamed stays as it is."""
-        await self._stop_pump()
+        await self._pump.stop()
         if self._stream is not None and self._stream.ts:
             await self._stop_stream("")
         await self._post(sentence)
 
     async def discard(self) -> None:
         """Nothing to say after all: close a stream, remove a placeholder."""
-        await self._stop_pump()
+        await self._pump.stop()
         if self._stream is not None and self._stream.ts:
             await self._stop_stream("")
         elif self._ts is not None:
@@ -143,7 +139,7 @@ class SlackReply:
 
     async def close(self) -> None:
         """Always called last: stop the pump, clear the status."""
-        await self._stop_pump()
+        await self._pump.stop()
         if self._status_set and self.target.thread_ts:
             self._status_set = False
             try:
@@ -153,34 +149,7 @@ class SlackReply:
             except SEND_ERRORS as exc:
                 log.debug("could not clear the assistant status: %s", exc)
 
-    # ---- the pump ----------------------------------------------------------------------------
-    async def _run_pump(self) -> None:
-        while not self._stopping.is_set():
-            await self._dirty.wait()
-            self._dirty.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                await self._push()
-            except SEND_ERRORS as exc:
-                log.warning("could not update the answer in progress: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
-
-    async def _stop_pump(self) -> None:
-        """Let the pump finish the call it is making (so no message is half-known), then stop it."""
-        self._stopping.set()
-        self._dirty.set()
-        if self._pump is not None:
-            pump, self._pump = self._pump, None
-            try:
-                await asyncio.wait_for(asyncio.shield(pump), 30.0)
-            except TimeoutError:
-                pump.cancel()
-            except asyncio.CancelledError:
-                pump.cancel()
-                raise
-
+    # ---- what the pump sends ------------------------------------------------------------------
     async def _push(self) -> None:
         if self.mode == "stream":
             pending = self._text[self._streamed : self.limit]

@@ -1,7 +1,7 @@
-"""The ``/forget`` application command and command sync that does not hammer Discord.
+"""The ``/forget`` application command: its definition, its answer, and a sync that does not hammer Discord.
 
 Global commands can take up to an hour to propagate and syncing is rate limited, so the global set is
-pushed only when its hash differs from the one stored after the last successful sync (a store flag per
+pushed only when its hash differs from the one stored after the last successful sync (a core flag per
 application). ``DISCORD_DEV_GUILD`` syncs to one guild instead, which is instant: for development.
 """
 
@@ -10,22 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import discord
 from discord import app_commands
-from redis.exceptions import RedisError
 
-from bot.store import Store
+from adapters.discord.parse import PLATFORM, forget_key
+from adapters.kit.texts import DISCORD_FORGET, forget_text, user_sentence
+from bot.core import Core
+from bot.errors import Unavailable
 
 log = logging.getLogger("threadkeeper.discord")
 
-ForgetHandler = Callable[[discord.Interaction, bool], Awaitable[None]]
 SyncOutcome = Literal["guild", "global", "unchanged", "failed"]
 
 
-def build_tree(client: discord.Client, on_forget: ForgetHandler) -> app_commands.CommandTree[discord.Client]:
+class Flags(Protocol):
+    """Where the last synced command hash is kept (the core's flags)."""
+
+    async def get_flag(self, name: str) -> str | None: ...
+
+    async def set_flag(self, name: str, value: str) -> None: ...
+
+
+def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[discord.Client]:
     """The bot's command tree: ``/forget [all]`` in servers and DMs."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
@@ -34,7 +42,7 @@ def build_tree(client: discord.Client, on_forget: ForgetHandler) -> app_commands
     @app_commands.rename(everything="all")
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def forget(interaction: discord.Interaction, everything: bool = False) -> None:
-        await on_forget(interaction, everything)
+        await answer_forget(core, interaction, everything)
 
     tree.add_command(forget)
 
@@ -43,6 +51,24 @@ def build_tree(client: discord.Client, on_forget: ForgetHandler) -> app_commands
         log.error("app command failed: %s", error, exc_info=error)
 
     return tree
+
+
+async def answer_forget(core: Core, interaction: discord.Interaction, everything: bool) -> None:
+    """Defer at once (ephemeral: only the asker sees it), forget, then answer with a followup."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    key = forget_key(interaction)
+    try:
+        if everything:
+            result = await core.forget_user(PLATFORM, key.workspace, key.user)
+        else:
+            result = await core.forget_channel(key)
+        text = forget_text(DISCORD_FORGET, result, everything=everything)
+    except Exception as exc:
+        text = user_sentence(exc, log, "/forget")
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.error("could not answer /forget: %s", exc)
 
 
 def command_hash(tree: app_commands.CommandTree[discord.Client]) -> str:
@@ -57,7 +83,7 @@ def flag_name(application_id: int | str) -> str:
 
 async def sync_commands(
     tree: app_commands.CommandTree[discord.Client],
-    store: Store,
+    flags: Flags,
     application_id: int | str,
     dev_guild: str | None,
 ) -> SyncOutcome:
@@ -70,13 +96,13 @@ async def sync_commands(
             log.info("synced application commands to dev guild %s", dev_guild)
             return "guild"
         digest = command_hash(tree)
-        if await store.get_flag(flag_name(application_id)) == digest:
+        if await flags.get_flag(flag_name(application_id)) == digest:
             log.info("application commands unchanged; not syncing")
             return "unchanged"
         await tree.sync()
-        await store.set_flag(flag_name(application_id), digest)
+        await flags.set_flag(flag_name(application_id), digest)
         log.info("synced global application commands (they may take a while to show everywhere)")
         return "global"
-    except (discord.HTTPException, RedisError) as exc:
+    except (discord.HTTPException, Unavailable) as exc:
         log.error("application command sync failed (the bot still answers messages): %s", exc)
         return "failed"

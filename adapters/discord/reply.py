@@ -1,9 +1,10 @@
 """Rendering one answer into Discord messages: typing, throttled streaming edits, safe splitting.
 
-Discord rate-limits edits (about 5 per 5 s per channel), so the streamed text is flushed at most once per
-``interval``: the first message goes out at the first delta, later deltas are folded into one edit a
-second, and the final text is rendered once more at the end. Text over the 2,000-character limit is
-split with :func:`bot.text.split_text` (line boundaries, fences closed and reopened) into several messages,
+Discord rate-limits edits (about 5 per 5 s per channel), so the streamed text is flushed by a
+:class:`~adapters.kit.reply.Pump` at most once per ``interval``: the first message goes out at the first
+delta, later deltas are folded into one edit a second, and the final text is rendered once more at the
+end. Text over the 2,000-character limit is split with :func:`adapters.kit.text.split_text` (line
+boundaries, fences closed and reopened) into several messages,
 edited in place as the stream grows. Every send and edit carries ``allowed_mentions`` that cannot ping
 anyone the model names: no @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
 """
@@ -17,9 +18,13 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bot.text import DISCORD_TEXT_LIMIT, split_text
+from adapters.kit.reply import Pump
+from adapters.kit.text import split_text
 
 log = logging.getLogger("threadkeeper.discord")
+
+DISCORD_TEXT_LIMIT: int = 2000
+"""Discord's limit for one message's content."""
 
 NO_MENTIONS = discord.AllowedMentions.none()
 """For everything the model wrote: no @everyone/@here, roles or users are ever pinged."""
@@ -33,7 +38,8 @@ Destination = Callable[[], Awaitable[discord.abc.Messageable]]
 
 
 class ReplyStream:
-    """One answer's messages in one channel; use as ``async with``, then :meth:`finish` or :meth:`fail`.
+    """One answer's messages in one channel (a :class:`~adapters.kit.reply.Reply`; also ``async with``:
+    :meth:`begin` on entry, :meth:`close` on exit).
 
     ``channel`` gets the typing indicator; ``destination`` is awaited once, at the first send, for the
     channel that receives the answer (lets the adapter open a Discord thread only when there is something
@@ -53,49 +59,58 @@ class ReplyStream:
         self._destination = destination
         self._target: discord.abc.Messageable | None = None
         self._reference = reference
-        self._interval = interval
         self._limit = limit
         self._text = ""
         self.sent: list[discord.Message] = []
         self._shown: list[str] = []
-        self._dirty = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
+        self._pump = Pump(self._flush, interval=interval, errors=(discord.HTTPException,), log=log,
+                          name="discord-stream")
         self._typing: asyncio.Task[None] | None = None
         self._typed = asyncio.Event()
         self._render_lock = asyncio.Lock()
 
     async def __aenter__(self) -> ReplyStream:
-        self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
+        await self.begin()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stop_flusher()
-        await self._stop_typing()
+        await self.close()
 
-    # -- the core's callbacks ------------------------------------------------------------------
+    # -- the Reply protocol --------------------------------------------------------------------
+    async def begin(self) -> None:
+        """Show "typing" until the first message goes out."""
+        if self._typing is None:
+            self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
+
     async def on_delta(self, delta: str) -> None:
-        """Collect a streamed delta; the flusher renders it (immediately the first time)."""
+        """Collect a streamed delta; the pump renders it (immediately the first time)."""
         self._text += delta
-        if self._flusher is None and self._text.strip():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="discord-stream")
-        self._dirty.set()
+        if self._text.strip():
+            self._pump.wake()
 
     async def finish(self, text: str) -> None:
         """Render the final text (the core's ``answer.text``, which wins over the streamed deltas)."""
-        await self._stop_flusher()
+        await self._pump.stop()
         self._text = text
         await self._render(text)
 
-    async def fail(self, user_message: str) -> None:
+    async def fail(self, sentence: str) -> None:
         """Show an error sentence: as the reply if nothing was sent yet, else as one more message."""
-        await self._stop_flusher()
+        await self._pump.stop()
         if not self.sent:
-            await self._render(user_message)
+            await self._render(sentence)
             return
         target = await self._target_channel()
-        self.sent.append(await target.send(user_message, allowed_mentions=NO_MENTIONS))
-        self._shown.append(user_message)
+        self.sent.append(await target.send(sentence, allowed_mentions=NO_MENTIONS))
+        self._shown.append(sentence)
+
+    async def discard(self) -> None:
+        """Nothing to say after all: stop streaming; whatever was already sent stays."""
+        await self._pump.stop()
+
+    async def close(self) -> None:
+        await self._pump.stop()
+        await self._stop_typing()
 
     # -- internals -------------------------------------------------------------------------------
     async def _keep_typing(self) -> None:
@@ -119,28 +134,8 @@ class ReplyStream:
                 await self._typing
             self._typing = None
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            if self._stop.is_set():
-                return
-            self._dirty.clear()
-            try:
-                await self._render(self._text)
-            except discord.HTTPException as exc:
-                log.warning("streaming edit failed: %s", exc)
-            # Counted from the end of the last request, so two edits never reach Discord closer than this.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            if self._stop.is_set():
-                return
-
-    async def _stop_flusher(self) -> None:
-        self._stop.set()
-        self._dirty.set()
-        if self._flusher is not None:
-            await self._flusher
-            self._flusher = None
+    async def _flush(self) -> None:
+        await self._render(self._text)
 
     async def _target_channel(self) -> discord.abc.Messageable:
         if self._target is None:

@@ -10,8 +10,9 @@ deliveries (Slack retries with ``X-Slack-Retry-Num``) are the core's business: i
 ``event_id`` we pass as ``message_id``, even while the first delivery is still being answered, and
 it still answers a genuine retry after a crash. So retries are *not* dropped here.
 
-The adapter parses (:mod:`adapters.slack_parse`) and renders (:mod:`adapters.slack_reply`); it
-never touches Redis or OpenAI.
+The adapter parses (:mod:`adapters.slack.parse`) and renders (:mod:`adapters.slack.reply`); the
+kit (:mod:`adapters.kit`) runs the answer, tracks the tasks and words the replies. It never touches
+Redis or OpenAI.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.slack_parse import ForgetRequest, Parsed, parse_event, parse_forget
-from adapters.slack_reply import SEND_ERRORS, SlackReply, StreamSupport
+from adapters.kit.reply import deliver
+from adapters.kit.tasks import InFlight, run_until_stopped
+from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
+from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
+from adapters.slack.reply import SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
+from bot.domain import ForgetResult
 from bot.runtime import Runtime
-from bot.service import stop_on_signals
-from bot.types import ForgetResult, user_sentence
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -100,11 +103,12 @@ class SlackAdapter:
         self.registered_commands: set[str] = set()
         self.events_received = 0
         """Events that reached a listener (answered or ignored there)."""
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._progress = asyncio.Event()
+        self.in_flight = InFlight(log)
+        """Answers, greetings and /forget replies started by the listeners."""
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.socket: AsyncSocketModeHandler | None = None
+        self._taking_events = True
         self._register()
 
     # ---- registration ------------------------------------------------------------------------
@@ -128,11 +132,11 @@ class SlackAdapter:
             log.debug("ignored %s event %s", (body.get("event") or {}).get("type"), body.get("event_id"))
         else:
             retry = request.headers.get("x-slack-retry-num", [])
-            self._spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0"))))
+            self.in_flight.spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0"))))
         self.events_received += 1
 
     async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
-        self._spawn(self._greet(say, set_suggested_prompts))
+        self.in_flight.spawn(self._greet(say, set_suggested_prompts))
 
     async def _greet(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
         try:
@@ -143,11 +147,10 @@ class SlackAdapter:
 
     async def _on_forget(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         await ack()
-        self._spawn(self._forget(body, respond))
+        self.in_flight.spawn(self._forget(body, respond))
 
     # ---- the work ------------------------------------------------------------------------------
     async def _answer(self, parsed: Parsed, *, retried: bool) -> None:
-        key = parsed.incoming.key
         reply = SlackReply(
             self.client,
             parsed.target,
@@ -156,25 +159,16 @@ class SlackAdapter:
             # A retry may race the first delivery's answer: never touch the status it shows.
             show_status=parsed.target.is_dm and not retried,
         )
-        try:
-            await reply.begin()
-            try:
-                answer = await self.core.handle(parsed.incoming, reply.on_delta)
-            except Exception as exc:
-                await reply.fail(user_sentence(exc, log, f"answering {key.digest}"))
-                return
-            if answer is None:
-                await reply.discard()
-            else:
-                await reply.finish(answer.text)
-        finally:
-            await reply.close()
+        await deliver(self.core, parsed.incoming, reply, log)
 
     async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         scope = self.settings.thread_scope
         request = parse_forget(body, scope)
         try:
-            text = FORGET_USAGE if request is None else _forget_text(request, await self._do_forget(request))
+            if request is None:
+                text = FORGET_USAGE
+            else:
+                text = forget_text(SLACK_FORGET, await self._do_forget(request), everything=request.everything)
         except Exception as exc:
             text = user_sentence(exc, log, "/forget")
         try:
@@ -192,24 +186,9 @@ class SlackAdapter:
             return await self.core.forget_user("slack", request.team, request.user)
         return await self.core.forget_channel(request.key)
 
-    # ---- tasks ---------------------------------------------------------------------------------
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("Slack task failed", exc_info=task.exception())
-        self._progress.set()
-
     async def settle(self, within: float = 10.0) -> None:
         """Wait until every answer and /forget started so far is done (tests, probes)."""
-        async with asyncio.timeout(within):
-            while self._tasks:
-                self._progress.clear()
-                await self._progress.wait()
+        await self.in_flight.settle(within)
 
     # ---- transport -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -244,63 +223,58 @@ class SlackAdapter:
             raise ConfigError(f"SLACK_API_URL: cannot reach the Slack Web API at {url}: {exc}") from None
 
     async def stop(self, grace: float) -> None:
-        """Stop taking events, let answers in flight finish (bounded), then close the connections."""
+        """:meth:`drain`, then :meth:`close`."""
+        try:
+            await self.drain(grace)
+        finally:
+            await self.close()
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking events, then let answers in flight finish within ``grace`` (the late ones are cancelled)."""
         deadline = time.monotonic() + grace
-        if self.socket is not None:
-            await self.socket.close_async()  # type: ignore[no-untyped-call]
-        if self._site is not None and self.mode == "http":
-            await self._site.stop()
+        await self._stop_intake()
         if not await self.core.drain(grace):
             log.warning("shutdown: answers still in flight after %.0f s", grace)
-        pending = set(self._tasks)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=2.0)
+        await self.in_flight.wait(max(0.1, deadline - time.monotonic()))
+
+    async def close(self) -> None:
+        """Close the connections: Socket Mode and the HTTP server (``/healthz`` until now)."""
+        await self._stop_intake()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+
+    async def _stop_intake(self) -> None:
+        """No new events: close Socket Mode, stop listening for HTTP events (``/healthz`` stays in Socket Mode)."""
+        if not self._taking_events:
+            return
+        self._taking_events = False
+        if self.socket is not None:
+            await self.socket.close_async()  # type: ignore[no-untyped-call]
+        if self._site is not None and self.mode == "http":
+            await self._site.stop()
 
     async def _http_events(self, request: web.Request) -> web.Response:
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        """The core's health, and in Socket Mode whether the socket is connected."""
+        healthy, details = self.core.health()
         connected = self.socket is None or await self.socket.client.is_connected()
-        ok = connected and not self.core.closing
-        body = {"ok": ok, "mode": self.mode, "in_flight": self.core.in_flight}
-        return web.json_response(body, status=200 if ok else 503)
-
-
-def _forget_text(request: ForgetRequest, result: ForgetResult) -> str:
-    if result.threads == 0:
-        text = "There was nothing to forget." if request.everything else "There was nothing to forget here."
-    elif request.everything:
-        text = f"Done: I forgot all your conversations in this workspace ({result.threads})."
-    elif result.threads > 1:
-        text = f"Done: I forgot your {result.threads} conversations in this channel and its threads."
-    else:
-        text = "Done: I forgot our conversation here. Your next message starts a new one."
-    if result.remote_pending:
-        text += " The assistant provider's copy will be deleted shortly."
-    return text
+        ok = healthy and connected
+        return web.json_response({**details, "ok": ok, "mode": self.mode}, status=200 if ok else 503)
 
 
 async def run(runtime: Runtime, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then drain and disconnect cleanly."""
-    stopping = stop or asyncio.Event()
     adapter = SlackAdapter(runtime)
-    with stop_on_signals(stopping):
-        try:
-            await adapter.start()
-            await stopping.wait()
-            log.info("Slack adapter stopping: draining answers in flight")
-        finally:
-            await adapter.stop(runtime.settings.shutdown_grace)
+    grace = runtime.settings.shutdown_grace
+
+    async def drain() -> None:
+        log.info("Slack adapter stopping: draining answers in flight")
+        await adapter.drain(grace)
+
+    await run_until_stopped(adapter.start, drain, adapter.close, stop=stop)
     log.info("Slack adapter stopped")
-
-
-__all__ = ["SLACK_ASSISTANT_EVENTS", "SLACK_BOT_SCOPES", "SLACK_COMMANDS", "SLACK_EVENTS", "SlackAdapter", "run"]

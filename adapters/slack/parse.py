@@ -1,4 +1,4 @@
-"""Slack payloads -> :class:`~bot.types.Incoming`: which events deserve an answer, and where it goes.
+"""Slack payloads -> :class:`~bot.domain.Incoming`: which events deserve an answer, and where it goes.
 
 Pure functions over the JSON Slack sends, so the rules are easy to read in one place:
 
@@ -11,6 +11,9 @@ The thread key follows ``THREAD_SCOPE``: ``user`` (default) is team + channel + 
 puts the Slack thread into the channel part (``C1/1700000000.000100``); ``channel`` shares one
 conversation per channel (user ``*``). A top-level DM is its own thread, so under ``thread`` scope
 top-level DMs share the DM channel's key instead of starting a conversation per message.
+
+:attr:`Incoming.is_dm <bot.domain.Incoming.is_dm>` is set for DM channels (their ids start with ``D``),
+which pass the core's channel allowlists.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.text import strip_mentions
-from bot.types import Incoming, ThreadKey
+from adapters.kit.text import strip_mentions
+from bot.domain import Incoming, ThreadKey
 
 PLATFORM = "slack"
 
@@ -107,7 +110,9 @@ def parse_event(body: dict[str, Any], bot_user_id: str | None, scope: str) -> Pa
     key = thread_key(scope, team, str(channel), user, reply_in)
     text = strip_bot_mention(str(event.get("text") or ""), bot_user_id)
     message_id = str(body.get("event_id") or f"{channel}:{ts}")
-    incoming = Incoming(key=key, text=text, message_id=message_id, reply_to=reply_in, direct=True)
+    # A DM passes channel allowlists; Slack DM channel ids start with "D" (an app_mention may come from one).
+    private = is_dm or str(channel).startswith("D")
+    incoming = Incoming(key=key, text=text, message_id=message_id, direct=True, is_dm=private)
     return Parsed(incoming, Target(str(channel), reply_in, team, user, is_dm))
 
 

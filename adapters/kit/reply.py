@@ -1,0 +1,133 @@
+"""One answer on its way to a user: the renderer protocol every platform implements, and its pump.
+
+:func:`deliver` is the one sequence every adapter runs: :meth:`Reply.begin`, the core's
+:meth:`~bot.core.Core.handle` streaming into :meth:`Reply.on_delta`, then exactly one of
+:meth:`Reply.finish` (the answer), :meth:`Reply.fail` (one sentence for the user) or
+:meth:`Reply.discard` (nothing to say: a duplicate delivery, a message not meant for the bot), and
+:meth:`Reply.close` whatever happened.
+
+Deltas never wait for the platform: a reply only buffers them and wakes its :class:`Pump`, which
+renders what has accumulated at most once per interval (platforms rate-limit edits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from adapters.kit.texts import user_sentence
+from bot.core import Core
+from bot.domain import Incoming
+
+
+class Reply(Protocol):
+    """How one platform shows one answer while it streams in."""
+
+    async def begin(self) -> None:
+        """Before the core starts: show that the bot is working (typing, a status)."""
+
+    async def on_delta(self, delta: str) -> None:
+        """A streamed piece of the answer; must not wait for the platform."""
+
+    async def finish(self, text: str) -> None:
+        """The complete answer, which wins over whatever the deltas showed."""
+
+    async def fail(self, sentence: str) -> None:
+        """The core failed: show this one sentence; what already streamed may stay."""
+
+    async def discard(self) -> None:
+        """The core has nothing to say after all."""
+
+    async def close(self) -> None:
+        """Always last: stop background work (the pump, a typing indicator, a status)."""
+
+
+async def deliver(core: Core, incoming: Incoming, reply: Reply, log: logging.Logger) -> None:
+    """Answer ``incoming`` through ``reply``; the core's errors become the user's one sentence.
+
+    Errors of the platform itself (a send that fails in :meth:`Reply.finish`) propagate: only the
+    adapter knows which ones it expects.
+    """
+    try:
+        await reply.begin()
+        try:
+            answer = await core.handle(incoming, reply.on_delta)
+        except Exception as exc:
+            await reply.fail(user_sentence(exc, log, f"answering {incoming.key.digest}"))
+            return
+        if answer is None:
+            await reply.discard()
+        else:
+            await reply.finish(answer.text)
+    finally:
+        await reply.close()
+
+
+class Pump:
+    """Calls ``flush`` when woken, at most once per ``interval``, in a task of its own.
+
+    The first :meth:`wake` starts the task, which flushes at once; later wakes are folded into one
+    flush after the interval, counted from the *end* of the last request so two never reach the
+    platform closer than that. ``errors`` from a flush are logged and the pump goes on; anything
+    else ends it and is raised by :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[], Awaitable[None]],
+        *,
+        interval: float,
+        errors: tuple[type[BaseException], ...],
+        log: logging.Logger,
+        name: str = "reply-pump",
+    ) -> None:
+        self._flush = flush
+        self._interval = interval
+        self._errors = errors
+        self._log = log
+        self._name = name
+        self._dirty = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """There is something new to show; a no-op once stopped."""
+        if self._stopping.is_set():
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._name)
+        self._dirty.set()
+
+    async def stop(self, within: float = 30.0) -> None:
+        """Let the flush in progress finish (so no message is half-known), then stop. Idempotent.
+
+        A flush still running after ``within`` seconds is cancelled.
+        """
+        self._stopping.set()
+        self._dirty.set()
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        try:
+            await asyncio.wait_for(asyncio.shield(task), within)
+        except TimeoutError:
+            task.cancel()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._flush()
+            except self._errors as exc:
+                self._log.warning("could not update the answer in progress: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
