@@ -4,6 +4,8 @@ The real ``discord.py`` client talks to it: point ``discord.http.Route.BASE`` at
 (the adapter does that from ``DISCORD_API_BASE``); ``GET /gateway/bot`` hands out this server's websocket.
 Every REST call is recorded in :attr:`FakeDiscord.calls` so tests can read what the bot sent, and tests push
 gateway events (MESSAGE_CREATE, INTERACTION_CREATE, ...) with :meth:`FakeDiscord.dispatch` or the helpers.
+Per-channel rate limits on message edits and posts are off until a test installs them (:meth:`FakeDiscord.edit_limit`,
+:meth:`FakeDiscord.post_limit`); they answer with Discord's headers and 429s (see ``rate_limits.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from . import discord_payloads as p
 from .discord_payloads import JSON
+from .rate_limits import Clock, DiscordLimits, Refusal
 
 T = TypeVar("T")
 TOKEN = "fake-discord-token"
@@ -38,6 +41,8 @@ class Call:
     json: Any
     query: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    refused: bool = False
+    """Answered 429 by a rate limit (and had no effect)."""
 
 
 @dataclass
@@ -49,8 +54,10 @@ class _Session:
 
 
 class FakeDiscord:
-    def __init__(self, *, token: str = TOKEN, shards: int = 1) -> None:
+    def __init__(self, *, token: str = TOKEN, shards: int = 1, clock: Clock = time.monotonic) -> None:
         self.token = token
+        self.clock = clock
+        self.limits = DiscordLimits(clock)
         self.recommended_shards = shards
         self.bot = p.user(p.snowflake(), "threadkeeper", bot=True)
         self.application_id: str = self.bot["id"]
@@ -123,6 +130,25 @@ class FakeDiscord:
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+    # ---- rate limits --------------------------------------------------------------------------
+    def edit_limit(self, per_channel: int = 5, per_seconds: float = 5.0) -> None:
+        """At most ``per_channel`` ``PATCH /channels/{id}/messages/{mid}`` per channel per ``per_seconds``."""
+        self.limits.set("edit", per_channel, per_seconds)
+
+    def post_limit(self, per_channel: int = 5, per_seconds: float = 5.0) -> None:
+        """At most ``per_channel`` ``POST /channels/{id}/messages`` per channel per ``per_seconds``."""
+        self.limits.set("post", per_channel, per_seconds)
+
+    @property
+    def refused(self) -> list[Refusal]:
+        """Every 429: key (method, channel[, message id]), when, and the ``retry_after`` it answered."""
+        return self.limits.watch.refused
+
+    def early_retries(self) -> list[Call]:
+        """Calls for the same method and channel (and message, for edits) that came before an earlier 429's
+        ``retry_after`` had elapsed."""
+        return list(self.limits.watch.early)
 
     def bot_messages(self, channel_id: str) -> list[JSON]:
         """The bot's non-ephemeral messages in a channel, oldest first, as last edited."""
@@ -277,16 +303,25 @@ class FakeDiscord:
         body: Any = None
         if request.can_read_body and request.content_type == "application/json":
             body = await request.json()
-        self.calls.append(Call(request.method, path, body, dict(request.query)))
+        call = Call(request.method, path, body, dict(request.query), at=self.clock())
+        self.calls.append(call)
         await self._notify()
         public = path.startswith(("/webhooks/", "/interactions/"))
         if not public and request.headers.get("Authorization") != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        verdict = self.limits.check(request.method, path, call, call.at)
+        if verdict is not None and verdict.refusal is not None:
+            call.refused = True
+            await self._notify()
+            return _json(verdict.body(), status=429, headers=verdict.headers)
         for method, rx, handler in self._routes:
             match = rx.fullmatch(path)
             if match and method == request.method:
                 result = handler(request, match, body)
-                return await result if inspect.isawaitable(result) else result
+                response = await result if inspect.isawaitable(result) else result
+                if verdict is not None:
+                    response.headers.update(verdict.headers)
+                return response
         return _json({"message": "404: Not Found", "code": 0}, status=404)
 
     def _route(self, method: str, pattern: str, handler: Handler) -> None:
@@ -394,9 +429,10 @@ class FakeDiscord:
         })
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """discord.py only parses bodies whose Content-Type is exactly ``application/json`` (no charset)."""
-    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={**(headers or {}), "Content-Type": "application/json"})
 
 
 def _ok(data: Any) -> web.Response:

@@ -8,6 +8,10 @@ see in a channel or thread.
 
 Waiting is event driven: :meth:`FakeSlack.wait_for` blocks on a condition that every recorded call,
 response and Socket Mode ack notifies, with a bounded timeout.
+
+Rate limits are off until a test installs one (:meth:`FakeSlack.rate_limit`,
+:meth:`FakeSlack.rate_limit_channel`); a call over its limit is answered as Slack answers it (HTTP 429,
+``Retry-After``, ``{"ok": false, "error": "ratelimited"}``) and has no effect. See ``rate_limits.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .rate_limits import Clock, Refusal, SlackLimits
+
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
 TEAM_ID = "T0TEAM"
@@ -39,6 +45,10 @@ class Call:
     method: str
     payload: JSON
     token: str | None
+    at: float = 0.0
+    """When it arrived (the fake's monotonic clock)."""
+    refused: bool = False
+    """Answered 429 ``ratelimited`` (and had no effect)."""
 
 
 @dataclass
@@ -68,7 +78,8 @@ def _chunk_text(payload: JSON) -> str:
 
 
 class FakeSlack:
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
         self.responses: list[tuple[str, JSON]] = []
@@ -80,6 +91,9 @@ class FakeSlack:
         self.statuses: list[tuple[str, str, str]] = []
         """``assistant.threads.setStatus`` calls: (channel, thread_ts, status)."""
         self.socket_connections = 0
+        self.token_teams: dict[str, str] = {}
+        """Which workspace a token belongs to (rate limits are kept per team); unknown tokens: ``TEAM_ID``."""
+        self.limits = SlackLimits(clock)
         self._failures: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -116,6 +130,52 @@ class FakeSlack:
     def in_thread(self, channel: str, thread_ts: str | None) -> list[Message]:
         """Messages the bot posted in one thread (``None``: top level), oldest first."""
         return [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts]
+
+    # ---- rate limits -------------------------------------------------------------------------
+    def rate_limit(self, method: str, per_second: float, burst: int) -> None:
+        """Limit ``method`` (or ``"response_url"``) per workspace: ``burst`` calls at once, then ``per_second``."""
+        self.limits.per_method(method, per_second, burst)
+
+    def rate_limit_channel(self, method: str, per_second: float = 1.0, burst: int = 1) -> None:
+        """Limit ``method`` per channel as well (Slack: ``chat.postMessage`` about 1 a second per channel).
+
+        For ``"response_url"`` the "channel" is the response URL, so this limits each URL on its own."""
+        self.limits.per_channel(method, per_second, burst)
+
+    @property
+    def refused(self) -> list[Refusal]:
+        """Every refusal: method, key (method, channel[, ts]), when, and the ``Retry-After`` it answered."""
+        return self.limits.watch.refused
+
+    def last_refusal(self, method: str, channel: str, ts: str | None = None) -> Refusal | None:
+        """The refusal with the latest retry time for this method and channel (and message ts for updates)."""
+        return self.limits.watch.last.get(self.limits.key(method, channel, ts))
+
+    def early_retries(self) -> list[Call]:
+        """Calls that came for the same method and channel (and ts, for calls aimed at a message) before the
+        ``Retry-After`` of an earlier refusal had elapsed."""
+        return list(self.limits.watch.early)
+
+    def duplicate_posts(self) -> list[Message]:
+        """Messages showing the same non-empty text as an earlier one in the same channel and thread."""
+        seen: set[tuple[str, str | None, str]] = set()
+        duplicates = []
+        for msg in self.messages.values():
+            key = (msg.channel, msg.thread_ts, msg.text)
+            if msg.text and key in seen:
+                duplicates.append(msg)
+            seen.add(key)
+        return duplicates
+
+    def _admit(self, call: Call, channel: str, ts: str | None = None) -> web.Response | None:
+        """The 429 to answer when ``call`` is over a limit (the call is then marked refused), else ``None``."""
+        team = self.token_teams.get(call.token or "", TEAM_ID)
+        retry_after = self.limits.admit(call, team=team, method=call.method, channel=channel, ts=ts, now=call.at)
+        if retry_after is None:
+            return None
+        call.refused = True
+        return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                 headers={"Retry-After": str(retry_after)})
 
     @property
     def open_sockets(self) -> int:
@@ -188,8 +248,14 @@ class FakeSlack:
             payload = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") or payload.get("token")
-        self.calls.append(Call(method, payload, token))
+        call = Call(method, payload, token, at=self.clock())
+        self.calls.append(call)
+        channel = str(payload.get("channel") or payload.get("channel_id") or "")
+        refused = self._admit(call, channel, str(payload.get("ts") or "") or None)
         failures = self._failures.get(method)
+        if refused is not None:
+            await self._notify()
+            return refused
         if failures:
             body: JSON = {"ok": False, "error": failures.pop(0)}
         else:
@@ -243,7 +309,12 @@ class FakeSlack:
         return {"ok": True}
 
     async def _response(self, request: web.Request) -> web.Response:
-        self.responses.append((request.match_info["name"], await request.json()))
+        name, body = request.match_info["name"], await request.json()
+        refused = self._admit(Call("response_url", body, None, at=self.clock()), name)
+        if refused is not None:
+            await self._notify()
+            return refused
+        self.responses.append((name, body))
         await self._notify()
         return web.Response(text="ok")
 
