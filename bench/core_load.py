@@ -27,8 +27,9 @@ from bench.stats import rss_bytes, summary_ms
 from bot.assistants.chat import ChatAssistant
 from bot.assistants.conversations import ConversationsAssistant
 from bot.config import Settings, load_settings
-from bot.runtime import Runtime, build_runtime, make_redis
-from bot.types import BotError, Incoming, ThreadKey
+from bot.domain import Incoming, ThreadKey
+from bot.errors import BotError
+from bot.runtime import Runtime, build_runtime, redis_for
 
 TEXT = "Can you summarise where ticket #{n} stands and what is still open? Two lines are enough."
 
@@ -71,7 +72,7 @@ def bench_settings(opts: RigOptions, base_url: str, **overrides: Any) -> Setting
 def _redis(opts: RigOptions, settings: Settings) -> Redis:
     if opts.old_redis_pool:  # its asyncio pool raises MaxConnectionsError past 100 concurrent commands
         return Redis.from_url(opts.redis_url, decode_responses=True, socket_timeout=5.0)
-    client = make_redis(settings)
+    client = redis_for(settings)
     if not isinstance(client, Redis):
         raise TypeError("the bench needs a single Redis, not a cluster")
     return client

@@ -23,7 +23,8 @@ from typing import Any
 from bench.core_load import RigOptions, open_rig, user_key
 from bench.fake_proc import FakeProcess
 from bot.assistants.chat import ChatAssistant
-from bot.types import BotError, Incoming
+from bot.domain import Incoming
+from bot.errors import BotError
 
 FILLER = (
     "Here is some more context about the deployment: the staging cluster was upgraded on Monday, "

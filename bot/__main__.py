@@ -1,9 +1,13 @@
-"""``python -m bot COMMAND``: console | slack | discord | janitor | threads | doctor."""
+"""``python -m bot COMMAND``: console | slack | discord | janitor | threads | doctor.
+
+The command-line entry point is the one module of ``bot`` that imports ``adapters``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -36,7 +40,7 @@ async def _with_runtime(
     try:
         if not serve:
             return int(await body(runtime) or 0)
-        from bot.service import extras
+        from bot.ops.serve import extras
 
         async with extras(runtime):
             return int(await body(runtime) or 0)
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
+        for warning in settings.warnings:
+            logging.getLogger("threadkeeper.config").warning(warning)
         return _dispatch(args, settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -77,17 +83,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         settings.require("openai_api_key", "discord_token")
         return asyncio.run(_with_runtime(settings, discord_adapter.run, serve=True))
     if command == "janitor":
-        from bot import janitor
+        from bot.ops import janitor
 
         return asyncio.run(_with_runtime(settings, janitor.run_forever))
     if command == "threads":
-        from bot import admin
+        from bot.ops import admin
 
         return asyncio.run(_with_runtime(settings, lambda rt: admin.main(rt, args.args)))
     if command == "doctor":
-        from bot import doctor
+        from adapters.discord.doctor import check_discord
+        from adapters.slack.doctor import check_slack
+        from bot.ops import doctor
 
-        return asyncio.run(doctor.main(settings))
+        return asyncio.run(doctor.main(settings, extra=(("slack", check_slack), ("discord", check_discord))))
     raise AssertionError(command)
 
 

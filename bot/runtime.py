@@ -1,55 +1,19 @@
-"""Wiring: settings -> Redis client -> store -> assistant backend -> core."""
+"""Wiring: settings -> Redis client -> store -> assistant backends -> core."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.assistants.base import Assistant
 from bot.config import Settings
 from bot.core import Core
 from bot.metrics import Metrics
-from bot.store import RedisClient, Store
-
-log = logging.getLogger("threadkeeper")
-
-EMBEDDED_WARNING = (
-    "REDIS_URL is not set: using an embedded in-process store. State is lost on restart "
-    "and cannot be shared by several workers; set REDIS_URL for production."
-)
+from bot.store import RedisClient, Store, make_redis
 
 
-def make_redis(settings: Settings) -> RedisClient:
-    """A client that reconnects by itself when Redis comes back."""
-    if not settings.redis_url:
-        import fakeredis
-
-        log.warning(EMBEDDED_WARNING)
-        client: RedisClient = fakeredis.FakeAsyncRedis(decode_responses=True)
-        return client
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
-    common = {
-        "decode_responses": True,
-        "socket_timeout": 5.0,
-        "socket_connect_timeout": 2.0,
-        "health_check_interval": 30,
-        "retry": retry,
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-    }
-    if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, max_connections=settings.redis_max_connections, **common)  # type: ignore[arg-type]
-    # A blocking pool: past REDIS_MAX_CONNECTIONS commands wait for a connection instead of failing.
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=20, **common
-    )
-    return Redis.from_pool(pool)
+def redis_for(settings: Settings) -> RedisClient:
+    return make_redis(settings.redis_url, cluster=settings.redis_cluster,
+                      max_connections=settings.redis_max_connections)
 
 
 def make_store(settings: Settings, redis: RedisClient) -> Store:
@@ -69,7 +33,7 @@ def make_assistant(settings: Settings, store: Store, name: str | None = None) ->
     if backend == "chat":
         from bot.assistants.chat import ChatAssistant
 
-        return ChatAssistant(settings, store)
+        return ChatAssistant(settings, store.chat)
     from bot.assistants.conversations import ConversationsAssistant
 
     return ConversationsAssistant(settings)
@@ -88,12 +52,12 @@ class Runtime:
     async def close(self) -> None:
         for assistant in (self.assistant, *self.others.values()):
             await assistant.close()
-        await self.redis.aclose()
+        await self.store.close()
 
 
 def build_runtime(settings: Settings, *, redis: RedisClient | None = None) -> Runtime:
     """Everything a command needs; call :meth:`Runtime.close` when done."""
-    client = redis if redis is not None else make_redis(settings)
+    client = redis if redis is not None else redis_for(settings)
     store = make_store(settings, client)
     assistant = make_assistant(settings, store)
     others: dict[str, Assistant] = {}
@@ -106,4 +70,4 @@ def build_runtime(settings: Settings, *, redis: RedisClient | None = None) -> Ru
     return Runtime(settings, client, store, assistant, core, metrics, others)
 
 
-__all__ = ["Redis", "Runtime", "build_runtime", "make_redis", "make_store"]
+__all__ = ["Runtime", "build_runtime", "make_store", "redis_for"]

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from bot import admin
+from bot.ops import admin
+from bot.domain import ThreadKey
 from bot.runtime import Runtime
-from bot.types import ThreadKey
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.store import owed
 from tests.support.threads import age, start
 
 SLACK_A = ThreadKey("slack", "T1", "C1", "U1")
@@ -148,7 +149,7 @@ async def test_purge_all_deletes_every_remote_thread_and_leaves_no_mapping(
     assert fake_openai.orphan_items == set()
     assert fake_openai.active_conversations == {}
     assert await rt.store.index_entries() == []
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
     left = sorted(await snapshot(rt))
     assert not [k for k in left if ":thread:" in k or ":turns:" in k or ":user:" in k or ":index:" in k], left
 
@@ -236,7 +237,7 @@ async def test_forget_user_in_one_workspace_and_owed_deletions(
     assert "Erased 1 threads" in capsys.readouterr().out
     assert fake_openai.conversations[convs[SLACK_A]].deleted
     assert fake_openai.conversations[convs[SLACK_B]].deleted  # the owed deletion was finished too
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
     assert not fake_openai.conversations[convs[SLACK_OTHER_TEAM]].deleted
 
 

@@ -109,8 +109,8 @@ async def test_runtimes_here_talk_to_the_cluster(make_runtime: MakeRuntime) -> N
 
 
 def test_cluster_keys_of_one_thread_share_a_slot(cluster_url: str) -> None:
-    from bot.keys import Keys
-    from bot.types import ThreadKey
+    from bot.domain import ThreadKey
+    from bot.store.keys import Keys
 
     client = RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
     keys, key = Keys("tk"), ThreadKey("slack", "T1", "C1", "U1")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("90m", 5400), ("45s", 45), ("1h30m", 5400), ("10", 10)]
+    ("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("90m", 5400), ("45s", 45), ("1h30m", 5400), ("10s", 10)]
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

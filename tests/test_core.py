@@ -8,9 +8,11 @@ import logging
 import pytest
 
 from bot.assistants.errors import TIMEOUT_SENTENCE
-from bot.types import Incoming, Misconfigured, ThreadKey, Unavailable
+from bot.domain import Incoming, ThreadKey
+from bot.errors import Misconfigured, Unavailable
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.store import claim_like_a_dead_worker, owed
 
 KEY = ThreadKey("slack", "T1", "C1", "U1")
 
@@ -270,7 +272,7 @@ async def test_forget_with_remote_failure_queues_the_deletion(
     result = await rt.core.forget(KEY)
     assert result.remote_pending == 1
     assert await rt.store.get_thread(KEY) is None
-    assert await rt.store.tombstones() == {first.thread_id: "conversations"}
+    assert await owed(rt.store) == {first.thread_id: "conversations"}
 
 
 async def test_forget_user_erases_only_that_user(make_runtime: MakeRuntime) -> None:
@@ -326,7 +328,7 @@ async def test_redelivery_after_a_crash_is_answered(make_runtime: MakeRuntime, f
 async def test_claim_of_a_dead_worker_lapses(make_runtime: MakeRuntime) -> None:
     """A worker killed outright leaves its claim and lock behind; both expire, the redelivery is answered."""
     rt = await make_runtime(lock_ttl=0.2)
-    assert (await rt.store.begin(KEY, "ev7", "dead-worker")).status == "ok"
+    await claim_like_a_dead_worker(rt.store, KEY, "ev7")
     assert await rt.core.handle(msg("hi", "ev7")) is None
     answer = None
     for _ in range(100):

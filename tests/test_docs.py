@@ -17,8 +17,8 @@ import pytest
 from dotenv import dotenv_values
 
 from bot.__main__ import _parser as cli_parser
-from bot.admin import _parser as threads_parser
 from bot.config import Settings, load_settings
+from bot.ops.admin import _parser as threads_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

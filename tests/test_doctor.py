@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import doctor
+from adapters.discord.doctor import check_discord
+from adapters.slack import SLACK_BOT_SCOPES
+from adapters.slack.doctor import check_slack
 from bot.config import Settings
+from bot.ops import doctor
 from tests.conftest import free_port, settings_for_test
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
@@ -76,7 +79,8 @@ def run(good: dict[str, Any]) -> Run:
         settings: Settings = settings_for_test(values.pop("redis_url"), values.pop("redis_prefix"),
                                                values.pop("openai_base_url"), **values)
         out = io.StringIO()
-        code = await doctor.main(settings, limit=LIMIT, out=out)
+        extra = (("slack", check_slack), ("discord", check_discord))
+        code = await doctor.main(settings, extra=extra, limit=LIMIT, out=out)
         text = out.getvalue()
         for secret in doctor.secrets_of(settings):
             assert secret not in text
@@ -229,7 +233,7 @@ async def scoped_slack(scopes: str) -> tuple[web.AppRunner, str]:
     [(set(), "PASS"), ({"chat:write", "im:history"}, "FAIL"), ({"assistant:write"}, "WARN")],
 )
 async def test_scopes_compared_with_what_the_adapter_needs(run: Run, drop: set[str], status: str) -> None:
-    needed = doctor.slack_scopes()
+    needed = SLACK_BOT_SCOPES
     granted = ",".join(s for s in ("identify", *needed) if s not in drop)
     runner, url = await scoped_slack(granted)
     try:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bot.types import BotError, Incoming, ThreadKey, Unavailable
+from bot.domain import Incoming, ThreadKey
+from bot.errors import BotError, Unavailable
 from tests.conftest import MakeRuntime, free_port, start_redis_server
 from tests.fakes.openai_server import FakeOpenAI
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bot import janitor
+from bot.domain import Incoming, ThreadKey
+from bot.ops import janitor
 from bot.runtime import Runtime
-from bot.types import Incoming, ThreadKey
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.store import owed
 from tests.support.threads import age, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ async def test_idle_threads_deleted_remotely_and_locally_active_kept(
         assert conv_deletes(fake_openai, conv) == 1
         await assert_no_local_trace(rt, key)
     assert fake_openai.orphan_items == set()
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
     assert not fake_openai.conversations[active_conv].deleted
     record = await rt.store.get_thread(ACTIVE)
     assert record is not None and record.thread_id == active_conv
@@ -99,12 +100,12 @@ async def test_thread_answering_right_now_is_skipped(make_runtime: MakeRuntime, 
     rt = await make_runtime(thread_idle_ttl="1h")
     convs, _ = await idle_world(rt, IDLE[:2])
     busy = IDLE[0]
-    assert (await rt.store.begin(busy, None, "a-worker")).status == "ok"
+    held = await rt.store.lock(busy).acquire()
     result = await janitor.run_pass(rt)
     assert (result.deleted, result.busy) == (1, 1)
     assert not fake_openai.conversations[convs[busy]].deleted
     assert await rt.store.get_thread(busy) is not None
-    await rt.store.release(busy, None, "a-worker", "keep")
+    await held.release()
     assert (await janitor.run_pass(rt)).deleted == 1
     assert fake_openai.conversations[convs[busy]].deleted
 
@@ -146,7 +147,7 @@ async def test_killed_janitor_then_rerun_loses_and_leaks_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    tombstones = await rt.store.tombstones()
+    tombstones = await owed(rt.store)
     for key, conv in convs.items():
         known = await rt.redis.hexists(rt.store.keys.index_ids, key.id)
         assert fake_openai.conversations[conv].deleted or known or conv in tombstones, conv
@@ -160,7 +161,7 @@ async def test_killed_janitor_then_rerun_loses_and_leaks_nothing(
         await assert_no_local_trace(rt, key)
     assert sum(conv_deletes(fake_openai, c) for c in convs.values()) <= len(convs) + 1
     assert fake_openai.orphan_items == set()
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
     assert [k for k, _ in await rt.store.index_entries()] == [ACTIVE]
     assert not fake_openai.conversations[active_conv].deleted
 
@@ -173,7 +174,7 @@ async def test_janitor_process_killed_outright_then_rerun(
     convs, active_conv = await idle_world(rt)
     fake_openai.reset_calls()
     fake_openai.latency = 0.05
-    proc = await spawn_janitor(redis_url, prefix, fake_openai.base_url, LOCK_TTL="0.5")
+    proc = await spawn_janitor(redis_url, prefix, fake_openai.base_url, LOCK_TTL="0.5s")
     try:
         await eventually(conversation_delete_sent(fake_openai), "a conversation deletion")
         assert proc.returncode is None
@@ -194,7 +195,7 @@ async def test_janitor_process_killed_outright_then_rerun(
         assert fake_openai.conversations[conv].deleted
         await assert_no_local_trace(rt, key)
     assert fake_openai.orphan_items == set()
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
     assert not fake_openai.conversations[active_conv].deleted
 
 
@@ -253,7 +254,7 @@ async def test_queued_deletion_of_a_failed_forget_is_completed(
     result = await janitor.run_pass(rt)
     assert (result.retried, result.completed) == (1, 1)
     assert fake_openai.conversations[conv].deleted and fake_openai.orphan_items == set()
-    assert await rt.store.tombstones() == {}
+    assert await owed(rt.store) == {}
 
 
 async def test_queued_deletion_goes_to_the_backend_that_made_the_thread(
@@ -289,10 +290,10 @@ async def test_remote_failure_keeps_the_deletion_queued(make_runtime: MakeRuntim
     fake_openai.fail_next(500, path_prefix="/v1/conversations/")
     result = await janitor.run_pass(rt)
     assert (result.deleted, result.queued) == (0, 1)
-    assert await rt.store.tombstones() == {conv: "conversations"}
+    assert await owed(rt.store) == {conv: "conversations"}
     await assert_no_local_trace(rt, IDLE[0])
     assert (await janitor.run_pass(rt)).completed == 1
-    assert fake_openai.conversations[conv].deleted and await rt.store.tombstones() == {}
+    assert fake_openai.conversations[conv].deleted and await owed(rt.store) == {}
 
 
 async def test_lease_of_a_dead_janitor_lapses(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.assistants.chat import fit_budget
+from bot.domain import Incoming, ThreadKey
+from bot.errors import TooLong
 from bot.tokens import estimate_tokens, message_tokens
-from bot.types import Incoming, ThreadKey, TooLong
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_core import items_text

@@ -10,9 +10,10 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics_http import MetricsServer, maybe_start_metrics_server, start_metrics_server
+from bot.domain import Incoming, ThreadKey
+from bot.errors import Misconfigured
+from bot.ops.metrics_http import MetricsServer, maybe_start_metrics_server, start_metrics_server
 from bot.runtime import Runtime
-from bot.types import Incoming, Misconfigured, ThreadKey
 from tests.conftest import MakeRuntime, free_port
 from tests.fakes.openai_server import FakeOpenAI
 

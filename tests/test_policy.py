@@ -11,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.domain import Incoming, ThreadKey
+from bot.errors import NotAllowed, TooLong
 from bot.logs import JsonFormatter, MaskingFilter, mask
 from bot.runtime import build_runtime
-from bot.types import Incoming, NotAllowed, ThreadKey, TooLong
 from tests.conftest import MakeRuntime, settings_for_test
 from tests.fakes.openai_server import FakeOpenAI, FakeOpenAIThread
+from tests.support.store import record
 
 
 async def test_allowlists_refuse_direct_mentions_once_and_stay_silent_otherwise(
@@ -30,8 +32,8 @@ async def test_allowlists_refuse_direct_mentions_once_and_stay_silent_otherwise(
     assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "C1", "U1"), "hi", "m3")) is not None
     assert await rt.core.handle(Incoming(ThreadKey("discord", "G1", "C7", "U1"), "hi", "m4")) is not None
     assert await rt.core.handle(Incoming(ThreadKey("discord", "G1", "C9", "U1"), "hi", "m5", direct=False)) is None
-    assert await rt.core.handle(Incoming(ThreadKey("discord", "dm", "D1", "U1"), "hi", "m6")) is not None
-    assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "D1", "U1"), "hi", "m7")) is not None
+    assert await rt.core.handle(Incoming(ThreadKey("discord", "dm", "D1", "U1"), "hi", "m6", is_dm=True)) is not None
+    assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "D1", "U1"), "hi", "m7", is_dm=True)) is not None
     assert await rt.core.handle(Incoming(ThreadKey("slack", "T1", "C2", "U1"), "hi", "m8", direct=False)) is None
     assert fake_openai.count("POST", "/v1/responses") == 4
 
@@ -106,8 +108,7 @@ def test_forget_never_touches_another_users_threads(
         rt = build_runtime(settings_for_test(redis_url, prefix, threaded_fake.base_url))
         try:
             for n, key in enumerate(keys):
-                await rt.store.begin(key, None, "t")
-                await rt.store.finish(key, None, "t", f"conv_missing{n}", "conversations", [])
+                await record(rt.store, key, f"conv_missing{n}")
             if everything:
                 await rt.core.forget_user(victim.platform, victim.workspace, victim.user)
             else:

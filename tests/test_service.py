@@ -6,8 +6,8 @@ import asyncio
 
 import aiohttp
 
-from bot.service import extras
-from bot.types import ThreadKey
+from bot.domain import ThreadKey
+from bot.ops.serve import extras
 from tests.conftest import MakeRuntime, free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.threads import age, start

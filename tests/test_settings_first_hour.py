@@ -207,7 +207,6 @@ def test_cli_with_a_typo_in_dotenv_never_echoes_the_value(tmp_path: Path) -> Non
     assert "gpt-secret-value" not in result.stderr + result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="bot/__main__.py does not log settings.warnings after setup_logging yet")
 def test_cli_warns_about_a_typo_in_dotenv(tmp_path: Path) -> None:
     """Once ``__main__`` logs ``settings.warnings``: one WARNING line, then the command goes on."""
     result = bot("console", cwd=tmp_path, dotenv="OPENAI_MODLE=gpt-secret-value\n")

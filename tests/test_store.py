@@ -1,15 +1,19 @@
-"""The store against a real Redis: keys, lock, dedupe, index, limits."""
+"""The store against a real Redis: keys, the one lock, dedupe, index, limits."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from bot.keys import Keys
-from bot.store import Store
-from bot.types import ThreadKey
+from bot.domain import ThreadKey, Turn
+from bot.store import Duplicate, FinishedTurn, LockBusy, Store
+from bot.store.keys import Keys
+from bot.store.records import Mapping
+from tests.support.store import owed
+from tests.support.store import record as record_turn
 
 KEY = ThreadKey("discord", "G1", "C:odd{name}", "U1")
 
@@ -30,40 +34,87 @@ def test_keys_share_one_hash_tag_per_thread() -> None:
     assert ThreadKey.parse(KEY.id) == KEY
 
 
-async def test_begin_claims_locks_and_detects_duplicates(store: Store) -> None:
-    first = await store.begin(KEY, "m1", "tok-a")
-    assert first.status == "ok" and first.thread_id == ""
-    assert (await store.begin(KEY, "m1", "tok-b")).status == "dup"
-    assert (await store.begin(KEY, "m2", "tok-b")).status == "busy"
-    await store.finish(KEY, "m1", "tok-a", "conv_1", "conversations", [{"role": "user", "text": "hi"}])
-    again = await store.begin(KEY, None, "tok-b")
-    assert again.status == "ok" and again.thread_id == "conv_1" and again.backend == "conversations"
-    assert (await store.begin(KEY, "m1", "tok-c")).status == "dup"
+async def test_lock_claims_locks_and_detects_duplicates(store: Store) -> None:
+    async with store.lock(KEY, claim="m1") as first:
+        assert first.mapping == Mapping()
+        with pytest.raises(Duplicate):
+            await store.lock(KEY, claim="m1").acquire()
+        with pytest.raises(LockBusy):
+            await store.lock(KEY, claim="m2").acquire()
+        assert await first.finish(FinishedTurn("conv_1", "conversations", [Turn(role="user", text="hi")]))
+    async with store.lock(KEY) as again:
+        assert again.mapping == Mapping("conv_1", "conversations")
+    with pytest.raises(Duplicate):
+        await store.lock(KEY, claim="m1").acquire()
 
 
 async def test_release_drop_lets_a_redelivery_through(store: Store) -> None:
-    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
-    await store.release(KEY, "m1", "tok-a", "drop")
-    assert (await store.begin(KEY, "m1", "tok-b")).status == "ok"
-    await store.release(KEY, "m1", "tok-b", "done")
-    assert (await store.begin(KEY, "m1", "tok-c")).status == "dup"
+    async with store.lock(KEY, claim="m1") as lock:
+        lock.mode = "drop"
+    async with store.lock(KEY, claim="m1"):
+        pass  # released "done" (the default with a claim)
+    with pytest.raises(Duplicate):
+        await store.lock(KEY, claim="m1").acquire()
+
+
+async def test_a_cancelled_holder_drops_its_claim(store: Store) -> None:
+    """Cancelled before saying anything: the redelivery of that message may try again."""
+    entered = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.lock(KEY, claim="m1"):
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(holder())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.lock(KEY, claim="m1"):
+        pass
 
 
 async def test_lock_is_only_released_by_its_owner(store: Store) -> None:
-    assert (await store.begin(KEY, None, "owner")).status == "ok"
-    await store.release(KEY, None, "intruder", "keep")
-    assert (await store.begin(KEY, None, "other")).status == "busy"
-    assert await store.renew(KEY, None, "owner")
-    assert not await store.renew(KEY, None, "other")
-    await store.release(KEY, None, "owner", "keep")
-    assert (await store.begin(KEY, None, "other")).status == "ok"
+    async with store.lock(KEY) as owner:
+        with pytest.raises(LockBusy):
+            await store.lock(KEY).acquire()  # the intruder's own clean-up must not free the lock
+        with pytest.raises(LockBusy):
+            await store.lock(KEY, wait=0.1).acquire()
+        assert not owner.lost
+    async with store.lock(KEY):
+        pass
+
+
+async def test_waiting_for_the_lock_then_taking_it(store: Store) -> None:
+    holder = await store.lock(KEY).acquire()
+    waiter = asyncio.create_task(store.lock(KEY, claim="m9", wait=10).acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await holder.release()
+    taken = await waiter
+    await taken.release()
+
+
+async def test_renewal_keeps_a_long_holder_and_its_claim(redis_url: str, prefix: str) -> None:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    short = Store(client, prefix=prefix, lock_ttl=0.3, dedupe_ttl=60)
+    try:
+        async with short.lock(KEY, claim="m1") as lock:
+            for _ in range(4):  # several lifetimes: only renewal keeps lock and claim
+                await asyncio.sleep(0.3)
+                with pytest.raises(LockBusy):
+                    await short.lock(KEY).acquire()
+            assert await client.get(short.keys.seen(KEY, "m1")) == f"p:{lock.token}"
+            assert not lock.lost
+    finally:
+        await client.aclose()
 
 
 async def test_index_and_delete_local(store: Store) -> None:
     other = ThreadKey("discord", "G1", "C2", "U1")
     for key, tid in ((KEY, "conv_a"), (other, "conv_b")):
-        await store.begin(key, None, "t")
-        await store.finish(key, None, "t", tid, "conversations", [])
+        await record_turn(store, key, tid)
     assert {k for k, _ in await store.index_entries()} == {KEY, other}
     assert set(await store.user_keys(KEY.user_id)) == {KEY, other}
     assert not await store.delete_local(KEY, "conv_other")
@@ -74,8 +125,7 @@ async def test_index_and_delete_local(store: Store) -> None:
 
 
 async def test_index_outlives_an_expired_mapping(store: Store) -> None:
-    await store.begin(KEY, None, "t")
-    await store.finish(KEY, None, "t", "conv_a", "conversations", [])
+    await record_turn(store, KEY, "conv_a")
     await store.redis.delete(store.keys.thread(KEY))
     record = await store.get_thread(KEY)
     assert record is not None and record.thread_id == "conv_a"
@@ -88,8 +138,7 @@ async def test_rate_window_tells_once(store: Store) -> None:
 
 async def test_budget_counts_tokens(store: Store) -> None:
     assert await store.admit(KEY, None, 100) == ("ok", "")
-    await store.begin(KEY, None, "t")
-    await store.finish(KEY, None, "t", "conv_a", "conversations", [], input_tokens=80, output_tokens=30)
+    await record_turn(store, KEY, "conv_a", input_tokens=80, output_tokens=30)
     assert await store.tokens_today(KEY) == 110
     assert await store.admit(KEY, None, 100) == ("notify", "budget")
     assert await store.admit(KEY, None, 100) == ("silent", "budget")
@@ -97,19 +146,22 @@ async def test_budget_counts_tokens(store: Store) -> None:
     assert record is not None and (record.input_tokens, record.output_tokens) == (80, 30)
 
 
-async def test_begin_is_idempotent_for_its_own_token(store: Store) -> None:
-    """A client retry of BEGIN after a lost reply must not take our own claim for a duplicate."""
-    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
-    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
-    assert (await store.begin(KEY, "m1", "tok-b")).status == "dup"
+async def test_acquire_is_idempotent_for_its_own_token(store: Store) -> None:
+    """A client retry of the acquire script after a lost reply must not take our own claim for a duplicate."""
+    lock = await store.lock(KEY, claim="m1").acquire()
+    assert await lock.acquire() is lock
+    with pytest.raises(Duplicate):
+        await store.lock(KEY, claim="m1").acquire()
+    await lock.release()
 
 
 async def test_finish_writes_nothing_once_the_lock_is_gone(store: Store) -> None:
-    assert (await store.begin(KEY, "m1", "tok-a")).status == "ok"
+    lock = await store.lock(KEY, claim="m1").acquire()
     await store.redis.delete(store.keys.lock(KEY))
-    assert not await store.finish(KEY, "m1", "tok-a", "conv_a", "conversations", [{"role": "user", "text": "x"}])
+    assert not await lock.finish(FinishedTurn("conv_a", "conversations", [Turn(role="user", text="x")]))
     assert await store.get_thread(KEY) is None and await store.turns(KEY) == []
-    assert (await store.begin(KEY, "m1", "tok-b")).status == "dup"
+    with pytest.raises(Duplicate):
+        await store.lock(KEY, claim="m1").acquire()
 
 
 async def test_a_replaced_thread_is_queued_for_deletion(store: Store) -> None:
@@ -117,6 +169,6 @@ async def test_a_replaced_thread_is_queued_for_deletion(store: Store) -> None:
     await store.save_thread(KEY, "conv_old", "conversations")
     await store.redis.delete(store.keys.thread(KEY))
     await store.save_thread(KEY, "conv_new", "conversations")
-    assert await store.tombstones() == {"conv_old": "conversations"}
+    assert await owed(store) == {"conv_old": "conversations"}
     await store.save_thread(KEY, "conv_new", "conversations")
-    assert await store.tombstones() == {"conv_old": "conversations"}
+    assert await owed(store) == {"conv_old": "conversations"}

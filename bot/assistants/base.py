@@ -2,7 +2,7 @@
 
 Backends translate provider errors into these types so the core can decide:
 :class:`ThreadGone` triggers one silent recovery, :class:`ContextOverflow` one
-silent roll-over, and :class:`~bot.types.BotError` subclasses reach the user
+silent roll-over, and :class:`~bot.errors.BotError` subclasses reach the user
 as a sentence.
 """
 
@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.store import Turn
-from bot.types import DeltaCallback, ThreadKey, Usage
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage
 
 
 class ThreadGone(Exception):

@@ -8,10 +8,9 @@ newest user message always go, then as many recent turns as fit.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -20,14 +19,25 @@ from bot.assistants.base import Sent, ThreadGone
 from bot.assistants.conversations import SUMMARY_INSTRUCTIONS, make_client
 from bot.assistants.errors import translate
 from bot.config import Settings
-from bot.store import Store, Turn
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage
+from bot.errors import TooLong
 from bot.tokens import counter_for, message_tokens
-from bot.types import DeltaCallback, ThreadKey, TooLong, Usage
-
-HISTORY_MESSAGES = 200
-"""Messages kept per thread in Redis; the token budget decides how many are sent."""
 
 Message = dict[str, str]
+
+
+class History(Protocol):
+    """Where the chat backend keeps each thread's messages (the store's ``ChatHistory``)."""
+
+    async def create(self, thread_id: str, platform: str, seed: list[Message]) -> None: ...
+
+    async def read(self, thread_id: str) -> list[Message] | None:
+        """The messages, oldest first; None when the thread does not exist."""
+        ...
+
+    async def append(self, thread_id: str, messages: list[Message]) -> None: ...
+
+    async def delete(self, thread_id: str) -> None: ...
 
 
 def fit_budget(
@@ -56,37 +66,24 @@ def fit_budget(
 class ChatAssistant:
     name = "chat"
 
-    def __init__(self, settings: Settings, store: Store, client: AsyncOpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, history: History, client: AsyncOpenAI | None = None) -> None:
         self.settings = settings
-        self.store = store
+        self.history = history
         self.client = client or make_client(settings)
         self.count = counter_for(settings.openai_model)
         self.last_sent_tokens = 0
         """Tokens of the last request as counted here (for the bench and tests)."""
 
-    def _ttl_ms(self) -> int:
-        return int(self.store.idle_ttl * 1000)
-
     async def create_thread(self, key: ThreadKey, seed: Sequence[Turn] = ()) -> str:
         thread_id = f"chat_{uuid.uuid4().hex}"
-        keys = self.store.keys
-        async with self.store.redis.pipeline(transaction=not self.store.cluster) as pipe:
-            pipe.set(keys.chat_meta(thread_id), json.dumps({"platform": key.platform}), px=self._ttl_ms())
-            for turn in seed:
-                pipe.rpush(keys.chat_history(thread_id), json.dumps({"role": turn["role"], "content": turn["text"]}))
-            pipe.pexpire(keys.chat_history(thread_id), self._ttl_ms())
-            await pipe.execute()
+        await self.history.create(thread_id, key.platform, [{"role": t["role"], "content": t["text"]} for t in seed])
         return thread_id
 
     async def _history(self, thread_id: str) -> list[Message]:
-        keys = self.store.keys
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(keys.chat_meta(thread_id))
-            pipe.lrange(keys.chat_history(thread_id), 0, -1)
-            exists, raw = await pipe.execute()
-        if not exists:
+        history = await self.history.read(thread_id)
+        if history is None:
             raise ThreadGone(thread_id)
-        return [json.loads(item) for item in raw]
+        return history
 
     async def send(
         self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
@@ -100,7 +97,8 @@ class ChatAssistant:
             sent = await (self._stream(messages, on_delta) if on_delta else self._complete(messages))
         except openai.APIError as exc:
             raise translate(exc, what="chat completion") from None
-        await self._append(thread_id, [{"role": "user", "content": text}, {"role": "assistant", "content": sent.text}])
+        turn = [{"role": "user", "content": text}, {"role": "assistant", "content": sent.text}]
+        await self.history.append(thread_id, turn)
         return sent
 
     async def _complete(self, messages: list[Message]) -> Sent:
@@ -129,18 +127,8 @@ class ChatAssistant:
                     await on_delta(delta)
         return Sent("".join(parts), usage)
 
-    async def _append(self, thread_id: str, messages: list[Message]) -> None:
-        keys = self.store.keys
-        async with self.store.redis.pipeline(transaction=not self.store.cluster) as pipe:
-            pipe.rpush(keys.chat_history(thread_id), *(json.dumps(m, ensure_ascii=False) for m in messages))
-            pipe.ltrim(keys.chat_history(thread_id), -HISTORY_MESSAGES, -1)
-            pipe.pexpire(keys.chat_history(thread_id), self._ttl_ms())
-            pipe.pexpire(keys.chat_meta(thread_id), self._ttl_ms())
-            await pipe.execute()
-
     async def delete_thread(self, thread_id: str) -> None:
-        keys = self.store.keys
-        await self.store.redis.delete(keys.chat_meta(thread_id), keys.chat_history(thread_id))
+        await self.history.delete(thread_id)
 
     async def summarize(self, turns: Sequence[Turn]) -> str:
         transcript = "\n".join(f"{t['role']}: {t['text']}" for t in turns)

@@ -12,10 +12,10 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from bot.assistants.base import ContextOverflow, Sent, ThreadGone
-from bot.assistants.errors import error_code, translate
+from bot.assistants.errors import translate
 from bot.config import Settings
-from bot.store import Turn
-from bot.types import DeltaCallback, ThreadKey, Unavailable, Usage, hash_user
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, hash_user
+from bot.errors import Unavailable
 
 log = logging.getLogger("threadkeeper.assistant")
 
@@ -49,7 +49,7 @@ def _looks_gone(exc: openai.NotFoundError) -> bool | None:
     The SDK hands us the inner ``error`` object as ``exc.body``; OpenAI's own
     shape has ``type`` and ``message`` there, FastAPI-style servers only ``detail``.
     """
-    code = error_code(exc)
+    code = exc.code
     if code == "model_not_found":
         return False
     if code in ("conversation_not_found", "not_found"):
@@ -127,7 +127,7 @@ class ConversationsAssistant:
                     raise ThreadGone(thread_id) from None
                 raise translate(exc, what="sending a message") from None
             except openai.BadRequestError as exc:
-                if error_code(exc) == "conversation_locked" and attempt < LOCKED_RETRIES - 1:
+                if exc.code == "conversation_locked" and attempt < LOCKED_RETRIES - 1:
                     await asyncio.sleep(delay)
                     delay *= 2
                     continue
@@ -145,7 +145,6 @@ class ConversationsAssistant:
                 usage = await self._on_event(event, parts, usage, on_delta)
         return Sent("".join(parts), usage)
 
-    @staticmethod
     @staticmethod
     async def _on_event(event: Any, parts: list[str], usage: Usage, on_delta: DeltaCallback) -> Usage:
         """Handle one stream event; returns the usage known so far."""

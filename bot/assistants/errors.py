@@ -12,7 +12,7 @@ import logging
 import openai
 
 from bot.assistants.base import ContextOverflow
-from bot.types import BotError, Misconfigured, Unavailable
+from bot.errors import BotError, Misconfigured, Unavailable
 
 log = logging.getLogger("threadkeeper.assistant")
 
@@ -20,13 +20,9 @@ TIMEOUT_SENTENCE = "The assistant took too long to answer. Please try again."
 BUSY_SENTENCE = "The assistant is busy right now. Please try again in a minute."
 
 
-def error_code(exc: openai.APIError) -> str | None:
-    return exc.code
-
-
 def translate(exc: openai.APIError, *, what: str) -> Exception:
     """Map an SDK error to Misconfigured, Unavailable, ContextOverflow or BotError, and log it once."""
-    code = error_code(exc)
+    code = exc.code
     status = getattr(exc, "status_code", None)
     if isinstance(exc, openai.APITimeoutError):
         log.warning("%s timed out", what)

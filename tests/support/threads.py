@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from bot.domain import Incoming, ThreadKey
 from bot.runtime import Runtime
-from bot.types import Incoming, ThreadKey
 
 
 async def start(rt: Runtime, key: ThreadKey, mid: str) -> str:

@@ -13,8 +13,9 @@ import sys
 from typing import Any
 
 from bot.config import load_settings
+from bot.domain import Incoming, ThreadKey
+from bot.errors import BotError
 from bot.runtime import build_runtime
-from bot.types import BotError, Incoming, ThreadKey
 
 
 async def handle_all(config: dict[str, Any]) -> list[dict[str, Any]]:

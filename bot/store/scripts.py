@@ -5,22 +5,27 @@ Scripts that also get the global keys (index, ids, user set) receive them
 only on a single Redis; on Cluster the store updates those in a second step.
 """
 
-# KEYS: seen, lock, thread. ARGV: claim(1|0), pending_ttl_ms, token, lock_ttl_ms
-# A claimed message's marker is 'p:<token>' until answered, then 'done'. Idempotent for
+# KEYS: lock, [thread], [seen]. ARGV: token, lock_ttl_ms, claim(1|0), pending_ttl_ms
+# The one lock of every thread (and of the janitor's lease, which passes the lock key alone).
+# With a claim, the message's marker becomes 'p:<token>' until answered, then 'done'. Idempotent for
 # one token, so a client retry after a lost reply cannot mistake our own claim for a duplicate.
-BEGIN = """
-if ARGV[1] == '1' and redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[3] then
-  if not redis.call('SET', KEYS[1], 'p:' .. ARGV[3], 'NX', 'PX', ARGV[2]) then
+# Returns {'dup'}, {'busy'} or {'ok', thread_id, backend}.
+ACQUIRE = """
+if ARGV[3] == '1' and redis.call('GET', KEYS[3]) ~= 'p:' .. ARGV[1] then
+  if not redis.call('SET', KEYS[3], 'p:' .. ARGV[1], 'NX', 'PX', ARGV[4]) then
     return {'dup'}
   end
 end
-if redis.call('GET', KEYS[2]) ~= ARGV[3] then
-  if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {'busy'}
   end
 end
-local v = redis.call('HMGET', KEYS[3], 'thread_id', 'backend', 'created')
-return {'ok', v[1] or '', v[2] or '', v[3] or ''}
+if KEYS[2] then
+  local v = redis.call('HMGET', KEYS[2], 'thread_id', 'backend')
+  return {'ok', v[1] or '', v[2] or ''}
+end
+return {'ok', '', ''}
 """
 
 # KEYS: thread, turns, lock, seen, [index, index_ids, user, daily_tokens]
@@ -82,9 +87,10 @@ end
 return 1
 """
 
-# KEYS: lock, seen. ARGV: token, mode(done|drop|keep), dedupe_ttl_ms
+# KEYS: lock, [seen]. ARGV: token, mode(done|drop|keep), dedupe_ttl_ms
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if not KEYS[2] then return 1 end
 if ARGV[2] == 'done' then
   redis.call('SET', KEYS[2], 'done', 'PX', ARGV[3])
 elseif ARGV[2] == 'drop' then
@@ -93,7 +99,7 @@ end
 return 1
 """
 
-# KEYS: lock, seen. ARGV: token, lock_ttl_ms, pending_ttl_ms
+# KEYS: lock, [seen]. ARGV: token, lock_ttl_ms, pending_ttl_ms. 1 while the lock is still ours.
 RENEW = """
 local ok = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -1,17 +1,16 @@
-"""Neutral types: the only things adapters and the core share.
+"""Domain types: the only things adapters, the core, the store and the assistants all share.
 
-Adapters turn platform events into :class:`Incoming` and render what the core
-returns; they never see Redis or OpenAI objects, and they never show exception
-text to users: every error the core raises carries a short sentence meant for
-the user (:attr:`BotError.user_message`).
+Adapters turn platform events into :class:`Incoming` and render the :class:`Answer`
+the core returns; they never see Redis or OpenAI objects. Errors live in
+:mod:`bot.errors`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 """Called with each streamed text delta, in order. Optional for adapters."""
@@ -73,16 +72,24 @@ def hash_user(platform: str, user: str) -> str:
 class Incoming:
     """A user message, parsed by an adapter.
 
-    ``message_id`` drives dedupe (Slack ``event_id``, Discord message id);
-    ``reply_to`` is opaque to the core and handed back to the adapter.
+    ``message_id`` drives dedupe (Slack ``event_id``, Discord message id).
     """
 
     key: ThreadKey
     text: str
     message_id: str
-    reply_to: str | None = None
     direct: bool = True
     """True for DMs and direct mentions: the cases that deserve a refusal."""
+    is_dm: bool = False
+    """A private conversation with the bot: passes channel allowlists (the adapter knows its platform's rule)."""
+
+
+class Turn(TypedDict):
+    """A kept turn, oldest first: re-primes a thread that vanished or outgrew its context."""
+
+    role: str
+    """``user`` or ``assistant``."""
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,45 +117,3 @@ class ForgetResult:
     """Remote deletions that failed and were queued for the janitor."""
 
 
-class BotError(Exception):
-    """An error with a sentence fit for the user; details go to the log."""
-
-    user_message = "Sorry, something went wrong. Please try again."
-
-    def __init__(self, detail: str = "", user_message: str | None = None) -> None:
-        super().__init__(detail or self.user_message)
-        if user_message is not None:
-            self.user_message = user_message
-
-
-def user_sentence(exc: Exception, log: logging.Logger, what: str) -> str:
-    """The one sentence a user sees for ``exc``; the details go to ``log``, never to the user."""
-    if isinstance(exc, BotError):
-        log.warning("%s failed (%s): %s", what, type(exc).__name__, exc)
-        return exc.user_message
-    log.error("%s failed unexpectedly", what, exc_info=exc)
-    return BotError.user_message
-
-
-class Misconfigured(BotError):
-    user_message = "The assistant is not configured correctly; the operator has been told."
-
-
-class Unavailable(BotError):
-    user_message = "The assistant is temporarily unavailable, please try again in a moment."
-
-
-class RateLimited(BotError):
-    user_message = "You're sending messages faster than I can answer. Please wait a little and try again."
-
-
-class TooLong(BotError):
-    user_message = "That message is too long for me. Please shorten it and try again."
-
-
-class BudgetExceeded(BotError):
-    user_message = "You've used today's assistant budget. It resets at midnight UTC."
-
-
-class NotAllowed(BotError):
-    user_message = "Sorry, I'm not enabled here."

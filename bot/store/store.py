@@ -1,9 +1,10 @@
-"""Every Redis read and write of the bot.
+"""The thread map, kept turns, index, tombstones, limits and flags: the store's one class.
 
-The hot path costs two round trips per message: :meth:`Store.begin` (claim
-the message for dedupe, take the thread lock, read the mapping) and
-:meth:`Store.finish` (save turns, refresh TTLs and the index, mark the
-message answered, unlock). Both are Lua scripts, so they are atomic.
+The hot path costs two round trips per message: taking the thread's lock
+(:meth:`Store.lock`: claim the message for dedupe, lock, read the mapping) and
+:meth:`Store.record_turn` (save turns, refresh TTLs and the index, mark the
+message answered, unlock). Both are Lua scripts (:mod:`bot.store.scripts`), so
+they are atomic. Retention's reads are in :mod:`bot.store.retention`.
 """
 
 from __future__ import annotations
@@ -11,42 +12,31 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
-from bot import store_scripts as lua
-from bot.keys import Keys
-from bot.types import ThreadKey
+from bot.domain import ThreadKey, Turn
+from bot.store import scripts as lua
+from bot.store.chat_history import ChatHistory
+from bot.store.connect import RedisClient
+from bot.store.keys import Keys
+from bot.store.lock import RedisLock
+from bot.store.records import Admission, FinishedTurn, ThreadRecord
+from bot.store.retention import RetentionReads
 
 log = logging.getLogger("threadkeeper.store")
 
-RedisClient = Redis | RedisCluster
-Turn = dict[str, str]
-"""A kept turn: ``{"role": "user"|"assistant", "text": ...}``."""
 
-Admission = Literal["ok", "notify", "silent"]
+class Scripts:
+    """The store's Lua scripts, registered once per client."""
 
-
-@dataclass(frozen=True, slots=True)
-class ThreadRecord:
-    key: ThreadKey
-    thread_id: str
-    backend: str
-    created: float
-    last_active: float
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Begun:
-    status: Literal["ok", "dup", "busy"]
-    thread_id: str = ""
-    backend: str = ""
+    def __init__(self, redis: RedisClient) -> None:
+        self.acquire = redis.register_script(lua.ACQUIRE)
+        self.renew = redis.register_script(lua.RENEW)
+        self.release = redis.register_script(lua.RELEASE)
+        self.finish = redis.register_script(lua.FINISH)
+        self.save = redis.register_script(lua.SAVE)
+        self.delete_local = redis.register_script(lua.DELETE_LOCAL)
+        self.admit = redis.register_script(lua.ADMIT)
 
 
 def _str(value: object) -> str:
@@ -63,7 +53,7 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class Store:
+class Store(RetentionReads):
     def __init__(
         self,
         redis: RedisClient,
@@ -82,18 +72,27 @@ class Store:
         self.dedupe_ttl = dedupe_ttl
         self.keep_items = keep_items
         self.cluster = cluster
-        self._begin = redis.register_script(lua.BEGIN)
-        self._finish = redis.register_script(lua.FINISH)
-        self._release = redis.register_script(lua.RELEASE)
-        self._renew = redis.register_script(lua.RENEW)
-        self._delete_local = redis.register_script(lua.DELETE_LOCAL)
-        self._save = redis.register_script(lua.SAVE)
-        self._admit = redis.register_script(lua.ADMIT)
+        self.scripts = Scripts(redis)
+        self.chat = ChatHistory(redis, self.keys, idle_ttl=idle_ttl, cluster=cluster)
+        """The chat backend's history (its own thread ids, same idle TTL)."""
 
     @property
     def pending_ttl(self) -> float:
         """How long a claimed-but-unanswered message blocks redelivery if its worker dies."""
         return self.lock_ttl * 2
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- locks -----------------------------------------------------------------------------------
+    def lock(self, key: ThreadKey, *, claim: str | None = None, wait: float = 0.0) -> RedisLock:
+        """The thread's lock (see :mod:`bot.store.lock`); ``claim``: a message id to dedupe on."""
+        return RedisLock(self, self.keys.lock(key), name=key.digest, ttl=self.lock_ttl, wait=wait,
+                         thread=key, claim=claim)
+
+    def lease(self, ttl: float) -> RedisLock:
+        """The janitor's global lease: one pass at a time across every process."""
+        return RedisLock(self, self.keys.janitor_lock(), name="janitor", ttl=ttl)
 
     def _globals(self, key: ThreadKey) -> list[str]:
         return [self.keys.index, self.keys.index_ids, self.keys.user(key.user_id)]
@@ -107,78 +106,32 @@ class Store:
             await pipe.execute()
 
     # -- the message path ------------------------------------------------------------
-    async def begin(self, key: ThreadKey, message_id: str | None, token: str) -> Begun:
-        """Claim ``message_id`` (None: don't claim) and try the lock; read the mapping."""
-        seen = self.keys.seen(key, message_id or "-")
-        res = cast(
-            list[str],
-            await self._begin(
-                keys=[seen, self.keys.lock(key), self.keys.thread(key)],
-                args=["1" if message_id else "0", _ms(self.pending_ttl), token, _ms(self.lock_ttl)],
-            ),
-        )
-        if res[0] == "ok":
-            return Begun("ok", res[1], res[2])
-        return Begun(cast(Literal["dup", "busy"], res[0]))
-
-    async def renew(self, key: ThreadKey, message_id: str | None, token: str) -> bool:
-        keys = [self.keys.lock(key)]
-        if message_id:
-            keys.append(self.keys.seen(key, message_id))
-        ok = await self._renew(keys=keys, args=[token, _ms(self.lock_ttl), _ms(self.pending_ttl)])
-        return bool(ok)
-
-    async def finish(
-        self,
-        key: ThreadKey,
-        message_id: str | None,
-        token: str,
-        thread_id: str,
-        backend: str,
-        turns: Sequence[Turn],
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-    ) -> bool:
-        """Record an answered turn; False if the lock was no longer ours (nothing but the dedupe mark written)."""
+    async def record_turn(self, key: ThreadKey, claim: str | None, token: str, turn: FinishedTurn) -> bool:
+        """Record an answered turn and unlock; False if the lock was no longer ours (only the dedupe mark)."""
         now = time.time()
-        keys = [
-            self.keys.thread(key),
-            self.keys.turns(key),
-            self.keys.lock(key),
-            self.keys.seen(key, message_id or "-"),
-        ]
+        keys = [self.keys.thread(key), self.keys.turns(key), self.keys.lock(key), self.keys.seen(key, claim or "-")]
         if not self.cluster:
             keys += [*self._globals(key), self.keys.tokens(key, _today())]
         args: list[Any] = [
             token,
-            thread_id,
-            backend,
+            turn.thread_id,
+            turn.backend,
             repr(now),
             _ms(self.idle_ttl),
             _ms(self.dedupe_ttl),
             self.keep_items,
             key.id,
-            input_tokens,
-            output_tokens,
-            len(turns),
+            turn.input_tokens,
+            turn.output_tokens,
+            len(turn.turns),
         ]
-        args += [json.dumps(t, ensure_ascii=False) for t in turns]
+        args += [json.dumps(t, ensure_ascii=False) for t in turn.turns]
         if self.cluster:
             # The durable index first: a crash in between must never hide a thread from the janitor.
-            await self._index_update(key, thread_id, backend, now)
-            if input_tokens + output_tokens:
-                await self.add_tokens(key, input_tokens + output_tokens)
-        return bool(await self._finish(keys=keys, args=args))
-
-    async def release(
-        self, key: ThreadKey, message_id: str | None, token: str, mode: Literal["done", "drop", "keep"]
-    ) -> None:
-        """Unlock after a failure. ``done``: the user got an answer or an error sentence, so a
-        redelivery must stay silent; ``drop``: nothing was said, let a redelivery try again."""
-        await self._release(
-            keys=[self.keys.lock(key), self.keys.seen(key, message_id or "-")],
-            args=[token, mode if message_id else "keep", _ms(self.dedupe_ttl)],
-        )
+            await self._index_update(key, turn.thread_id, turn.backend, now)
+            if turn.input_tokens + turn.output_tokens:
+                await self.add_tokens(key, turn.input_tokens + turn.output_tokens)
+        return bool(await self.scripts.finish(keys=keys, args=args))
 
     async def save_thread(self, key: ThreadKey, thread_id: str, backend: str) -> None:
         """Record a new thread at once, so it is never orphaned if the send that follows fails.
@@ -189,14 +142,14 @@ class Store:
         keys = [self.keys.thread(key), self.keys.turns(key)]
         args: list[str | int] = [thread_id, backend, repr(now), _ms(self.idle_ttl), key.id]
         if not self.cluster:
-            await self._save(keys=[*keys, *self._globals(key), self.keys.tombstones], args=args)
+            await self.scripts.save(keys=[*keys, *self._globals(key), self.keys.tombstones], args=args)
             return
         old = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
         if old and _str(old) != f"{backend} {thread_id}":
             old_backend, _, old_id = _str(old).partition(" ")
             await self.add_tombstone(old_id, old_backend, key)
         await self._index_update(key, thread_id, backend, now)
-        await self._save(keys=keys, args=args)
+        await self.scripts.save(keys=keys, args=args)
 
     async def turns(self, key: ThreadKey) -> list[Turn]:
         raw = await self.redis.lrange(self.keys.turns(key), 0, -1)  # type: ignore[misc]
@@ -207,7 +160,7 @@ class Store:
             except ValueError:
                 continue
             if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and "text" in turn:
-                out.append({"role": str(turn["role"]), "text": str(turn["text"])})
+                out.append(Turn(role=str(turn["role"]), text=str(turn["text"])))
         return out
 
     # -- reads ---------------------------------------------------------------------
@@ -268,7 +221,7 @@ class Store:
         keys = [self.keys.thread(key), self.keys.turns(key)]
         if not self.cluster:
             keys += self._globals(key)
-        ok = bool(await self._delete_local(keys=keys, args=[key.id, expected_thread_id]))
+        ok = bool(await self.scripts.delete_local(keys=keys, args=[key.id, expected_thread_id]))
         if ok and self.cluster:
             entry = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
             if not expected_thread_id or not entry or _str(entry).endswith(expected_thread_id):
@@ -285,11 +238,6 @@ class Store:
     async def remove_tombstone(self, thread_id: str) -> None:
         await self.redis.hdel(self.keys.tombstones, thread_id)  # type: ignore[misc]
 
-    async def tombstones(self) -> dict[str, str]:
-        """Remote thread id -> backend name, for every remote deletion still owed."""
-        raw = await self.redis.hgetall(self.keys.tombstones)  # type: ignore[misc]
-        return {_str(tid): _str(entry).partition(" ")[0] for tid, entry in raw.items()}
-
     # -- per-user limits ---------------------------------------------------------------
     async def admit(self, key: ThreadKey, rate: tuple[int, float] | None, budget: int) -> tuple[Admission, str]:
         """Per-user rate limit and daily token budget in one round trip: (verdict, "rate" | "budget")."""
@@ -301,7 +249,7 @@ class Store:
             self.keys.tokens(key, day),
             self.keys.budget_notice(key, day),
         ]
-        code, what = await self._admit(keys=keys, args=[limit, _ms(window), budget, _ms(2 * 86400)])
+        code, what = await self.scripts.admit(keys=keys, args=[limit, _ms(window), budget, _ms(2 * 86400)])
         return ("ok", "notify", "silent")[int(code)], _str(what)
 
     async def add_tokens(self, key: ThreadKey, tokens: int) -> int:
@@ -324,6 +272,3 @@ class Store:
 
     async def set_flag(self, name: str, value: str) -> None:
         await self.redis.set(self.keys.flag(name), value)
-
-    async def ping(self) -> bool:
-        return bool(await self.redis.ping())  # type: ignore[misc]

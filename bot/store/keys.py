@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.types import ThreadKey
+from bot.domain import ThreadKey
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
+from bot.domain import ThreadKey
 from bot.durations import DurationError, format_duration, parse_duration
-from bot.janitor import Remover
-from bot.retention_store import index_backends, records, tombstone_count, tombstones
 from bot.runtime import Runtime
 from bot.store import ThreadRecord
-from bot.types import ThreadKey
 
 COLUMNS = ("platform", "workspace", "channel", "user", "backend", "thread_id", "created", "last_active", "in", "out")
 
@@ -107,7 +105,7 @@ async def cmd_list(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> i
     entries = await _selected(runtime, _duration("--idle-over", args.idle_over))
     if args.platform:
         entries = [(k, s) for k, s in entries if k.platform == args.platform]
-    found = await records(runtime.store, entries)
+    found = await runtime.store.records(entries)
     if args.json:
         for record in found:
             print(json.dumps(_as_json(record), ensure_ascii=False), file=out)
@@ -138,12 +136,12 @@ async def cmd_list(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> i
 
 async def cmd_stats(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     entries = await runtime.store.index_entries()
-    backends = await index_backends(runtime.store)
+    backends = await runtime.store.index_backends()
     by_platform = Counter(k.platform for k, _ in entries)
     by_backend = Counter(backends.get(k.id) or "unknown" for k, _ in entries)
     oldest = entries[0][1] if entries else 0.0
     newest = entries[-1][1] if entries else 0.0
-    queued = await tombstone_count(runtime.store)
+    queued = await runtime.store.tombstone_count()
     if args.json:
         report = {
             "threads": len(entries),
@@ -189,7 +187,7 @@ async def cmd_purge(runtime: Runtime, args: argparse.Namespace, out: TextIO, err
         print("threads: error: purge asks for confirmation on a terminal; without one, add --yes", file=err)
         return 2
     entries = await _selected(runtime, idle_over)
-    owed = await tombstones(runtime.store) if args.all else []
+    owed = await runtime.store.tombstones() if args.all else []
     what = f"{len(entries)} threads" + (f" and retry {len(owed)} queued remote deletions" if owed else "")
     if args.dry_run:
         print(f"Would delete {what} (dry run: nothing changed).", file=out)
@@ -200,14 +198,14 @@ async def cmd_purge(runtime: Runtime, args: argparse.Namespace, out: TextIO, err
     if not args.yes and not await _confirm(f"Delete {what}?", stdin, err):
         print("Aborted; nothing deleted.", file=out)
         return 1
-    remover = Remover(runtime)
+    deleter = runtime.core.deleter
     wait = max(4 * runtime.settings.openai_timeout, 2 * runtime.store.lock_ttl)
     cutoff = None if idle_over is None else time.time() - idle_over
     outcomes: Counter[str] = Counter()
     for stone in owed:
-        outcomes["owed-" + await remover.retry(stone, wait=wait)] += 1
+        outcomes["owed-" + await deleter.retry(stone, wait=wait)] += 1
     for key, _ in entries:
-        outcomes[await remover.remove(key, idle_before=cutoff, wait=wait)] += 1
+        outcomes[await deleter.remove(key, idle_before=cutoff, wait=wait)] += 1
     pending = outcomes["queued"] + outcomes["owed-queued"]
     print(f"Deleted {outcomes['deleted']} threads remotely and locally.", file=out)
     if outcomes["owed-deleted"]:
@@ -240,10 +238,10 @@ async def cmd_forget_user(runtime: Runtime, args: argparse.Namespace, out: TextI
     for key in sorted(keys, key=lambda k: k.id):
         threads += (await runtime.core.forget(key)).threads
     # Deletions still owed for this user (a failed forget now or earlier): one more try each.
-    remover = Remover(runtime)
-    for stone in await tombstones(runtime.store):
+    deleter = runtime.core.deleter
+    for stone in await runtime.store.tombstones():
         if stone.key is not None and mine(stone.key):
-            pending += int(await remover.retry(stone, wait=2 * runtime.store.lock_ttl) in ("queued", "busy"))
+            pending += int(await deleter.retry(stone, wait=2 * runtime.store.lock_ttl) in ("queued", "busy"))
     print(f"Erased {threads} threads of {args.platform} user {args.user_id}.", file=out)
     if pending:
         print(f"{pending} remote deletions failed and stay queued; the janitor retries them.", file=err)

@@ -39,9 +39,7 @@ def metrics_app(runtime: Runtime) -> web.Application:
         return web.Response(body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:
-        core = runtime.core
-        ok = not core.closing
-        body = {"ok": ok, "in_flight": core.in_flight, "backend": core.assistant.name}
+        ok, body = runtime.core.health()
         return web.json_response(body, status=200 if ok else 503)
 
     app = web.Application()

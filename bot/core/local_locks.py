@@ -32,5 +32,3 @@ class KeyedLocks:
             else:
                 self._locks[name] = (lock, users - 1)
 
-    def __len__(self) -> int:
-        return len(self._locks)

@@ -1,0 +1,24 @@
+"""The store: the only code that talks to Redis (thread map, turns, locks, index, limits, chat history)."""
+
+from bot.store.chat_history import ChatHistory, Message
+from bot.store.connect import RedisClient, StoreError, make_redis
+from bot.store.lock import Duplicate, LockBusy, RedisLock
+from bot.store.records import Admission, FinishedTurn, ReleaseMode, ThreadRecord, Tombstone
+from bot.store.store import Store
+
+__all__ = [
+    "Admission",
+    "ChatHistory",
+    "Duplicate",
+    "FinishedTurn",
+    "LockBusy",
+    "Message",
+    "RedisClient",
+    "RedisLock",
+    "ReleaseMode",
+    "Store",
+    "StoreError",
+    "ThreadRecord",
+    "Tombstone",
+    "make_redis",
+]

@@ -1,0 +1,55 @@
+"""Small record types the store reads and writes, instead of long parameter lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.domain import ThreadKey, Turn
+
+Admission = Literal["ok", "notify", "silent"]
+"""ok: admitted; notify: over a limit, tell the user once; silent: over it and already told."""
+
+ReleaseMode = Literal["done", "drop", "keep"]
+"""What releasing a lock does to its claimed message: ``done`` (the user was told something, so a
+redelivery stays silent), ``drop`` (nothing was said: a redelivery may try again) or ``keep``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    key: ThreadKey
+    thread_id: str
+    backend: str
+    created: float
+    last_active: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedTurn:
+    """One answered message, recorded by :meth:`bot.store.lock.ThreadLock.finish`."""
+
+    thread_id: str
+    backend: str
+    turns: Sequence[Turn] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A remote deletion still owed: the thread, its backend, and the key it belonged to (if known)."""
+
+    thread_id: str
+    backend: str
+    key: ThreadKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """What a thread key maps to when its lock is taken (empty strings: no thread yet)."""
+
+    thread_id: str = ""
+    backend: str = ""
