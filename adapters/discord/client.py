@@ -20,7 +20,7 @@ from discord.gateway import DiscordWebSocket
 
 from adapters.discord.commands import build_tree, sync_commands
 from adapters.discord.parse import Parsed, parse_message, thread_name
-from adapters.discord.reply import ReplyStream
+from adapters.discord.reply import DiscordReply
 from adapters.discord.setup import make_client, rest_base
 from adapters.kit.reply import deliver
 from adapters.kit.tasks import InFlight, run_until_stopped
@@ -123,7 +123,7 @@ class DiscordAdapter:
         async def destination() -> discord.abc.Messageable:
             return await self._open_thread(message, parsed.incoming.text) if parsed.open_thread else channel
 
-        reply = ReplyStream(channel, destination=destination, reference=message if parsed.reply else None,
+        reply = DiscordReply(channel, destination=destination, reference=message if parsed.reply else None,
                             interval=self.edit_interval)
         try:
             await deliver(self.core, parsed.incoming, reply, log)

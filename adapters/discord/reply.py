@@ -4,9 +4,9 @@ Discord rate-limits edits (about 5 per 5 s per channel), so the streamed text is
 :class:`~adapters.kit.reply.Pump` at most once per ``interval``: the first message goes out at the first
 delta, later deltas are folded into one edit a second, and the final text is rendered once more at the
 end. Text over the 2,000-character limit is split with :func:`adapters.kit.text.split_text` (line
-boundaries, fences closed and reopened) into several messages,
-edited in place as the stream grows. Every send and edit carries ``allowed_mentions`` that cannot ping
-anyone the model names: no @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
+boundaries, fences closed and reopened) into several messages, edited in place as the stream grows.
+Every send and edit carries ``allowed_mentions`` that cannot ping anyone the model names: no
+@everyone/@here, no roles, no users (only, optionally, the asker we reply to).
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ TYPING_REFRESH = 8.0
 Destination = Callable[[], Awaitable[discord.abc.Messageable]]
 
 
-class ReplyStream:
-    """One answer's messages in one channel (a :class:`~adapters.kit.reply.Reply`; also ``async with``:
-    :meth:`begin` on entry, :meth:`close` on exit).
+class DiscordReply:
+    """One answer's messages in one channel: a :class:`~adapters.kit.reply.Reply`.
 
     ``channel`` gets the typing indicator; ``destination`` is awaited once, at the first send, for the
     channel that receives the answer (lets the adapter open a Discord thread only when there is something
@@ -68,13 +67,6 @@ class ReplyStream:
         self._typing: asyncio.Task[None] | None = None
         self._typed = asyncio.Event()
         self._render_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> ReplyStream:
-        await self.begin()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # -- the Reply protocol --------------------------------------------------------------------
     async def begin(self) -> None:
@@ -109,6 +101,7 @@ class ReplyStream:
         await self._pump.stop()
 
     async def close(self) -> None:
+        """Stop the pump and the typing indicator."""
         await self._pump.stop()
         await self._stop_typing()
 
