@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bot.types import Unavailable
+from bot.errors import Unavailable
 from tests.fakes.discord_fixtures import StartBot, fake_discord, message_posts, start_bot, wait_answer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
