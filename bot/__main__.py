@@ -1,13 +1,19 @@
 """``python -m bot COMMAND``: console | slack | discord | janitor | threads | doctor.
 
-The command-line entry point is the one module of ``bot`` that imports ``adapters``.
+The command-line entry point is the one module of ``bot`` that imports ``adapters``. Every
+command but ``doctor`` checks what it needs before it starts, and a mistake is one line on
+stderr (``configuration error: NAME: ...``) with exit code 2, never a traceback: a missing
+setting, a ``REDIS_URL`` that does not answer (or is no URL, or the wrong kind of Redis),
+``janitor``/``threads`` without a shared Redis, a busy ``PORT`` or ``METRICS_PORT``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -49,38 +55,105 @@ async def _with_runtime(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "threads":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "threads":  # its own command line (and --help) first: no settings or Redis needed
+            from bot.ops import admin
+
+            parsed = admin.parse([*extra, *args.args])
+            if isinstance(parsed, int):
+                return _flushed(parsed)
+            args.threads = parsed
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
         for warning in settings.warnings:
             logging.getLogger("threadkeeper.config").warning(warning)
-        return _dispatch(args, settings)
+        return _flushed(_dispatch(args, settings))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m bot threads list | head`: the reader left; say nothing more
+        _stdout_to_devnull()
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
+def _flushed(code: int) -> int:
+    """Flush stdout inside main, so a closed pipe surfaces here rather than at interpreter exit."""
+    sys.stdout.flush()
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    """The Python docs' recipe for SIGPIPE: the interpreter's last flush of stdout must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced in-process): nothing to flush
+        pass
+
+
+NEEDS: dict[str, tuple[str, ...]] = {
+    "console": ("openai_api_key",),
+    "slack": ("openai_api_key", "slack_bot_token"),
+    "discord": ("openai_api_key", "discord_token"),
+}
+"""Settings each command cannot start without."""
+
+SHARED_REDIS = ("janitor", "threads")
+"""Commands that only make sense on a Redis other processes share."""
+
+
+def _preflight(command: str, settings: Settings) -> None:
+    """Required settings, then REDIS_URL (when set) answers: one-line :class:`ConfigError` otherwise."""
+    from bot.ops.doctor import require_redis
+
+    if command in SHARED_REDIS and not settings.redis_url:
+        raise ConfigError(f"REDIS_URL: {command} needs a shared Redis; set REDIS_URL")
+    settings.require(*NEEDS.get(command, ()))
+    asyncio.run(require_redis(settings))
+
+
+def _serve_slack(settings: Settings) -> int:
+    """The Slack bot; a PORT it cannot listen on is one line, not a traceback."""
+    from adapters import slack
+    from bot.ops.metrics_http import bind_failure
+
+    try:
+        return asyncio.run(_with_runtime(settings, slack.run, serve=True))
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        also = " (METRICS_PORT is the same port)" if settings.metrics_port == settings.port else ""
+        raise ConfigError(f"PORT: {bind_failure(settings.port, exc)}{also}") from None
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
+    if command == "doctor":
+        from adapters.discord.doctor import check_discord
+        from adapters.slack.doctor import check_slack
+        from bot.ops import doctor
+
+        return asyncio.run(doctor.main(settings, extra=(("slack", check_slack), ("discord", check_discord))))
+    if command == "discord" and args.invite_url:
+        from adapters import discord as discord_adapter
+
+        return discord_adapter.print_invite_url(settings)
+    _preflight(command, settings)
     if command == "console":
         from adapters import console
 
-        settings.require("openai_api_key")
         return asyncio.run(_with_runtime(settings, lambda rt: console.run(rt, user=args.user, channel=args.channel)))
     if command == "slack":
-        from adapters import slack
-
-        settings.require("openai_api_key", "slack_bot_token")
-        return asyncio.run(_with_runtime(settings, slack.run, serve=True))
+        return _serve_slack(settings)
     if command == "discord":
         from adapters import discord as discord_adapter
 
-        if args.invite_url:
-            return discord_adapter.print_invite_url(settings)
-        settings.require("openai_api_key", "discord_token")
         return asyncio.run(_with_runtime(settings, discord_adapter.run, serve=True))
     if command == "janitor":
         from bot.ops import janitor
@@ -89,13 +162,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "threads":
         from bot.ops import admin
 
-        return asyncio.run(_with_runtime(settings, lambda rt: admin.main(rt, args.args)))
-    if command == "doctor":
-        from adapters.discord.doctor import check_discord
-        from adapters.slack.doctor import check_slack
-        from bot.ops import doctor
-
-        return asyncio.run(doctor.main(settings, extra=(("slack", check_slack), ("discord", check_discord))))
+        return asyncio.run(_with_runtime(settings, lambda rt: admin.run(rt, args.threads)))
     raise AssertionError(command)
 
 

@@ -137,6 +137,19 @@ class Core:
         ok = not self.closing
         return ok, {"ok": ok, "in_flight": self._in_flight, "backend": self.assistant.name}
 
+    async def ready(self) -> tuple[bool, dict[str, object]]:
+        """Readiness for ``/readyz``: :meth:`health`, and Redis answers a PING within 1 s (``"redis"``).
+
+        Not ready while Redis is unreachable, so a load balancer sends no work that could only fail.
+        """
+        live, body = self.health()
+        try:
+            redis = await asyncio.wait_for(self.store.ping(), 1.0)
+        except TimeoutError:
+            redis = False
+        ok = live and redis
+        return ok, {**body, "ok": ok, "redis": redis}
+
     async def get_flag(self, name: str) -> str | None:
         """A small shared value (adapters' command-set hashes and the like)."""
         try:

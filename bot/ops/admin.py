@@ -249,18 +249,31 @@ async def cmd_forget_user(runtime: Runtime, args: argparse.Namespace, out: TextI
     return 0
 
 
-async def main(
+def parse(args: list[str], *, err: TextIO | None = None) -> argparse.Namespace | int:
+    """The command line of ``threads``, checked before anything connects; an int is the exit code to
+    stop with (0 after ``--help``, 2 after one line on ``err`` for a bad command line)."""
+    try:
+        ns = _parser().parse_args(args)
+        _duration("--idle-over", getattr(ns, "idle_over", None))
+    except UsageError as exc:
+        print(f"threads: error: {exc}", file=err or sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    return ns
+
+
+async def run(
     runtime: Runtime,
-    args: list[str],
+    ns: argparse.Namespace,
     *,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run one ``threads`` command; returns the exit code (2 for a bad command line)."""
+    """Run one parsed ``threads`` command (see :func:`parse`); returns the exit code."""
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     try:
-        ns = _parser().parse_args(args)
         if ns.command == "list":
             return await cmd_list(runtime, ns, out)
         if ns.command == "stats":
@@ -271,5 +284,18 @@ async def main(
     except UsageError as exc:
         print(f"threads: error: {exc}", file=err)
         return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+
+
+async def main(
+    runtime: Runtime,
+    args: list[str],
+    *,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Parse and run one ``threads`` command; returns the exit code (2 for a bad command line)."""
+    ns = parse(args, err=err)
+    if isinstance(ns, int):
+        return ns
+    return await run(runtime, ns, stdin=stdin, out=out, err=err)
