@@ -84,6 +84,14 @@ class Store(RetentionReads):
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def ping(self) -> bool:
+        """Whether Redis answers a PING now (readiness probes); any failure is False, never an exception."""
+        try:
+            return bool(await self.redis.ping())  # type: ignore[misc]
+        except Exception as exc:  # RedisError, a cluster client's own exceptions, OSError: all mean "not ready"
+            log.debug("redis ping failed: %s", exc)
+            return False
+
     # -- locks -----------------------------------------------------------------------------------
     def lock(self, key: ThreadKey, *, claim: str | None = None, wait: float = 0.0) -> RedisLock:
         """The thread's lock (see :mod:`bot.store.lock`); ``claim``: a message id to dedupe on."""
