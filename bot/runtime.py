@@ -33,10 +33,10 @@ def make_assistant(settings: Settings, store: Store, name: str | None = None) ->
     if backend == "chat":
         from bot.assistants.chat import ChatAssistant
 
-        return ChatAssistant(settings, store.chat)
+        return ChatAssistant(settings, store.chat, notes=store.notes)
     from bot.assistants.conversations import ConversationsAssistant
 
-    return ConversationsAssistant(settings)
+    return ConversationsAssistant(settings, notes=store.notes)
 
 
 @dataclass

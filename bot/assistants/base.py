@@ -3,7 +3,8 @@
 Backends translate provider errors into these types so the core can decide:
 :class:`ThreadGone` triggers one silent recovery, :class:`ContextOverflow` one
 silent roll-over, and :class:`~bot.errors.BotError` subclasses reach the user
-as a sentence.
+as a sentence (``bot.assistants.errors.UnknownModel``, a Misconfigured, for a
+model the server does not know, in any shape).
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ class Assistant(Protocol):
 
     async def summarize(self, turns: Sequence[Turn]) -> str:
         """A short summary of ``turns``, used to re-prime a rolled-over thread."""
+        ...
+
+    async def check_model(self) -> None:
+        """Raise ``UnknownModel`` (a Misconfigured) if the server does not know ``OPENAI_MODEL``.
+
+        A server without a models endpoint counts as OK; connection errors raise Unavailable.
+        """
+        ...
+
+    def supported(self, param: str) -> bool:
+        """False once the server refused the optional request parameter ``param`` (this process's view)."""
+        ...
+
+    async def refused_params(self) -> list[str]:
+        """Optional parameters the server refused for this model, as every worker learned them (sorted)."""
         ...
 
     async def close(self) -> None: ...

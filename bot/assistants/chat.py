@@ -1,29 +1,54 @@
 """Chat Completions backend for any OpenAI-compatible server (Ollama, vLLM, LiteLLM, Azure).
 
 The server keeps nothing, so the history lives in Redis under our own thread
-id (``chat_…``), with the same idle TTL as the thread map. What is sent each
-turn is bounded by ``CONTEXT_BUDGET`` tokens: the system instructions and the
-newest user message always go, then as many recent turns as fit.
+id (``chat_…``), with the same idle TTL as the thread map.
+
+Sizing. The context we assume is ``CONTEXT_BUDGET`` tokens, or the server's real
+context size once learned, whichever is smaller. A quarter of it
+(:data:`REPLY_SHARE`) is kept for the reply; the prompt gets the rest: the
+system instructions and the newest user message always go, then as many recent
+turns as fit. No ``max_tokens`` is sent (some models refuse it), so the reserve
+is the only room the reply is promised.
+
+Overflow never kills a conversation here. When the server says the prompt does
+not fit (OpenAI's ``context_length_exceeded``, llama.cpp's
+``exceed_context_size_error``, or the usual words), the backend learns the
+context size (from ``n_ctx`` and the prompt size the server counted, scaled to
+our token counts; otherwise by halving the prompt that failed), remembers it for
+the server and model (shared through the server notes), re-fits the history and
+sends the same message again, at most :data:`FIT_ATTEMPTS` times. Only a message
+that cannot fit even alone raises :class:`~bot.errors.TooLong`.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import openai
 from openai import AsyncOpenAI
 
 from bot.assistants.base import Sent, ThreadGone
 from bot.assistants.conversations import SUMMARY_INSTRUCTIONS, make_client
-from bot.assistants.errors import translate
+from bot.assistants.errors import BROKEN_BODY, Overflow, broken, describe_broken, overflow_of, translate
+from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
 from bot.domain import DeltaCallback, ThreadKey, Turn, Usage
-from bot.errors import TooLong
+from bot.errors import TooLong, Unavailable
 from bot.tokens import counter_for, message_tokens
 
+log = logging.getLogger("threadkeeper.assistant")
+
 Message = dict[str, str]
+
+REPLY_SHARE = 0.25
+"""Share of the context kept free for the reply; the prompt is fitted to the rest."""
+FIT_ATTEMPTS = 4
+"""Sends of one message, each re-fitted to a smaller learned context, before giving up."""
+MIN_CONTEXT = 64
+"""Never learn a context smaller than this (a bogus error must not shrink every thread to nothing)."""
 
 
 class History(Protocol):
@@ -63,17 +88,67 @@ def fit_budget(
     return [system, *kept, user]
 
 
+def prompt_budget(context: int) -> int:
+    """Tokens the prompt may use in a context of ``context`` tokens: the rest is the reply's."""
+    return context - int(context * REPLY_SHARE)
+
+
+def context_for_prompt(prompt: int) -> int:
+    """The smallest context whose prompt budget is ``prompt``."""
+    return int(prompt / (1 - REPLY_SHARE)) + 1
+
+
+def next_context(overflow: Overflow, sent: int) -> int:
+    """The context to assume (in our tokens) after the server refused a prompt of ``sent`` of our tokens.
+
+    With the server's ``n_ctx`` (llama.cpp, vLLM's words) it is scaled by how our count compares with
+    the server's (``n_prompt``); otherwise, or if that would not shrink what we send, the prompt halves.
+    """
+    halved = context_for_prompt(sent // 2)
+    size = halved
+    if overflow.n_ctx:
+        scale = sent / overflow.n_prompt if overflow.n_prompt else 1.0
+        size = int(overflow.n_ctx * scale)
+        if prompt_budget(size) >= sent:
+            size = halved
+    return max(MIN_CONTEXT, size)
+
+
 class ChatAssistant:
     name = "chat"
 
-    def __init__(self, settings: Settings, history: History, client: AsyncOpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, history: History, client: AsyncOpenAI | None = None, *,
+                 notes: Notes | None = None) -> None:
         self.settings = settings
         self.history = history
         self.client = client or make_client(settings)
+        self.server = ServerMemory(str(self.client.base_url), settings.openai_model, notes)
+        """Refused parameters and the learned context size (shared through ``notes``)."""
         self.count = counter_for(settings.openai_model)
         self.last_sent_tokens = 0
         """Tokens of the last request as counted here (for the bench and tests)."""
 
+    # -- what the server takes ---------------------------------------------------------------------
+    def supported(self, param: str) -> bool:
+        """False once the server refused ``param`` (as this process knows it)."""
+        return not any(r.endswith(f":{param}") for r in self.server.refused())
+
+    async def refused_params(self) -> list[str]:
+        """The optional parameters the server refused, from the shared notes (``doctor`` lists them)."""
+        await self.server.load(force=True)
+        return sorted({r.partition(":")[2] for r in self.server.refused()})
+
+    def context_size(self) -> int:
+        """The context assumed now: ``CONTEXT_BUDGET``, or the server's learned size if smaller."""
+        learned = self.server.context_size
+        budget = self.settings.context_budget
+        return min(budget, learned) if learned else budget
+
+    async def check_model(self) -> None:
+        """Raise UnknownModel if the server does not know ``OPENAI_MODEL`` (see ``server.check_model``)."""
+        await check_model(self.client, self.settings.openai_model)
+
+    # -- threads -----------------------------------------------------------------------------------
     async def create_thread(self, key: ThreadKey, seed: Sequence[Turn] = ()) -> str:
         thread_id = f"chat_{uuid.uuid4().hex}"
         await self.history.create(thread_id, key.platform, [{"role": t["role"], "content": t["text"]} for t in seed])
@@ -89,43 +164,82 @@ class ChatAssistant:
         self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
         history = await self._history(thread_id)
-        messages = fit_budget(
-            self.settings.assistant_instructions, history, text, self.settings.context_budget, self.count
-        )
-        self.last_sent_tokens = sum(message_tokens(m["content"], self.count) for m in messages)
-        try:
-            sent = await (self._stream(messages, on_delta) if on_delta else self._complete(messages))
-        except openai.APIError as exc:
-            raise translate(exc, what="chat completion") from None
+        sent = await self._answer(history, text, on_delta)
         turn = [{"role": "user", "content": text}, {"role": "assistant", "content": sent.text}]
         await self.history.append(thread_id, turn)
         return sent
 
-    async def _complete(self, messages: list[Message]) -> Sent:
-        completion = await self.client.chat.completions.create(
-            model=self.settings.openai_model, messages=cast(Any, messages)
-        )
-        text = completion.choices[0].message.content or "" if completion.choices else ""
-        return Sent(text, _usage(completion.usage))
+    async def _answer(self, history: list[Message], text: str, on_delta: DeltaCallback | None) -> Sent:
+        """Fit, send; on overflow learn the context, re-fit and send again (bounded)."""
+        what = "chat completion"
+        await self.server.load()
+        for _ in range(FIT_ATTEMPTS):
+            context = self.context_size()
+            messages = fit_budget(
+                self.settings.assistant_instructions, history, text, prompt_budget(context), self.count
+            )
+            tokens = self.last_sent_tokens = sum(message_tokens(m["content"], self.count) for m in messages)
+            try:
+                return await (self._stream(messages, on_delta) if on_delta else self._complete(messages, what))
+            except openai.APIError as exc:
+                overflow = overflow_of(exc)
+                if overflow is None:
+                    raise translate(exc, what=what) from None
+            await self.server.learn_context(next_context(overflow, tokens))
+            if len(messages) <= 2:
+                raise TooLong(f"the message alone ({tokens} tokens) overflows the server's context")
+        log.error("%s: the server still reports a context overflow after %d re-fitted attempts",
+                  what, FIT_ATTEMPTS)
+        raise Unavailable("context overflow after re-fitting")
+
+    async def _complete(self, messages: list[Message], what: str) -> Sent:
+        params = {"model": self.settings.openai_model, "messages": messages}
+        try:
+            completion = await self.server.call("chat", self.client.chat.completions.create, params)
+            choices = completion.choices
+            text = (choices[0].message.content or "") if choices else ""
+            usage = getattr(completion, "usage", None)
+        except BROKEN_BODY as exc:
+            raise broken(what, describe_broken(exc)) from None
+        except (AttributeError, TypeError, IndexError):
+            raise broken(what, "a completion without its message") from None
+        if not isinstance(text, str) or not text.strip():
+            raise broken(what, "an empty answer")
+        return Sent(text, _usage(usage))
 
     async def _stream(self, messages: list[Message], on_delta: DeltaCallback) -> Sent:
-        stream = await self.client.chat.completions.create(
-            model=self.settings.openai_model,
-            messages=cast(Any, messages),
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        what = "streaming an answer"
+        params = {"model": self.settings.openai_model, "messages": messages, "stream": True,
+                  "stream_options": {"include_usage": True}}
         parts: list[str] = []
         usage = Usage()
-        async for chunk in stream:
-            if chunk.usage:
-                usage = _usage(chunk.usage)
-            for choice in chunk.choices:
-                delta = choice.delta.content
-                if delta:
-                    parts.append(delta)
-                    await on_delta(delta)
-        return Sent("".join(parts), usage)
+        finished = opened = False
+        try:
+            stream = await self.server.call("chat", self.client.chat.completions.create, params)
+            opened = True
+            async for chunk in stream:
+                if chunk.usage:
+                    usage = _usage(chunk.usage)
+                for choice in chunk.choices:
+                    delta = choice.delta.content if choice.delta else None
+                    if delta:
+                        parts.append(delta)
+                        await on_delta(delta)
+                    finished = finished or bool(choice.finish_reason)
+        except openai.APITimeoutError:
+            raise
+        except openai.APIConnectionError:
+            if opened:
+                raise broken(what, "a stream that was cut off") from None
+            raise
+        except BROKEN_BODY as exc:
+            raise broken(what, describe_broken(exc)) from None
+        if not finished:
+            raise broken(what, "a stream that ended without a finish reason")
+        text = "".join(parts)
+        if not text.strip():
+            raise broken(what, "an empty answer")
+        return Sent(text, usage)
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.history.delete(thread_id)
@@ -134,7 +248,7 @@ class ChatAssistant:
         transcript = "\n".join(f"{t['role']}: {t['text']}" for t in turns)
         messages = [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": transcript}]
         try:
-            return (await self._complete(messages)).text.strip()
+            return (await self._complete(messages, "summarising")).text.strip()
         except openai.APIError as exc:
             raise translate(exc, what="summarising") from None
 

@@ -1,4 +1,11 @@
-"""Default backend: OpenAI Responses + Conversations (a ``conv_…`` id is our thread id)."""
+"""Default backend: OpenAI Responses + Conversations (a ``conv_…`` id is our thread id).
+
+Every request goes through :class:`~bot.assistants.server.ServerMemory`, so an optional parameter a
+server refuses (``truncation``, ``prompt_cache_key``, ``context_management``, ``safety_identifier``,
+``metadata``, ``store``) is dropped, remembered and never sent again. An empty, truncated or malformed
+answer, or a stream that ends without ``response.completed``, is an :class:`~bot.errors.Unavailable`
+with its own sentence, never a silent empty reply.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,17 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from bot.assistants.base import ContextOverflow, Sent, ThreadGone
-from bot.assistants.errors import translate
+from bot.assistants.errors import (
+    BROKEN_BODY,
+    LOCKED_SENTENCE,
+    broken,
+    describe_broken,
+    is_overflow_message,
+    is_unknown_model,
+    translate,
+    unknown_model,
+)
+from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
 from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, hash_user
 from bot.errors import Unavailable
@@ -21,7 +38,8 @@ log = logging.getLogger("threadkeeper.assistant")
 
 MAX_SEED_ITEMS = 20
 """``conversations.create(items=...)`` takes at most 20 items per call."""
-LOCKED_RETRIES = 5
+LOCKED_BACKOFF = (0.1, 0.2, 0.4, 0.8)
+"""Seconds to wait before each retry of a ``conversation_locked`` turn (then: the busy sentence)."""
 SUMMARY_INSTRUCTIONS = (
     "Summarise this conversation in at most 120 words for a colleague who will continue it. "
     "Keep facts, decisions and open questions; no preamble."
@@ -72,26 +90,63 @@ def usage_of(usage: Any) -> Usage:
     )
 
 
+def text_of(response: Any, what: str) -> str:
+    """The answer's text; an empty or shapeless answer is an Unavailable (logged), never a blank reply."""
+    try:
+        text = response.output_text
+    except (AttributeError, TypeError, KeyError):
+        raise broken(what, "a response without its output") from None
+    if not isinstance(text, str) or not text.strip():
+        raise broken(what, f"an empty answer (status {getattr(response, 'status', None)})")
+    return text
+
+
 class ConversationsAssistant:
     name = "conversations"
 
-    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None, *, notes: Notes | None = None) -> None:
         self.settings = settings
         self.client = client or make_client(settings)
+        self.server = ServerMemory(str(self.client.base_url), settings.openai_model, notes)
+        """Parameters this server refused (shared through ``notes``)."""
+        self.locked_backoff: tuple[float, ...] = LOCKED_BACKOFF
 
+    # -- what the server takes ---------------------------------------------------------------------
+    def supported(self, param: str) -> bool:
+        """False once the server refused ``param`` on any endpoint (as this process knows it)."""
+        return not any(r.endswith(f":{param}") for r in self.server.refused())
+
+    async def refused_params(self) -> list[str]:
+        """The optional parameters the server refused, from the shared notes (``doctor`` lists them)."""
+        await self.server.load(force=True)
+        return sorted({r.partition(":")[2] for r in self.server.refused()})
+
+    async def check_model(self) -> None:
+        """Raise UnknownModel if the server does not know ``OPENAI_MODEL`` (see ``server.check_model``)."""
+        await check_model(self.client, self.settings.openai_model)
+
+    # -- threads -----------------------------------------------------------------------------------
     async def create_thread(self, key: ThreadKey, seed: Sequence[Turn] = ()) -> str:
         items: list[Any] = [
             {"type": "message", "role": t["role"], "content": t["text"]} for t in list(seed)[-MAX_SEED_ITEMS:]
         ]
         metadata = {"app": "threadkeeper", "platform": key.platform, "user": hash_user(key.platform, key.user)}
+        params: dict[str, Any] = {"metadata": metadata}
+        if items:
+            params["items"] = items
+        what = "creating a conversation"
         try:
-            if items:
-                conv = await self.client.conversations.create(items=items, metadata=metadata)
-            else:
-                conv = await self.client.conversations.create(metadata=metadata)
+            conv = await self.server.call("conversations", self.client.conversations.create, params)
+            conv_id = conv.id
         except openai.APIError as exc:
-            raise translate(exc, what="creating a conversation") from None
-        return conv.id
+            raise translate(exc, what=what) from None
+        except BROKEN_BODY as exc:
+            raise broken(what, describe_broken(exc)) from None
+        except AttributeError:
+            raise broken(what, "a conversation without an id") from None
+        if not isinstance(conv_id, str) or not conv_id:
+            raise broken(what, "a conversation without an id")
+        return conv_id
 
     def _params(self, thread_id: str, text: str, key: ThreadKey) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -100,6 +155,7 @@ class ConversationsAssistant:
             "input": text,
             "instructions": self.settings.assistant_instructions,
             "prompt_cache_key": f"tk-{key.digest}",
+            "safety_identifier": f"tk-{hash_user(key.platform, key.user)}",
             "truncation": self.settings.context_truncation,
         }
         if self.settings.context_compact_threshold:
@@ -112,60 +168,82 @@ class ConversationsAssistant:
         self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
         params = self._params(thread_id, text, key)
-        delay = 0.1
-        for attempt in range(LOCKED_RETRIES):
+        what = "sending a message"
+        for delay in (*self.locked_backoff, None):
             try:
                 if on_delta is None:
-                    response = await self.client.responses.create(**params)
-                    return Sent(response.output_text, usage_of(response.usage))
+                    response = await self.server.call("responses", self.client.responses.create, params)
+                    return Sent(text_of(response, what), usage_of(getattr(response, "usage", None)))
                 return await self._stream(params, on_delta)
             except openai.NotFoundError as exc:
+                if is_unknown_model(exc):
+                    raise unknown_model(what, exc) from None
                 gone = _looks_gone(exc)
                 if gone is None:
                     gone = await self._confirm_gone(thread_id)
                 if gone:
                     raise ThreadGone(thread_id) from None
-                raise translate(exc, what="sending a message") from None
+                raise translate(exc, what=what) from None
             except openai.BadRequestError as exc:
-                if exc.code == "conversation_locked" and attempt < LOCKED_RETRIES - 1:
-                    await asyncio.sleep(delay)
-                    delay *= 2
-                    continue
-                raise translate(exc, what="sending a message") from None
+                if exc.code != "conversation_locked":
+                    raise translate(exc, what=what) from None
+                if delay is None:
+                    log.warning("%s: the conversation stayed locked after %d retries", what, len(self.locked_backoff))
+                    raise Unavailable("conversation stayed locked", LOCKED_SENTENCE) from None
+                await asyncio.sleep(delay)
             except openai.APIError as exc:
-                raise translate(exc, what="sending a message") from None
-        raise Unavailable("conversation stayed locked")
+                raise translate(exc, what=what) from None
+            except BROKEN_BODY as exc:
+                raise broken(what, describe_broken(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stream(self, params: dict[str, Any], on_delta: DeltaCallback) -> Sent:
-        stream = await self.client.responses.create(**params, stream=True)
+        stream = await self.server.call("responses", self.client.responses.create, {**params, "stream": True})
         parts: list[str] = []
-        usage = Usage()
+        usage: Usage | None = None
         async with stream:
-            async for event in stream:
-                usage = await self._on_event(event, parts, usage, on_delta)
-        return Sent("".join(parts), usage)
+            try:
+                async for event in stream:
+                    usage = await self._on_event(event, parts, on_delta)
+                    if usage is not None:
+                        break
+            except openai.APITimeoutError:
+                raise
+            except openai.APIConnectionError:
+                raise broken("streaming an answer", "a stream that was cut off") from None
+        if usage is None:
+            raise broken("streaming an answer", "a stream that ended without response.completed")
+        text = "".join(parts)
+        if not text.strip():
+            raise broken("streaming an answer", "an empty answer")
+        return Sent(text, usage)
 
     @staticmethod
-    async def _on_event(event: Any, parts: list[str], usage: Usage, on_delta: DeltaCallback) -> Usage:
-        """Handle one stream event; returns the usage known so far."""
-        if event.type == "response.output_text.delta":
+    async def _on_event(event: Any, parts: list[str], on_delta: DeltaCallback) -> Usage | None:
+        """Handle one stream event; returns the usage once the response is complete."""
+        kind = getattr(event, "type", None)
+        if kind == "response.output_text.delta":
             parts.append(event.delta)
             await on_delta(event.delta)
-        elif event.type == "response.completed":
-            return usage_of(event.response.usage)
-        elif event.type == "response.failed":
+        elif kind in ("response.completed", "response.incomplete"):
+            if kind == "response.incomplete":
+                details = getattr(event.response, "incomplete_details", None)
+                log.warning("the answer is incomplete: %s", getattr(details, "reason", None))
+            return usage_of(getattr(event.response, "usage", None))
+        elif kind == "response.failed":
             error = event.response.error
             code = error.code if error else None
-            if code == "context_length_exceeded":
-                raise ContextOverflow(error.message if error else "")
-            log.error("response failed: %s", error)
+            message = error.message if error else ""
+            if code == "context_length_exceeded" or is_overflow_message(message):
+                raise ContextOverflow(message)
+            log.error("response failed: %s", code)
             raise Unavailable(f"response failed: {code}")
-        elif event.type == "error":
-            if event.code == "context_length_exceeded":
+        elif kind == "error":
+            if event.code == "context_length_exceeded" or is_overflow_message(event.message):
                 raise ContextOverflow(event.message)
-            log.error("stream error: %s %s", event.code, event.message)
+            log.error("stream error: %s", event.code)
             raise Unavailable(f"stream error: {event.code}")
-        return usage
+        return None
 
     async def _confirm_gone(self, thread_id: str) -> bool:
         """A bare 404 (compatible servers): ask whether the conversation still exists."""
@@ -175,6 +253,8 @@ class ConversationsAssistant:
             return True
         except openai.APIError as exc:
             raise translate(exc, what="checking a conversation") from None
+        except BROKEN_BODY:
+            return False
         return False
 
     async def delete_thread(self, thread_id: str) -> None:
@@ -201,16 +281,16 @@ class ConversationsAssistant:
 
     async def summarize(self, turns: Sequence[Turn]) -> str:
         transcript = "\n".join(f"{t['role']}: {t['text']}" for t in turns)
+        params = {"model": self.settings.openai_model, "instructions": SUMMARY_INSTRUCTIONS, "input": transcript,
+                  "store": False}
+        what = "summarising"
         try:
-            response = await self.client.responses.create(
-                model=self.settings.openai_model,
-                instructions=SUMMARY_INSTRUCTIONS,
-                input=transcript,
-                store=False,
-            )
+            response = await self.server.call("responses", self.client.responses.create, params)
         except openai.APIError as exc:
-            raise translate(exc, what="summarising") from None
-        return response.output_text.strip()
+            raise translate(exc, what=what) from None
+        except BROKEN_BODY as exc:
+            raise broken(what, describe_broken(exc)) from None
+        return text_of(response, what).strip()
 
     async def close(self) -> None:
         await self.client.close()

@@ -4,6 +4,7 @@ from bot.store.chat_history import ChatHistory, Message
 from bot.store.connect import RedisClient, StoreError, make_redis
 from bot.store.lock import Duplicate, LockBusy, RedisLock
 from bot.store.records import Admission, FinishedTurn, ReleaseMode, ThreadRecord, Tombstone
+from bot.store.server_notes import ServerNotes
 from bot.store.store import Store
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "RedisClient",
     "RedisLock",
     "ReleaseMode",
+    "ServerNotes",
     "Store",
     "StoreError",
     "ThreadRecord",

@@ -8,6 +8,7 @@ updated in a separate step on Cluster.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from bot.domain import ThreadKey
@@ -78,3 +79,7 @@ class Keys:
 
     def janitor_lock(self) -> str:
         return self._k("janitor", "lock")
+
+    def server_notes(self, server: str) -> str:
+        """Hash: facts learned about one assistant server and model (``server`` holds the base URL: hashed)."""
+        return self._k("server", hashlib.sha256(server.encode()).hexdigest()[:16])

@@ -22,6 +22,7 @@ from bot.store.keys import Keys
 from bot.store.lock import RedisLock
 from bot.store.records import Admission, FinishedTurn, ThreadRecord
 from bot.store.retention import RetentionReads
+from bot.store.server_notes import ServerNotes
 
 log = logging.getLogger("threadkeeper.store")
 
@@ -75,6 +76,8 @@ class Store(RetentionReads):
         self.scripts = Scripts(redis)
         self.chat = ChatHistory(redis, self.keys, idle_ttl=idle_ttl, cluster=cluster)
         """The chat backend's history (its own thread ids, same idle TTL)."""
+        self.notes = ServerNotes(redis, self.keys)
+        """Facts learned about the assistant server (refused parameters, context size), shared by workers."""
 
     @property
     def pending_ttl(self) -> float:
