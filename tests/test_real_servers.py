@@ -143,6 +143,39 @@ async def test_an_unrelated_4xx_drops_nothing(make_runtime: MakeRuntime, fake_op
     assert "truncation" in (fake_openai.requests[-1].json or {})
 
 
+async def test_a_fastapi_422_for_an_extra_field_is_a_refusal(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(openai_max_retries=0)
+    detail = [{"type": "extra_forbidden", "loc": ["body", "prompt_cache_key"], "msg": "Extra inputs are not permitted"}]
+    fake_openai.fail_next(422, body={"detail": detail}, path_prefix="/v1/responses")
+    answer = await rt.core.handle(msg("hi", "m1"))
+    assert answer is not None and answer.text == "echo: hi"
+    assert await rt.assistant.refused_params() == ["prompt_cache_key"]
+
+
+async def test_a_5xx_that_names_a_parameter_without_refusing_it_drops_nothing(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(openai_max_retries=0)
+    fake_openai.fail_next(500, body={"detail": "failed to store the response"}, path_prefix="/v1/responses")
+    with pytest.raises(Exception):  # noqa: B017
+        await summarise(rt, 1)
+    assert await rt.assistant.refused_params() == []
+    await summarise(rt, 2)
+    assert (fake_openai.requests[-1].json or {}).get("store") is False
+
+
+async def test_an_expired_refusal_is_tried_again(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
+    fake_openai.refuse_param("truncation")
+    rt = await make_runtime(openai_max_retries=0)
+    await answer_message(rt, 1)
+    assert not rt.assistant.supported("truncation")
+    await rt.redis.delete(Keys(rt.settings.redis_prefix).server_notes(f"{fake_openai.base_url}|gpt-test"))
+    assert await rt.assistant.refused_params() == []
+    assert rt.assistant.supported("truncation")
+
+
 # -- overflow in every shape (Conversations backend: the core rolls over) -----------------------------
 LLAMA_BODY = {"error": {"code": 400, "type": "exceed_context_size_error",
                         "message": "request (930 tokens) exceeds the available context size (512 tokens), try "

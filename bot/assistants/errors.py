@@ -43,6 +43,11 @@ OVERFLOW_WORDS = (
     "context_length_exceeded",
     "too many tokens",
 )
+REFUSAL_WORDS = (
+    "not supported", "unsupported", "not support", "unknown", "unrecognized", "unrecognised", "not allowed",
+    "not permitted", "extra", "invalid", "unexpected", "not accept", "not available",
+)
+"""Words of a refusal: a parameter named in an error without them (e.g. "failed to store") is no refusal."""
 _NOT_CONTENT = frozenset({401, 403, 404, 408, 409, 429})
 """Statuses whose words say nothing about the request's parameters or size."""
 _CTX_NUMBER = (
@@ -127,7 +132,8 @@ def refused_params(exc: openai.APIError, sent: Iterable[str]) -> list[str]:
     """Which of the optional parameters ``sent`` this error refuses: named by ``param`` or in its words.
 
     4xx (but not auth, not-found, conflict or rate limits) and 5xx count, since gateways relay an
-    upstream's refusal as a 500. An overflow or a lock is never a refusal.
+    upstream's refusal as a 500; without ``param``, the words must name the parameter and refuse
+    (:data:`REFUSAL_WORDS`). An overflow or a lock is never a refusal.
     """
     status = _status(exc)
     if status is None or status in _NOT_CONTENT or exc.code == "conversation_locked" or overflow_of(exc):
@@ -136,6 +142,8 @@ def refused_params(exc: openai.APIError, sent: Iterable[str]) -> list[str]:
     if exc.param in names:
         return [exc.param]
     text = error_text(exc)
+    if not any(words in text for words in REFUSAL_WORDS):
+        return []
     return [name for name in names if re.search(rf"(?<![a-z0-9_]){re.escape(name)}(?![a-z0-9_])", text)]
 
 

@@ -73,6 +73,9 @@ class ServerMemory:
         self.notes = notes
         self.refresh = refresh
         self._fields: dict[str, str] = {}
+        """What this process knows: the shared notes as last read, plus :attr:`_unshared`."""
+        self._unshared: dict[str, str] = {}
+        """Facts learned here that the shared notes could not take (kept until the process ends)."""
         self._loaded = float("-inf")
 
     # -- reading -------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ class ServerMemory:
         except Exception as exc:  # the notes are an optimisation: never fail a message on them
             log.warning("cannot read the shared server notes (%s); using what this process knows", exc)
             return
-        self._fields.update(shared)
+        self._fields = {**shared, **self._unshared}  # an expired fact is forgotten here too
 
     def supported(self, endpoint: str, param: str) -> bool:
         return _refused_field(endpoint, param) not in self._fields
@@ -114,6 +117,7 @@ class ServerMemory:
             return await self.notes.write(self.server, field, value, replace=replace)
         except Exception as exc:
             log.warning("cannot write the shared server notes (%s); only this process remembers", exc)
+            self._unshared[field] = value
             return not known
 
     async def refuse(self, endpoint: str, params: list[str], status: int | None) -> None:
