@@ -50,7 +50,7 @@ def _where(url: str) -> str:
     try:
         return redact_url(url)
     except ValueError:
-        return re.sub(r"//[^/@]*@", "//", url)
+        return re.sub(r"//[^/]*@", "//", url)
 
 
 def redis_problem(settings: Settings, finding: Finding) -> tuple[str, str, str] | None:
