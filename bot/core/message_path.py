@@ -87,7 +87,7 @@ class Core:
                 self.metrics.errors.labels("Unavailable").inc()
                 raise Unavailable("thread lock wait timed out") from None
             except BotError as exc:
-                self.metrics.errors.labels(type(exc).__name__).inc()
+                self.metrics.errors.labels(_kind(exc)).inc()
                 raise
             except StoreError as exc:
                 self.metrics.errors.labels("Redis").inc()
@@ -294,6 +294,11 @@ class Core:
             self.metrics.in_flight.dec()
             if self._in_flight == 0:
                 self._idle.set()
+
+
+def _kind(exc: BotError) -> str:
+    """The metric label: the nearest error class users can meet (a backend's subclasses count as their base)."""
+    return next(c.__name__ for c in type(exc).__mro__ if c.__module__ == BotError.__module__)
 
 
 class _Silent(BotError):

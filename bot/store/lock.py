@@ -166,10 +166,18 @@ class RedisLock:
         if self._released:
             return
         self._released = True
+        releasing = asyncio.ensure_future(
+            self.store.scripts.release(keys=self._claim_keys, args=[self.token, mode, _ms(self.store.dedupe_ttl)])
+        )
+        releasing.add_done_callback(_retrieved)
         with contextlib.suppress(StoreError):
-            await asyncio.shield(
-                self.store.scripts.release(keys=self._claim_keys, args=[self.token, mode, _ms(self.store.dedupe_ttl)])
-            )
+            await asyncio.shield(releasing)
+
+
+def _retrieved(task: asyncio.Future[object]) -> None:
+    """A release that outlived its cancelled holder fails quietly: the lock lapses by itself."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("releasing a lock failed: %s", task.exception())
 
 
 def _ms(seconds: float) -> int:

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any, cast
 
+import bot.store.scripts as lua
 from bot.domain import ThreadKey, Turn
-from bot.store import scripts as lua
 from bot.store.chat_history import ChatHistory
 from bot.store.connect import RedisClient
 from bot.store.keys import Keys
