@@ -50,6 +50,7 @@ class Runtime:
     others: dict[str, Assistant] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.core.close()
         for assistant in (self.assistant, *self.others.values()):
             await assistant.close()
         await self.store.close()

@@ -25,12 +25,14 @@ async def store(redis_url: str, prefix: str) -> AsyncIterator[Store]:
     await client.aclose()
 
 
-def test_keys_share_one_hash_tag_per_thread() -> None:
+def test_keys_share_one_hash_tag_per_thread_that_names_nobody() -> None:
     keys = Keys("tk")
     tagged = [keys.thread(KEY), keys.turns(KEY), keys.lock(KEY), keys.seen(KEY, "m1")]
     tags = {k[k.index("{") + 1 : k.index("}")] for k in tagged}
-    assert tags == {KEY.id}
+    assert tags == {KEY.digest}
     assert all(k.startswith("tk:") for k in tagged)
+    per_user = [keys.tokens(KEY, "20261201"), keys.rate(KEY, 1), keys.user(KEY.user_id)]
+    assert not any(part in k for k in tagged + per_user for part in ("G1", "odd", "U1"))
     assert ThreadKey.parse(KEY.id) == KEY
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,14 +131,22 @@ class ConversationsAssistant:
         items: list[Any] = [
             {"type": "message", "role": t["role"], "content": t["text"]} for t in list(seed)[-MAX_SEED_ITEMS:]
         ]
-        metadata = {"app": "threadkeeper", "platform": key.platform, "user": hash_user(key.platform, key.user)}
-        params: dict[str, Any] = {"metadata": metadata}
+        request = uuid.uuid4().hex
+        metadata = {"app": "threadkeeper", "platform": key.platform, "user": hash_user(key.platform, key.user),
+                    "tk_request": request}
+        params: dict[str, Any] = {"metadata": metadata, "extra_headers": {"Idempotency-Key": f"tk-{request}"}}
         if items:
             params["items"] = items
         what = "creating a conversation"
+        # Never retried blindly: a create that timed out may still have happened on the server.
+        create = self.client.with_options(max_retries=0).conversations.create
         try:
-            conv = await self.server.call("conversations", self.client.conversations.create, params)
+            conv = await self.server.call("conversations", create, params)
             conv_id = conv.id
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            log.warning("creating a conversation for %s failed (%s); if the server made it anyway it is tagged "
+                        "tk_request=%s in its metadata and was not recorded", key.digest, type(exc).__name__, request)
+            raise translate(exc, what=what) from None
         except openai.APIError as exc:
             raise translate(exc, what=what) from None
         except BROKEN_BODY as exc:

@@ -8,7 +8,8 @@ remotely, and every deletion follows one order that loses and leaks nothing if i
 2. write a tombstone for the remote thread (the remote deletion is now owed),
 3. delete the remote thread,
 4. delete the local mapping, kept turns and index entries,
-5. drop the tombstone.
+5. drop the tombstone (or, when the remote deletion failed, keep it without the key: nothing
+   local is left, and an erased user must not stay named in Redis).
 
 Interrupted anywhere, either nothing was deleted or a tombstone remains, and the next janitor pass
 (:meth:`Deleter.retry`) completes the deletion: kept turns never outlive their tombstone.
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from bot.assistants.base import Assistant
-from bot.domain import ThreadKey
+from bot.domain import ThreadKey, hash_user
 from bot.store import LockBusy, Store, ThreadRecord, Tombstone
 
 log = logging.getLogger("threadkeeper.deleter")
@@ -62,6 +63,9 @@ class Deleter:
             log.warning("%s maps to a new thread now; kept it", key.digest)
         if done:
             await self.store.remove_tombstone(record.thread_id)
+        else:
+            # Nothing local is left to delete: the owed deletion no longer needs to name the key.
+            await self.store.add_tombstone(record.thread_id, backend, owner=hash_user(key.platform, key.user))
         return done
 
     async def discard(self, thread_id: str, backend: str, key: ThreadKey | None) -> bool:

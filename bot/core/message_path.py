@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
+from bot.assistants.errors import UnknownModel
 from bot.config import Settings
 from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
@@ -29,6 +30,10 @@ log = logging.getLogger("threadkeeper.core")
 
 ROLLOVER_TURNS = 6
 """Items re-primed into a thread that replaces one that outgrew the context window."""
+MODEL_RECHECK = 30.0
+"""Seconds a wrong ``OPENAI_MODEL`` is answered without any assistant call before it is checked again."""
+UNRECORDED_RETRY = 30.0
+"""Seconds between tries to delete threads that were made but could not be recorded."""
 
 
 class Core:
@@ -57,6 +62,12 @@ class Core:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
+        self._model_known = False
+        self._model_bad_until = 0.0
+        self._model_check: asyncio.Future[None] | None = None
+        self.unrecorded: set[str] = set()
+        """Remote threads made but never recorded (Redis failed in between): deleted by this process."""
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- public API ------------------------------------------------------------------
     async def handle(self, msg: Incoming, on_delta: DeltaCallback | None = None) -> Answer | None:
@@ -127,6 +138,18 @@ class Core:
             return True
         except TimeoutError:
             return False
+
+    async def close(self) -> None:
+        """One last try at threads made but never recorded, then stop retrying (the log names what is left)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for thread_id in sorted(self.unrecorded):
+            try:
+                await self.assistant.delete_thread(thread_id)
+                self.unrecorded.discard(thread_id)
+            except Exception as exc:
+                log.error("left unrecorded thread %s on the provider (%s): delete it by hand", thread_id, exc)
 
     @property
     def in_flight(self) -> int:
@@ -201,13 +224,18 @@ class Core:
             # save_thread() queues the other backend's thread for deletion by the janitor.
             log.info("thread of %s belongs to backend %r; starting a new one on %r", key.digest, backend, name)
             thread_id = ""
+        if time.monotonic() < self._model_bad_until:
+            raise UnknownModel("OPENAI_MODEL is still unknown to the server; not asking again yet")
         fresh = not thread_id
         if fresh:
+            await self._check_model()
             thread_id = await self._create(key, [])
         try:
             sent = await self._send(thread_id, text, key, on_delta)
             return Answer(sent.text, thread_id, usage=sent.usage)
-        except Misconfigured:
+        except Misconfigured as exc:
+            if isinstance(exc, UnknownModel):
+                self._model_bad_until = time.monotonic() + MODEL_RECHECK
             if fresh:
                 await self._discard(key, thread_id)
             raise
@@ -216,7 +244,7 @@ class Core:
         except ContextOverflow:
             reason, seed = "context", await self._rollover_seed(key)
         old = thread_id
-        thread_id = await self._create(key, seed)
+        thread_id = await self._create(key, seed, gone=old if reason == "gone" else "")
         self.metrics.recoveries.labels(reason).inc()
         if reason == "context":
             log.info("thread %s outgrew the context window; rolled over to %s (%s)", old, thread_id, key.digest)
@@ -233,10 +261,54 @@ class Core:
             raise TooLong("message alone exceeds the context window") from None
         return Answer(sent.text, thread_id, recovered=True, usage=sent.usage)
 
-    async def _create(self, key: ThreadKey, seed: list[Turn]) -> str:
+    async def _check_model(self) -> None:
+        """Before the first thread this process makes: is ``OPENAI_MODEL`` known? (No thread for a wrong one.)
+
+        One check at a time: messages arriving together wait for the same answer."""
+        if self._model_known:
+            return
+        if self._model_check is None or self._model_check.done():
+            self._model_check = asyncio.ensure_future(self.assistant.check_model())
+        try:
+            await asyncio.shield(self._model_check)
+        except UnknownModel:
+            self._model_bad_until = time.monotonic() + MODEL_RECHECK
+            raise
+        self._model_known = True
+
+    async def _create(self, key: ThreadKey, seed: list[Turn], *, gone: str = "") -> str:
         thread_id = await self.assistant.create_thread(key, seed)
-        await self.store.save_thread(key, thread_id, self.assistant.name)
+        try:
+            await self.store.save_thread(key, thread_id, self.assistant.name, gone=gone)
+        except BaseException:
+            # Nothing could ever find this thread again: delete it now, or keep trying from here.
+            await asyncio.shield(self._drop_unrecorded(thread_id))
+            raise
         return thread_id
+
+    async def _drop_unrecorded(self, thread_id: str) -> None:
+        try:
+            await self.assistant.delete_thread(thread_id)
+        except Exception as exc:
+            self.unrecorded.add(thread_id)
+            log.error("thread %s could not be recorded nor deleted (%s); retrying every %.0f s", thread_id, exc,
+                      UNRECORDED_RETRY)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep_unrecorded())
+            return
+        log.warning("deleted thread %s at once: it could not be recorded", thread_id)
+
+    async def _sweep_unrecorded(self) -> None:
+        while self.unrecorded:
+            await asyncio.sleep(UNRECORDED_RETRY)
+            for thread_id in sorted(self.unrecorded):
+                try:
+                    await self.assistant.delete_thread(thread_id)
+                except Exception as exc:
+                    log.warning("unrecorded thread %s still not deleted: %s", thread_id, exc)
+                    continue
+                self.unrecorded.discard(thread_id)
+                log.info("deleted unrecorded thread %s", thread_id)
 
     async def _send(self, thread_id: str, text: str, key: ThreadKey, on_delta: DeltaCallback | None) -> Sent:
         started = time.perf_counter()
@@ -263,9 +335,9 @@ class Core:
         return [Turn(role="assistant", text=f"(Summary of our earlier conversation: {summary})"), *recent]
 
     async def _discard(self, key: ThreadKey, thread_id: str) -> None:
-        """Undo a thread made for a message that could not be answered at all."""
-        with contextlib.suppress(Exception):
-            await self.assistant.delete_thread(thread_id)
+        """Undo a thread made for a message that could not be answered at all (owed if the provider fails)."""
+        with contextlib.suppress(StoreError):
+            await self.deleter.discard(thread_id, self.assistant.name, key)
             await self.store.delete_local(key, thread_id)
 
     async def _user_keys(self, key: ThreadKey) -> list[ThreadKey]:

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from bot.domain import ThreadKey
+from bot.domain import ThreadKey, hash_user
 from bot.durations import DurationError, format_duration, parse_duration
 from bot.runtime import Runtime
 from bot.store import ThreadRecord
@@ -239,8 +239,9 @@ async def cmd_forget_user(runtime: Runtime, args: argparse.Namespace, out: TextI
         threads += (await runtime.core.forget(key)).threads
     # Deletions still owed for this user (a failed forget now or earlier): one more try each.
     deleter = runtime.core.deleter
+    owner = hash_user(args.platform, args.user_id)
     for stone in await runtime.store.tombstones():
-        if stone.key is not None and mine(stone.key):
+        if (stone.key is not None and mine(stone.key)) or (stone.key is None and stone.owner == owner):
             pending += int(await deleter.retry(stone, wait=2 * runtime.store.lock_ttl) in ("queued", "busy"))
     print(f"Erased {threads} threads of {args.platform} user {args.user_id}.", file=out)
     if pending:

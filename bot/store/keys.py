@@ -1,9 +1,13 @@
 """One key builder for every Redis key: ``{prefix}:{kind}:{id}``.
 
-Every key that belongs to one thread carries the thread key as a hash tag
-(``{platform:workspace:channel:user}``), so multi-key scripts stay on one
-Cluster slot. Keys that span threads (index, user sets, tombstones) are
-updated in a separate step on Cluster.
+Every key that belongs to one thread carries the thread key's one-way digest
+as a hash tag (``{3f2a…}``), so multi-key scripts stay on one Cluster slot;
+per-user keys carry the digest of the user within a workspace. No key *name*
+ever holds a platform id in clear, so the keys that must outlive an erasure
+(dedupe markers, daily token counters: ``/forget`` must not reset a budget)
+name nobody. Only the index (key id -> thread) names users, and erasure
+removes those entries. Keys that span threads (index, user sets, tombstones)
+are updated in a separate step on Cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +16,11 @@ import hashlib
 from dataclasses import dataclass
 
 from bot.domain import ThreadKey
+
+
+def _user_tag(user_id: str) -> str:
+    """A user within a workspace, one-way: the tag of their rate, budget and thread-set keys."""
+    return hashlib.sha256(user_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,33 +32,33 @@ class Keys:
 
     # Per thread (hash-tagged by the thread key)
     def thread(self, key: ThreadKey) -> str:
-        return self._k("thread", f"{{{key.id}}}")
+        return self._k("thread", f"{{{key.digest}}}")
 
     def turns(self, key: ThreadKey) -> str:
-        return self._k("turns", f"{{{key.id}}}")
+        return self._k("turns", f"{{{key.digest}}}")
 
     def lock(self, key: ThreadKey) -> str:
-        return self._k("lock", f"{{{key.id}}}")
+        return self._k("lock", f"{{{key.digest}}}")
 
     def seen(self, key: ThreadKey, message_id: str) -> str:
-        return self._k("seen", f"{{{key.id}}}:{message_id}")
+        return self._k("seen", f"{{{key.digest}}}:{message_id}")
 
     # Per user (hash-tagged by the user within a workspace)
     def rate(self, key: ThreadKey, window: int) -> str:
-        return self._k("rate", f"{{{key.user_id}}}:{window}")
+        return self._k("rate", f"{{{_user_tag(key.user_id)}}}:{window}")
 
     def rate_notice(self, key: ThreadKey, window: int) -> str:
-        return self._k("ratenote", f"{{{key.user_id}}}:{window}")
+        return self._k("ratenote", f"{{{_user_tag(key.user_id)}}}:{window}")
 
     def tokens(self, key: ThreadKey, day: str) -> str:
-        return self._k("tokens", f"{{{key.user_id}}}:{day}")
+        return self._k("tokens", f"{{{_user_tag(key.user_id)}}}:{day}")
 
     def budget_notice(self, key: ThreadKey, day: str) -> str:
-        return self._k("budgetnote", f"{{{key.user_id}}}:{day}")
+        return self._k("budgetnote", f"{{{_user_tag(key.user_id)}}}:{day}")
 
     def user(self, user_id: str) -> str:
-        """Set of thread key ids of one user in one workspace (``ThreadKey.user_id``)."""
-        return self._k("user", user_id)
+        """Set of thread key ids of one user in one workspace (``ThreadKey.user_id``); empty sets vanish."""
+        return self._k("user", _user_tag(user_id))
 
     # Chat backend history, tagged by its own thread id
     def chat_meta(self, thread_id: str) -> str:

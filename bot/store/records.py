@@ -45,6 +45,8 @@ class Tombstone:
     thread_id: str
     backend: str
     key: ThreadKey | None = None
+    owner: str = ""
+    """Once the key's local records are gone: the owner as a one-way digest (``hash_user``), never the key."""
 
 
 @dataclass(frozen=True, slots=True)

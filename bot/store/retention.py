@@ -27,12 +27,12 @@ class RetentionReads:
         """Every remote deletion still owed."""
         out: list[Tombstone] = []
         async for tid, entry in self.redis.hscan_iter(self.keys.tombstones, count=500):
-            backend, _, key_id = _str(entry).partition(" ")
+            backend, key_id, owner = [*_str(entry).split(" ", 2), "", ""][:3]
             key: ThreadKey | None = None
             if key_id and key_id != "-":
                 with contextlib.suppress(ValueError):
                     key = ThreadKey.parse(key_id)
-            out.append(Tombstone(_str(tid), backend, key))
+            out.append(Tombstone(_str(tid), backend, key, owner))
         return out
 
     async def tombstone_count(self) -> int:

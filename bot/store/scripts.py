@@ -65,9 +65,11 @@ end
 return 1
 """
 
-# KEYS: thread, turns, [index, index_ids, user, tombstones]. ARGV: thread_id, backend, now, ttl_ms, key_id
+# KEYS: thread, turns, [index, index_ids, user, tombstones].
+# ARGV: thread_id, backend, now, ttl_ms, key_id, gone_thread_id ('' = none)
 # A new thread for a key. If the durable index still names an older thread (say its mapping
-# expired before the janitor came by), that one is queued for remote deletion, never orphaned.
+# expired before the janitor came by), that one is queued for remote deletion, never orphaned,
+# unless it is the one the provider just said is gone: nothing is left to delete there.
 SAVE = """
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'backend', ARGV[2], 'created', ARGV[3], 'last_active', ARGV[3])
 redis.call('HDEL', KEYS[1], 'input_tokens', 'output_tokens')
@@ -78,7 +80,9 @@ if KEYS[3] then
   local old = redis.call('HGET', KEYS[4], ARGV[5])
   if old and old ~= entry then
     local sp = string.find(old, ' ', 1, true)
-    if sp then redis.call('HSET', KEYS[6], string.sub(old, sp + 1), string.sub(old, 1, sp - 1) .. ' ' .. ARGV[5]) end
+    if sp and string.sub(old, sp + 1) ~= ARGV[6] then
+      redis.call('HSET', KEYS[6], string.sub(old, sp + 1), string.sub(old, 1, sp - 1) .. ' ' .. ARGV[5])
+    end
   end
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
   redis.call('HSET', KEYS[4], ARGV[5], entry)

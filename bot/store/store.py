@@ -144,21 +144,23 @@ class Store(RetentionReads):
                 await self.add_tokens(key, turn.input_tokens + turn.output_tokens)
         return bool(await self.scripts.finish(keys=keys, args=args))
 
-    async def save_thread(self, key: ThreadKey, thread_id: str, backend: str) -> None:
+    async def save_thread(self, key: ThreadKey, thread_id: str, backend: str, *, gone: str = "") -> None:
         """Record a new thread at once, so it is never orphaned if the send that follows fails.
 
-        An older thread still named by the durable index is queued for remote deletion.
+        An older thread still named by the durable index is queued for remote deletion, unless it
+        is ``gone``: the provider just said it no longer exists.
         """
         now = time.time()
         keys = [self.keys.thread(key), self.keys.turns(key)]
-        args: list[str | int] = [thread_id, backend, repr(now), _ms(self.idle_ttl), key.id]
+        args: list[str | int] = [thread_id, backend, repr(now), _ms(self.idle_ttl), key.id, gone]
         if not self.cluster:
             await self.scripts.save(keys=[*keys, *self._globals(key), self.keys.tombstones], args=args)
             return
         old = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
         if old and _str(old) != f"{backend} {thread_id}":
             old_backend, _, old_id = _str(old).partition(" ")
-            await self.add_tombstone(old_id, old_backend, key)
+            if old_id != gone:
+                await self.add_tombstone(old_id, old_backend, key)
         await self._index_update(key, thread_id, backend, now)
         await self.scripts.save(keys=keys, args=args)
 
@@ -243,8 +245,11 @@ class Store(RetentionReads):
                     await pipe.execute()
         return ok
 
-    async def add_tombstone(self, thread_id: str, backend: str, key: ThreadKey | None = None) -> None:
-        await self.redis.hset(self.keys.tombstones, thread_id, f"{backend} {key.id if key else '-'}")  # type: ignore[misc]
+    async def add_tombstone(self, thread_id: str, backend: str, key: ThreadKey | None = None, *,
+                            owner: str = "") -> None:
+        """Owe a remote deletion. ``key`` while local records remain; then only ``owner``, a one-way digest."""
+        value = f"{backend} {key.id if key else '-'}" + (f" {owner}" if owner else "")
+        await self.redis.hset(self.keys.tombstones, thread_id, value)  # type: ignore[misc]
 
     async def remove_tombstone(self, thread_id: str) -> None:
         await self.redis.hdel(self.keys.tombstones, thread_id)  # type: ignore[misc]
