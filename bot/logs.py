@@ -1,4 +1,4 @@
-"""Logging set-up: text or JSON lines on stderr, secrets masked."""
+"""Logging set-up: text or JSON lines on stderr, secrets masked, libraries' expected start-up notes dropped."""
 
 from __future__ import annotations
 
@@ -46,9 +46,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+EXPECTED_NOTES: frozenset[tuple[str, str]] = frozenset({
+    # Bolt reads SLACK_BOT_TOKEN from the environment even when given a client (whose token it uses).
+    ("slack_bolt.AsyncApp", "As you gave `client` as well, `token` will be unused."),
+    # The bot has no voice features, so it needs neither PyNaCl nor davey.
+    ("discord.client", "PyNaCl is not installed, voice will NOT be supported"),
+    ("discord.client", "davey is not installed, voice will NOT be supported"),
+})
+"""(logger, message) of warnings libraries give at every start about things the bot does not use."""
+
+
+class ExpectedNotesFilter(logging.Filter):
+    """Drops exactly the :data:`EXPECTED_NOTES`; every other record of those loggers passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.name, str(record.msg)) not in EXPECTED_NOTES
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, so that a terminal UI that redirects
+    it (prompt_toolkit's ``patch_stdout``) shows log lines above its prompt instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def quiet_for_terminal() -> None:
+    """A person chats in this terminal: only warnings and errors on stderr, not INFO in the middle of it."""
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.addFilter(MaskingFilter())
+    handler.addFilter(ExpectedNotesFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
