@@ -24,6 +24,14 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("threadkeeper_in_flight", "Answers in progress", registry=r)
+        self.platform_refused = Counter(
+            "threadkeeper_platform_refused", "Platform calls refused by a rate limit (HTTP 429)",
+            ["platform", "method"], registry=r,
+        )
+        self.answers_late = Counter(
+            "threadkeeper_answers_late", "Answers delivered after the platform refused one of their calls",
+            ["platform"], registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from bot.config import Settings
 from bot.core import Core
 from bot.metrics import Metrics
 from bot.store import RedisClient, Store, make_redis
+from bot.store.pacing import SharedLanes
 
 
 def redis_for(settings: Settings) -> RedisClient:
@@ -48,6 +49,8 @@ class Runtime:
     core: Core
     metrics: Metrics
     others: dict[str, Assistant] = field(default_factory=dict)
+    pacer: SharedLanes | None = None
+    """Platform rate-limit lanes shared by every worker (the adapters pace their calls with them)."""
 
     async def close(self) -> None:
         await self.core.close()
@@ -68,7 +71,7 @@ def build_runtime(settings: Settings, *, redis: RedisClient | None = None) -> Ru
                 others[name] = make_assistant(settings, store, name)
     metrics = Metrics()
     core = Core(store, assistant, settings, metrics=metrics, others=others)
-    return Runtime(settings, client, store, assistant, core, metrics, others)
+    return Runtime(settings, client, store, assistant, core, metrics, others, pacer=SharedLanes(client, store.keys))
 
 
 __all__ = ["Runtime", "build_runtime", "make_store", "redis_for"]

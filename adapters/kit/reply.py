@@ -7,7 +7,9 @@
 :meth:`Reply.close` whatever happened.
 
 Deltas never wait for the platform: a reply only buffers them and wakes its :class:`Pump`, which
-renders what has accumulated at most once per interval (platforms rate-limit edits).
+renders what has accumulated at most once per interval (platforms rate-limit edits). Those renders
+are a luxury: under a rate limit a flush may skip its edit and say when to try again
+(:mod:`adapters.kit.pacing`); the final text never waits behind them.
 """
 
 from __future__ import annotations
@@ -71,13 +73,15 @@ class Pump:
 
     The first :meth:`wake` starts the task, which flushes at once; later wakes are folded into one
     flush after the interval, counted from the *end* of the last request so two never reach the
-    platform closer than that. ``errors`` from a flush are logged and the pump goes on; anything
-    else ends it and is raised by :meth:`stop`.
+    platform closer than that. A flush that returns a number skipped its work (the platform's budget
+    is spent): the pump flushes again after that many seconds (at least the interval), woken or not.
+    ``errors`` from a flush are logged and the pump goes on; anything else ends it and is raised by
+    :meth:`stop`.
     """
 
     def __init__(
         self,
-        flush: Callable[[], Awaitable[None]],
+        flush: Callable[[], Awaitable[float | None]],
         *,
         interval: float,
         errors: tuple[type[BaseException], ...],
@@ -125,9 +129,12 @@ class Pump:
             self._dirty.clear()
             if self._stopping.is_set():
                 return
+            later: float | None = None
             try:
-                await self._flush()
+                later = await self._flush()
             except self._errors as exc:
                 self._log.warning("could not update the answer in progress: %s", exc)
+            if later is not None:
+                self._dirty.set()  # what was skipped is still to show
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                await asyncio.wait_for(self._stopping.wait(), max(self._interval, later or 0.0))

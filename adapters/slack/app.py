@@ -11,8 +11,10 @@ deliveries (Slack retries with ``X-Slack-Retry-Num``) are the core's business: i
 it still answers a genuine retry after a crash. So retries are *not* dropped here.
 
 The adapter parses (:mod:`adapters.slack.parse`) and renders (:mod:`adapters.slack.reply`); the
-kit (:mod:`adapters.kit`) runs the answer, tracks the tasks and words the replies. It never touches
-Redis or OpenAI.
+kit (:mod:`adapters.kit`) runs the answer, tracks the tasks and words the replies. Every Slack call
+is paced under Slack's rate limits and retried after ``Retry-After`` (:mod:`adapters.slack.limits`),
+through lanes shared by every worker of the workspace (``runtime.pacer``). It never touches Redis or
+OpenAI itself.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.reply import deliver
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
+from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
-from adapters.slack.reply import SEND_ERRORS, SlackReply, StreamSupport
+from adapters.slack.reply import DELIVERY_ERRORS, SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
 from bot.domain import ForgetResult
 from bot.runtime import Runtime
@@ -76,7 +80,8 @@ HOST = "0.0.0.0"
 class SlackAdapter:
     """The Bolt app, its transport (HTTP or Socket Mode) and the answers in flight."""
 
-    def __init__(self, runtime: Runtime, *, update_interval: float = 1.0, host: str = HOST) -> None:
+    def __init__(self, runtime: Runtime, *, update_interval: float = 1.0, host: str = HOST,
+                 deliver_within: float = DELIVER_WITHIN) -> None:
         settings = runtime.settings
         self.settings: Settings = settings
         self.core = runtime.core
@@ -98,6 +103,10 @@ class SlackAdapter:
         # before the ack costs nothing, and "acknowledged" then means "the work has started".
         self.app = AsyncApp(client=self.client, signing_secret=secret, name="threadkeeper",
                             process_before_response=True, request_verification_enabled=self.mode == "http")
+        self.calls = SlackCalls(Pacer(runtime.pacer or LocalLanes()), metrics=runtime.metrics,
+                                deliver_within=deliver_within)
+        """Paced, retried calls (the client's retry handlers are theirs: no blind re-post of a message)."""
+        self.calls.install(self.client)
         self.streams = StreamSupport()
         self.registered_events: set[str] = set()
         self.registered_commands: set[str] = set()
@@ -155,6 +164,8 @@ class SlackAdapter:
             self.client,
             parsed.target,
             streams=self.streams,
+            calls=self.calls,
+            digest=parsed.incoming.key.digest,
             interval=self.update_interval,
             # A retry may race the first delivery's answer: never touch the status it shows.
             show_status=parsed.target.is_dm and not retried,
@@ -171,14 +182,19 @@ class SlackAdapter:
                 text = forget_text(SLACK_FORGET, await self._do_forget(request), everything=request.everything)
         except Exception as exc:
             text = user_sentence(exc, log, "/forget")
+        delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), "/forget")
         try:
-            if respond is not None:
-                await respond(text=text, response_type="ephemeral")
+            if respond is not None and respond.response_url:
+                webhook = self.calls.webhook(respond.response_url)
+                sent = await self.calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
+                    text=text, response_type="ephemeral"))
+                if sent.status_code != 200:
+                    log.error("could not answer /forget: response_url answered %d %s", sent.status_code, sent.body)
             else:
-                await self.client.chat_postEphemeral(
-                    channel=str(body.get("channel_id")), user=str(body.get("user_id")), text=text
-                )
-        except SEND_ERRORS as exc:
+                channel = str(body.get("channel_id"))
+                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: self.client.chat_postEphemeral(
+                    channel=channel, user=str(body.get("user_id")), text=text), channel=channel)
+        except DELIVERY_ERRORS as exc:
             log.error("could not answer /forget: %s", exc)
 
     async def _do_forget(self, request: ForgetRequest) -> ForgetResult:
@@ -193,7 +209,8 @@ class SlackAdapter:
     # ---- transport -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Check the tokens (one-line :class:`ConfigError` if Slack refuses), then serve and connect."""
-        await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
+        identity = await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
+        self.calls.team = str(identity.get("team_id") or self.calls.team)
         wss_url = None
         if self.app_token is not None:
             opened = await self._check("SLACK_APP_TOKEN", self.client.apps_connections_open(app_token=self.app_token))

@@ -2,10 +2,10 @@
 
 Two ways, chosen per message:
 
-* **stream**: Slack's chat streaming API (``chat.startStream`` / ``appendStream`` / ``stopStream``
-  through ``AsyncWebClient.chat_stream``). Slack renders the model's Markdown itself. Streams are
-  replies, so this needs a thread to answer in; a workspace that refuses the API (``not_allowed``,
-  ``unknown_method``, ...) is remembered in :class:`StreamSupport` and not asked again.
+* **stream**: Slack's chat streaming API (``chat.startStream`` / ``appendStream`` / ``stopStream``).
+  Slack renders the model's Markdown itself. Streams are replies, so this needs a thread to answer in;
+  a workspace that refuses the API (``not_allowed``, ``unknown_method``, ...) is remembered in
+  :class:`StreamSupport` and not asked again.
 * **post**: a message posted at the first delta and edited with ``chat.update`` at most once per
   ``interval`` (Slack rate-limits edits), then the final text rendered with ``markdown_to_mrkdwn``
   and split with ``split_text`` into as many messages as it needs.
@@ -15,20 +15,31 @@ the stream shows the beginning while the model writes, then becomes the first of
 
 Deltas never wait for Slack: :meth:`SlackReply.on_delta` only appends to a buffer and wakes the
 reply's :class:`~adapters.kit.reply.Pump`, which sends what has accumulated at most once per ``interval``.
+
+Under Slack's rate limits (:mod:`adapters.slack.limits`) the streamed edits and appends are a luxury,
+skipped when the workspace's lane is busy (the next one carries their text); the final text is urgent:
+it waits for its turn, is retried after ``Retry-After`` and, if it still cannot get through by the
+deadline, the failure is logged as an ERROR with the thread's digest. Parts of a long answer go one
+after another, in order. A post whose outcome is unknown (a timeout) is never made again with the
+same text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.reply import Pump
 from adapters.kit.text import split_text
+from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
 from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
 from adapters.slack.parse import Target
 
@@ -36,12 +47,16 @@ log = logging.getLogger("threadkeeper.slack")
 
 SEND_ERRORS: tuple[type[BaseException], ...] = (SlackClientError, aiohttp.ClientError, TimeoutError)
 """What a Slack call may raise that must not lose the rest of the reply."""
+DELIVERY_ERRORS: tuple[type[BaseException], ...] = (Undelivered, *SEND_ERRORS)
+"""What delivering a final text may end in (logged as an ERROR with the thread's digest)."""
 
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
 """Stream errors that say nothing about whether the workspace supports streaming."""
 
 THINKING = "thinking…"
+
+Call = Callable[[], Awaitable[AsyncSlackResponse]]
 
 
 class StreamSupport:
@@ -72,6 +87,8 @@ class SlackReply:
         target: Target,
         *,
         streams: StreamSupport,
+        calls: SlackCalls | None = None,
+        digest: str = "-",
         interval: float = 1.0,
         show_status: bool = False,
         limit: int = SLACK_TEXT_LIMIT,
@@ -79,28 +96,28 @@ class SlackReply:
         self.client = client
         self.target = target
         self.streams = streams
+        self.calls = calls or SlackCalls(Pacer(LocalLanes()))
+        self.digest = digest
+        self.delivery = Delivery(target.team, digest)
+        """All of this answer's calls; its deadline is set when the final text is ready."""
         self.limit = limit
         self._show_status = show_status and target.thread_ts is not None
         self._status_set = False
         self.mode = "stream" if target.thread_ts and streams.enabled(target.team) else "post"
         self._text = ""
-        self._stream: AsyncChatStream | None = None
+        self._stream_ts: str | None = None
         self._streamed = 0
         self._ts: str | None = None
         self._shown = ""
+        self._unknown: set[str] = set()
+        """Texts of creating calls whose outcome is unknown (timed out): never sent again."""
         self._pump = Pump(self._push, interval=interval, errors=SEND_ERRORS, log=log, name="slack-reply")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def begin(self) -> None:
-        """Show "thinking…" in the AI-app pane while the assistant works."""
-        if self._show_status and self.target.thread_ts:
-            try:
-                await self.client.assistant_threads_setStatus(
-                    channel_id=self.target.channel, thread_ts=self.target.thread_ts, status=THINKING
-                )
-                self._status_set = True
-            except SEND_ERRORS as exc:
-                log.debug("could not set the assistant status: %s", exc)
+        """Show "thinking…" in the AI-app pane while the assistant works (a luxury: skipped under pressure)."""
+        if self._show_status:
+            self._status_set = await self._status(THINKING)
 
     async def on_delta(self, delta: str) -> None:
         self._text += delta
@@ -112,132 +129,221 @@ class SlackReply:
         if not text.strip():
             await self.discard()
             return
+        self._set_deadline()
+        try:
+            await self._final(text)
+        except DELIVERY_ERRORS as exc:
+            log.error("the answer for %s was not delivered in full: %s", self.digest, exc)
+            return
+        if self.delivery.refused and self.calls.metrics is not None:
+            self.calls.metrics.answers_late.labels("slack").inc()
+
+    async def fail(self, sentence: str) -> None:
+        """One short sentence in the thread; whatever already streamed stays as it is."""
+        await self._pump.stop()
+        self._set_deadline()
+        try:
+            if self._stream_ts is not None:
+                await self._stop_stream("")
+            await self._post(sentence)
+        except DELIVERY_ERRORS as exc:
+            log.error("could not tell the user that answering %s failed: %s", self.digest, exc)
+
+    async def discard(self) -> None:
+        """Nothing to say after all: close a stream, remove a placeholder."""
+        await self._pump.stop()
+        self._set_deadline()
+        with contextlib.suppress(*DELIVERY_ERRORS):
+            if self._stream_ts is not None:
+                await self._stop_stream("")
+            elif self._ts is not None:
+                ts = self._ts
+                await self._urgent("chat.delete", lambda: self.client.chat_delete(channel=self.target.channel, ts=ts))
+
+    async def close(self) -> None:
+        """Always called last: stop the pump, clear the status."""
+        await self._pump.stop()
+        if self._status_set:
+            self._status_set = False
+            await self._status("")
+
+    def _set_deadline(self) -> None:
+        if self.delivery.deadline is None:
+            self.delivery.deadline = time.monotonic() + self.calls.deliver_within
+
+    async def _status(self, status: str) -> bool:
+        channel, thread = self.target.channel, self.target.thread_ts or ""
+        try:
+            done, _ = await self.calls.luxury(
+                self.delivery, "assistant.threads.setStatus",
+                lambda: self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread, status=status),
+                channel=channel,
+            )
+        except SEND_ERRORS as exc:
+            log.debug("could not set the assistant status: %s", exc)
+            return False
+        return done is not None
+
+    # ---- what the pump sends (luxuries) --------------------------------------------------------
+    async def _push(self) -> float | None:
+        """Show what has streamed so far; a number: skipped, the pump tries again after that many seconds."""
+        if self._unknown:
+            return None  # a luxury whose outcome is unknown: no more of them, the final text settles it
+        if self.mode == "stream":
+            pending = self._text[self._streamed : self.limit]
+            if not pending:
+                return None
+            try:
+                if self._stream_ts is None:
+                    started, later = await self._luxury_create("chat.startStream", pending, self._start(pending))
+                    if started is None:
+                        return later
+                    self._stream_ts = str(started["ts"])
+                else:
+                    ts = self._stream_ts
+                    appended, later = await self.calls.luxury(self.delivery, "chat.appendStream", lambda: (
+                        self.client.chat_appendStream(channel=self.target.channel, ts=ts, markdown_text=pending)))
+                    if appended is None:
+                        return later
+                self._streamed += len(pending)
+                return None
+            except SlackApiError as exc:
+                self._fall_back(exc)
+        return await self._preview()
+
+    async def _preview(self) -> float | None:
+        preview = split_text(markdown_to_mrkdwn(self._text), self.limit)[0] if self._text.strip() else ""
+        if not preview or preview == self._shown:
+            return None
+        if self._ts is None:
+            posted, later = await self._luxury_create("chat.postMessage", preview, self._post_call(preview))
+            if posted is None:
+                return later
+            self._ts = str(posted["ts"])
+        else:
+            ts = self._ts
+            updated, later = await self.calls.luxury(self.delivery, "chat.update", lambda: (
+                self.client.chat_update(channel=self.target.channel, ts=ts, text=preview)))
+            if updated is None:
+                return later
+        self._shown = preview
+        return None
+
+    async def _luxury_create(self, method: str, text: str, call: Call) -> tuple[AsyncSlackResponse | None, float]:
+        try:
+            return await self.calls.luxury(self.delivery, method, call, channel=self.target.channel)
+        except SEND_ERRORS as exc:
+            if not isinstance(exc, SlackApiError) and outcome_unknown(exc):
+                self._unknown.add(text)
+            raise
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def _start(self, text: str) -> Call:
+        def call() -> Awaitable[AsyncSlackResponse]:
+            return self.client.chat_startStream(
+                channel=self.target.channel, thread_ts=self.target.thread_ts or "", markdown_text=text,
+                recipient_team_id=self.target.team, recipient_user_id=self.target.user,
+            )
+        return call
+
+    def _fall_back(self, exc: SlackApiError) -> None:
+        """Streaming failed: continue with message edits, on the streamed message if there is one."""
+        if self._stream_ts is None:
+            self.streams.refused(self.target.team, exc)
+        else:
+            log.warning("chat stream broke off (%s); finishing with message edits", exc.response.get("error"))
+            self._ts = self._stream_ts
+        self.mode = "post"
+        self._stream_ts = None
+
+    async def _stop_stream(self, rest: str) -> bool:
+        """Finish the stream with ``rest`` (starting it if need be); False (and post mode) if Slack refused."""
+        try:
+            if self._stream_ts is None:
+                if not rest:
+                    return False
+                started = await self._create("chat.startStream", rest, self._start(rest))
+                self._stream_ts = str(started["ts"])
+                self._streamed += len(rest)
+                rest = ""
+            ts = self._stream_ts
+            await self._urgent("chat.stopStream", lambda: (
+                self.client.chat_stopStream(channel=self.target.channel, ts=ts, markdown_text=rest or None)))
+            self._ts = ts
+            self._stream_ts = None
+            return True
+        except SlackApiError as exc:
+            self._fall_back(exc)
+            return False
+        except Undelivered:
+            raise
+        except SEND_ERRORS as exc:
+            log.warning("could not finish the chat stream: %s", exc)
+            self._ts = self._stream_ts or self._ts
+            self._stream_ts = None
+            self.mode = "post"
+            return False
+
+    # ---- the final text (urgent) -----------------------------------------------------------------
+    async def _final(self, text: str) -> None:
         if self.mode == "stream":
             # The stream can only append: it finishes the answer if what it showed is the start of it.
             if len(text) <= self.limit and text.startswith(self._text[: self._streamed]):
                 if await self._stop_stream(text[self._streamed :]):
                     return
-            else:
+            elif self._stream_ts is not None:
                 await self._stop_stream("")
         await self._post_final(text)
 
-    async def fail(self, sentence: str) -> None:
-        """One short sentence in the thread; whatever already streamed stays as it is."""
-        await self._pump.stop()
-        if self._stream is not None and self._stream.ts:
-            await self._stop_stream("")
-        await self._post(sentence)
-
-    async def discard(self) -> None:
-        """Nothing to say after all: close a stream, remove a placeholder."""
-        await self._pump.stop()
-        if self._stream is not None and self._stream.ts:
-            await self._stop_stream("")
-        elif self._ts is not None:
-            with contextlib.suppress(*SEND_ERRORS):
-                await self.client.chat_delete(channel=self.target.channel, ts=self._ts)
-
-    async def close(self) -> None:
-        """Always called last: stop the pump, clear the status."""
-        await self._pump.stop()
-        if self._status_set and self.target.thread_ts:
-            self._status_set = False
-            try:
-                await self.client.assistant_threads_setStatus(
-                    channel_id=self.target.channel, thread_ts=self.target.thread_ts, status=""
-                )
-            except SEND_ERRORS as exc:
-                log.debug("could not clear the assistant status: %s", exc)
-
-    # ---- what the pump sends ------------------------------------------------------------------
-    async def _push(self) -> None:
-        if self.mode == "stream":
-            pending = self._text[self._streamed : self.limit]
-            if not pending:
-                return
-            try:
-                stream = await self._open_stream()
-                await stream.append(markdown_text=pending)
-                self._streamed += len(pending)
-                return
-            except SlackApiError as exc:
-                self._fall_back(exc)
-        await self._preview()
-
-    async def _preview(self) -> None:
-        preview = split_text(markdown_to_mrkdwn(self._text), self.limit)[0] if self._text.strip() else ""
-        if not preview or preview == self._shown:
-            return
-        if self._ts is None:
-            self._ts = await self._post(preview)
-        else:
-            await self.client.chat_update(channel=self.target.channel, ts=self._ts, text=preview)
-        self._shown = preview
-
-    # ---- streaming -----------------------------------------------------------------------------
-    async def _open_stream(self) -> AsyncChatStream:
-        if self._stream is None:
-            self._stream = await self.client.chat_stream(
-                channel=self.target.channel,
-                thread_ts=self.target.thread_ts or "",
-                recipient_team_id=self.target.team,
-                recipient_user_id=self.target.user,
-                buffer_size=1,
-            )
-        return self._stream
-
-    def _fall_back(self, exc: SlackApiError) -> None:
-        """Streaming failed: continue with message edits, on the streamed message if there is one."""
-        if self._stream is None or not self._stream.ts:
-            self.streams.refused(self.target.team, exc)
-        else:
-            log.warning("chat stream broke off (%s); finishing with message edits", exc.response.get("error"))
-            self._ts = self._stream.ts
-        self.mode = "post"
-        self._stream = None
-
-    async def _stop_stream(self, rest: str) -> bool:
-        """Finish the stream with ``rest``; False (and post mode) if Slack refused."""
-        try:
-            stream = await self._open_stream() if rest else self._stream
-            if stream is None:
-                return False
-            await stream.stop(markdown_text=rest or None)
-            if stream.ts:
-                self._ts = stream.ts
-            return True
-        except SlackApiError as exc:
-            self._fall_back(exc)
-            return False
-        except SEND_ERRORS as exc:
-            log.warning("could not finish the chat stream: %s", exc)
-            self.mode = "post"
-            return False
-
-    # ---- posting -----------------------------------------------------------------------------
     async def _post_final(self, text: str) -> None:
         chunks = split_text(markdown_to_mrkdwn(text), self.limit)
         if not chunks:
             return
         first, rest = chunks[0], chunks[1:]
-        if self._ts is not None:
-            try:
-                await self.client.chat_update(channel=self.target.channel, ts=self._ts, text=first)
-            except SEND_ERRORS as exc:
-                log.warning("could not finalise the answer message (%s); posting it anew", exc)
-                await self._post(first)
-        else:
+        if self._ts is None or not await self._update(self._ts, first):
             await self._post(first)
-        for chunk in rest:
+        for chunk in rest:  # one after another: the parts arrive in order, or the rest is not sent
             await self._post(chunk)
 
-    async def _post(self, text: str) -> str | None:
+    async def _update(self, ts: str, text: str) -> bool:
+        """Edit the answer's message into ``text``; False when Slack will not edit it (post anew then)."""
+        def call() -> Awaitable[AsyncSlackResponse]:
+            return self.client.chat_update(channel=self.target.channel, ts=ts, text=text)
+
         try:
-            response = await self.client.chat_postMessage(
-                channel=self.target.channel, thread_ts=self.target.thread_ts, text=text
-            )
-        except SEND_ERRORS as exc:
-            log.error("could not post to Slack channel %s: %s", self.target.channel, exc)
-            return None
+            try:
+                await self._urgent("chat.update", call)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("finalising the answer message for %s failed (%s); once more (an edit is idempotent)",
+                            self.digest, exc)
+                await self._urgent("chat.update", call)
+        except SlackApiError as exc:
+            log.warning("could not finalise the answer message (%s); posting it anew", exc.response.get("error"))
+            return False
+        self._shown = text
+        return True
+
+    async def _post(self, text: str) -> str | None:
+        response = await self._create("chat.postMessage", text, self._post_call(text))
         ts = response.get("ts")
         return str(ts) if ts else None
+
+    def _post_call(self, text: str) -> Call:
+        def call() -> Awaitable[AsyncSlackResponse]:
+            return self.client.chat_postMessage(channel=self.target.channel, thread_ts=self.target.thread_ts, text=text)
+        return call
+
+    async def _urgent(self, method: str, call: Call) -> AsyncSlackResponse:
+        return await self.calls.urgent(self.delivery, method, call, channel=self.target.channel)
+
+    async def _create(self, method: str, text: str, call: Call) -> AsyncSlackResponse:
+        """An urgent call that creates something: never repeated once its outcome is unknown."""
+        if text in self._unknown:
+            raise Undelivered(f"{method}: an earlier call with this text may have arrived; not sending it again")
+        try:
+            return await self._urgent(method, call)
+        except SEND_ERRORS as exc:
+            if not isinstance(exc, SlackApiError) and outcome_unknown(exc):
+                self._unknown.add(text)
+                raise Undelivered(f"{method}: outcome unknown ({exc}); not sending it again") from exc
+            raise

@@ -92,3 +92,16 @@ class Keys:
     def server_notes(self, server: str) -> str:
         """Hash: facts learned about one assistant server and model (``server`` holds the base URL: hashed)."""
         return self._k("server", hashlib.sha256(server.encode()).hexdigest()[:16])
+
+    # Platform rate-limit lanes, tagged by their scope (``slack:T…``) so one scope's keys share a slot
+    def pace(self, scope: str, method: str) -> str:
+        """Hash: one method's lane in one scope (next turn, blocked until, interval; milliseconds)."""
+        return self._k("pace", f"{{{scope}}}:{method}")
+
+    def pace_hold(self, scope: str, method: str, channel: str) -> str:
+        """Who has a call of ``method`` in flight in ``channel`` (refusals the platform keeps per channel)."""
+        return self._k("pacehold", f"{{{scope}}}:{method}:{channel}")
+
+    def pace_notice(self, scope: str) -> str:
+        """Set for a minute by the scope's first refusal: one warning per workspace per minute."""
+        return self._k("pacenote", f"{{{scope}}}")
