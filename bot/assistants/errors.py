@@ -12,9 +12,12 @@ the words of the whole error.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ log = logging.getLogger("threadkeeper.assistant")
 TIMEOUT_SENTENCE = "The assistant took too long to answer. Please try again."
 BUSY_SENTENCE = "The assistant is busy right now. Please try again in a minute."
 BROKEN_SENTENCE = "The assistant sent back an empty or broken answer. Please try again."
+UNREACHABLE_SENTENCE = "I can't reach the assistant right now. Please try again in a moment."
 LOCKED_SENTENCE = "I'm still working on your previous message in this conversation. Please try again in a moment."
 
 BROKEN_BODY = (json.JSONDecodeError, pydantic.ValidationError)
@@ -169,15 +173,51 @@ def unknown_model(what: str, exc: openai.APIError | None = None) -> UnknownModel
     return UnknownModel(f"{what}: unknown model")
 
 
+_NO_CONNECTION = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+                            errno.ENETDOWN, errno.EADDRNOTAVAIL})
+"""OS errors of a connection that could not be made (not of one that broke or was slow)."""
+
+
+def _unreachable(exc: openai.APIConnectionError) -> str | None:
+    """Why no connection could be made (refused, unknown host, unreachable network); None when one was
+    made, or the attempt only timed out. Read from the OS error under the SDK's and transport's wrappers."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror) or (isinstance(cause, OSError) and (cause.errno or 0) < 0):
+            return "cannot resolve the host name"  # getaddrinfo's EAI_* codes are negative
+        if isinstance(cause, OSError) and cause.errno in _NO_CONNECTION:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _where(exc: openai.APIConnectionError) -> str:
+    """The server's scheme, host and port (never the credentials a URL may carry)."""
+    try:
+        url = exc.request.url
+    except (AttributeError, RuntimeError):
+        return "OPENAI_BASE_URL"
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+
 def translate(exc: openai.APIError, *, what: str) -> Exception:
     """Map an SDK error to Misconfigured, Unavailable, ContextOverflow or BotError, and log it once."""
     code = exc.code
     status = _status(exc)
+    if isinstance(exc, openai.APIConnectionError) and (refused := _unreachable(exc)) is not None:
+        # Before the timeout branch: openai's aiohttp transport reports a refused connection or an
+        # unknown host as a ConnectTimeout, so an APITimeoutError can be a server that is not there.
+        log.warning("%s: cannot reach the assistant server at %s (%s): check OPENAI_BASE_URL",
+                    what, _where(exc), refused)
+        return Unavailable(f"{what}: cannot connect ({refused})", UNREACHABLE_SENTENCE)
     if isinstance(exc, openai.APITimeoutError):
         log.warning("%s timed out", what)
         return Unavailable(f"{what}: timeout", TIMEOUT_SENTENCE)
     if isinstance(exc, openai.APIConnectionError):
-        log.warning("%s: cannot reach the assistant server: %s", what, exc)
+        log.warning("%s: lost the connection to the assistant server at %s: %s", what, _where(exc),
+                    exc.__cause__ or exc)
         return Unavailable(f"{what}: connection error")
     if isinstance(exc, openai.APIResponseValidationError):
         return broken(what, "a body that does not fit the schema")
