@@ -19,6 +19,7 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from adapters.discord.commands import build_tree, sync_commands
+from adapters.discord.limits import ChannelEdits
 from adapters.discord.parse import Parsed, parse_message, thread_name
 from adapters.discord.reply import DiscordReply
 from adapters.discord.setup import make_client, rest_base
@@ -26,6 +27,7 @@ from adapters.kit.reply import deliver
 from adapters.kit.tasks import InFlight, run_until_stopped
 from bot.config import ConfigError, Settings
 from bot.core import Core
+from bot.metrics import Metrics
 from bot.runtime import Runtime
 
 log = logging.getLogger("threadkeeper.discord")
@@ -34,11 +36,14 @@ log = logging.getLogger("threadkeeper.discord")
 class DiscordAdapter:
     """Owns the discord.py client: :meth:`start` logs in, syncs commands and connects; :meth:`close`."""
 
-    def __init__(self, core: Core, settings: Settings, *, edit_interval: float = 1.0) -> None:
+    def __init__(self, core: Core, settings: Settings, *, edit_interval: float = 1.0,
+                 metrics: Metrics | None = None, edits: ChannelEdits | None = None) -> None:
         self.core = core
         self.settings = settings
         self.edit_interval = edit_interval
         self.client = make_client(settings)
+        self.edits = edits or ChannelEdits(metrics=metrics, server_of=self._server_of)
+        """Every channel's edit budget, shared by all answers in it (and Discord's 429s, counted)."""
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
         self.tree = build_tree(self.client, core)
@@ -53,6 +58,7 @@ class DiscordAdapter:
             self._saved = (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
             discord.http.Route.BASE = rest_base(self.settings.discord_api_base)
         token = self.settings.discord_token.get_secret_value() if self.settings.discord_token else ""
+        self.edits.watch()
         try:
             await self.client.login(token)
         except discord.LoginFailure:
@@ -91,6 +97,7 @@ class DiscordAdapter:
         await self.in_flight.wait(max(1.0, grace / 5))
 
     async def close(self) -> None:
+        self.edits.unwatch()
         await self.client.close()
         if self.connection is not None:
             with contextlib.suppress(asyncio.CancelledError, discord.DiscordException, OSError):
@@ -124,11 +131,16 @@ class DiscordAdapter:
             return await self._open_thread(message, parsed.incoming.text) if parsed.open_thread else channel
 
         reply = DiscordReply(channel, destination=destination, reference=message if parsed.reply else None,
-                            interval=self.edit_interval)
+                            interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
         try:
             await deliver(self.core, parsed.incoming, reply, log)
         except discord.HTTPException as exc:
             log.error("could not deliver the answer for %s: %s", parsed.incoming.key.digest, exc)
+
+    def _server_of(self, channel_id: int) -> str | None:
+        """The server a channel belongs to (for the once-a-minute warning), if discord.py knows it."""
+        guild = getattr(self.client.get_channel(channel_id), "guild", None)
+        return f"server {guild.id}" if guild is not None else None
 
     async def _open_thread(self, message: discord.Message, text: str) -> discord.abc.Messageable:
         try:
@@ -140,7 +152,7 @@ class DiscordAdapter:
 
 async def run(runtime: Runtime, *, stop: asyncio.Event | None = None) -> None:
     """``python -m bot discord``: run until SIGTERM/SIGINT (or ``stop``), drain, disconnect cleanly."""
-    adapter = DiscordAdapter(runtime.core, runtime.settings)
+    adapter = DiscordAdapter(runtime.core, runtime.settings, metrics=runtime.metrics)
     grace = runtime.settings.shutdown_grace
 
     async def drain() -> None:

@@ -7,6 +7,10 @@ end. Text over the 2,000-character limit is split with :func:`adapters.kit.text.
 boundaries, fences closed and reopened) into several messages, edited in place as the stream grows.
 Every send and edit carries ``allowed_mentions`` that cannot ping anyone the model names: no
 @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
+
+The channel's edit budget is shared by every answer in it (:mod:`adapters.discord.limits`): a streamed
+edit is skipped when the channel's lane is busy, the final render always goes, and a final edit or send
+that discord.py gives up on after repeated 429s is tried again until the answer's deadline.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import discord
 
+from adapters.discord.limits import ChannelEdits
 from adapters.kit.reply import Pump
 from adapters.kit.text import split_text
 
@@ -35,6 +42,7 @@ TYPING_REFRESH = 8.0
 """Discord shows "typing" for 10 s per call: refresh a little before it lapses."""
 
 Destination = Callable[[], Awaitable[discord.abc.Messageable]]
+T = TypeVar("T")
 
 
 class DiscordReply:
@@ -53,12 +61,16 @@ class DiscordReply:
         reference: discord.Message | None = None,
         interval: float = 1.0,
         limit: int = DISCORD_TEXT_LIMIT,
+        edits: ChannelEdits | None = None,
+        digest: str = "-",
     ) -> None:
         self._channel = channel
         self._destination = destination
         self._target: discord.abc.Messageable | None = None
         self._reference = reference
         self._limit = limit
+        self._edits = edits or ChannelEdits()
+        self.delivery = self._edits.delivery(digest)
         self._text = ""
         self.sent: list[discord.Message] = []
         self._shown: list[str] = []
@@ -84,17 +96,22 @@ class DiscordReply:
         """Render the final text (the core's ``answer.text``, which wins over the streamed deltas)."""
         await self._pump.stop()
         self._text = text
-        await self._render(text)
+        self._edits.start_deadline(self.delivery)
+        with self._edits.answering(self.delivery):
+            await self._render(text, final=True)
+        self._edits.late(self.delivery)
 
     async def fail(self, sentence: str) -> None:
         """Show an error sentence: as the reply if nothing was sent yet, else as one more message."""
         await self._pump.stop()
-        if not self.sent:
-            await self._render(sentence)
-            return
-        target = await self._target_channel()
-        self.sent.append(await target.send(sentence, allowed_mentions=NO_MENTIONS))
-        self._shown.append(sentence)
+        self._edits.start_deadline(self.delivery)
+        with self._edits.answering(self.delivery):
+            if not self.sent:
+                await self._render(sentence, final=True)
+                return
+            target = await self._target_channel()
+            self.sent.append(await self._retried(lambda: target.send(sentence, allowed_mentions=NO_MENTIONS)))
+            self._shown.append(sentence)
 
     async def discard(self) -> None:
         """Nothing to say after all: stop streaming; whatever was already sent stays."""
@@ -127,30 +144,50 @@ class DiscordReply:
                 await self._typing
             self._typing = None
 
-    async def _flush(self) -> None:
-        await self._render(self._text)
+    async def _flush(self) -> float | None:
+        with self._edits.answering(self.delivery):
+            return await self._render(self._text, final=False)
 
     async def _target_channel(self) -> discord.abc.Messageable:
         if self._target is None:
             self._target = await self._destination() if self._destination else self._channel
         return self._target
 
-    async def _render(self, text: str) -> None:
+    async def _render(self, text: str, *, final: bool) -> float | None:
+        """Show ``text``; a number: a streamed edit was skipped, try again after that many seconds."""
         async with self._render_lock:
             chunks = [c for c in split_text(text, self._limit) if c.strip()] if text.strip() else []
             for index, chunk in enumerate(chunks):
                 if index < len(self.sent):
                     if self._shown[index] != chunk:
-                        await self.sent[index].edit(content=chunk, allowed_mentions=NO_MENTIONS)
+                        message = self.sent[index]
+                        if final:
+                            self._edits.urgent(message.channel.id)
+                        elif later := self._edits.luxury(message.channel.id):
+                            return later
+                        await self._retried(partial(message.edit, content=chunk, allowed_mentions=NO_MENTIONS),
+                                            final=final)
                         self._shown[index] = chunk
                     continue
-                self.sent.append(await self._send(chunk, first=index == 0))
+                self.sent.append(await self._retried(partial(self._send, chunk, first=index == 0), final=final))
                 self._shown.append(chunk)
             while len(self.sent) > len(chunks):
                 extra = self.sent.pop()
                 self._shown.pop()
                 with contextlib.suppress(discord.HTTPException):
                     await extra.delete()
+        return None
+
+    async def _retried(self, call: Callable[[], Awaitable[T]], *, final: bool = True) -> T:
+        """A final call again while discord.py gives up on 429s (it already waited each one out)."""
+        while True:
+            try:
+                return await call()
+            except discord.HTTPException as exc:
+                if not final or exc.status != 429 or self.delivery.past_deadline():
+                    raise
+                log.info("Discord still refuses the answer for %s after discord.py's retries; once more",
+                         self.delivery.digest)
 
     async def _send(self, chunk: str, *, first: bool) -> discord.Message:
         if first:
