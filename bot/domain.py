@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 """Called with each streamed text delta, in order. Optional for adapters."""
@@ -69,6 +69,30 @@ def hash_user(platform: str, user: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Quoted:
+    """A message by someone else that the user's turn brings along: thread history, the message replied
+    to, a forwarded message. Material to read, never instructions (see :mod:`bot.assistants.render`)."""
+
+    author: str
+    """A display name (never an e-mail address); ``is_bot`` marks other bots."""
+    text: str
+    is_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file the user shared, already downloaded and checked by the adapter."""
+
+    name: str
+    kind: Literal["image", "text", "pdf"]
+    mime: str
+    data: bytes = b""
+    """The bytes, for images and PDFs; never kept by the bot after the answer."""
+    text: str = ""
+    """Text of a text-like file (bounded, with a visible note where it was cut)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """A user message, parsed by an adapter.
 
@@ -82,6 +106,21 @@ class Incoming:
     """True for DMs and direct mentions: the cases that deserve a refusal."""
     is_dm: bool = False
     """A private conversation with the bot: passes channel allowlists (the adapter knows its platform's rule)."""
+    speaker: str = ""
+    """Who wrote it, as others see them, where one conversation is shared by several people."""
+    context: tuple[Quoted, ...] = ()
+    """Others' messages this turn brings along, oldest first."""
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn:
+    """What the core sends the assistant for one message: the cleaned text and what comes with it."""
+
+    text: str
+    speaker: str = ""
+    context: tuple[Quoted, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
 
 class Turn(TypedDict):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.domain import DeltaCallback, ThreadKey, Turn, Usage
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn
 
 
 class ThreadGone(Exception):
@@ -38,7 +38,7 @@ class Assistant(Protocol):
         ...
 
     async def send(
-        self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
         """Add the user's turn and return the answer. Raises ThreadGone, ContextOverflow, BotError."""
         ...

@@ -33,9 +33,10 @@ from openai import AsyncOpenAI
 from bot.assistants.base import Sent, ThreadGone
 from bot.assistants.conversations import SUMMARY_INSTRUCTIONS, make_client
 from bot.assistants.errors import BROKEN_BODY, Overflow, broken, describe_broken, overflow_of, translate
+from bot.assistants.render import turn_text
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
-from bot.domain import DeltaCallback, ThreadKey, Turn, Usage
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn
 from bot.errors import TooLong, Unavailable
 from bot.tokens import counter_for, message_tokens
 
@@ -161,12 +162,13 @@ class ChatAssistant:
         return history
 
     async def send(
-        self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
+        text = turn_text(turn)
         history = await self._history(thread_id)
         sent = await self._answer(history, text, on_delta)
-        turn = [{"role": "user", "content": text}, {"role": "assistant", "content": sent.text}]
-        await self.history.append(thread_id, turn)
+        await self.history.append(thread_id, [{"role": "user", "content": text},
+                                               {"role": "assistant", "content": sent.text}])
         return sent
 
     async def _answer(self, history: list[Message], text: str, on_delta: DeltaCallback | None) -> Sent:

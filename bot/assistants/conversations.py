@@ -30,9 +30,10 @@ from bot.assistants.errors import (
     translate,
     unknown_model,
 )
+from bot.assistants.render import turn_text
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
-from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, hash_user
+from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
 from bot.errors import Unavailable
 
 log = logging.getLogger("threadkeeper.assistant")
@@ -102,6 +103,11 @@ def text_of(response: Any, what: str) -> str:
     return text
 
 
+def turn_input(turn: UserTurn) -> str | list[Any]:
+    """The Responses ``input`` for one turn: plain text unless files need content parts of their own."""
+    return turn_text(turn)
+
+
 class ConversationsAssistant:
     name = "conversations"
 
@@ -157,11 +163,11 @@ class ConversationsAssistant:
             raise broken(what, "a conversation without an id")
         return conv_id
 
-    def _params(self, thread_id: str, text: str, key: ThreadKey) -> dict[str, Any]:
+    def _params(self, thread_id: str, user_input: str | list[Any], key: ThreadKey) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.settings.openai_model,
             "conversation": thread_id,
-            "input": text,
+            "input": user_input,
             "instructions": self.settings.assistant_instructions,
             "prompt_cache_key": f"tk-{key.digest}",
             "safety_identifier": f"tk-{hash_user(key.platform, key.user)}",
@@ -174,9 +180,9 @@ class ConversationsAssistant:
         return params
 
     async def send(
-        self, thread_id: str, text: str, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
-        params = self._params(thread_id, text, key)
+        params = self._params(thread_id, turn_input(turn), key)
         what = "sending a message"
         for delay in (*self.locked_backoff, None):
             try:

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Mapping
 
 from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
 from bot.assistants.errors import UnknownModel
+from bot.assistants.render import kept_text
 from bot.config import Settings
 from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
 from bot.core.policy import Policy
-from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, ThreadKey, Turn
+from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
 from bot.store import Duplicate, FinishedTurn, LockBusy, Store, StoreError
@@ -72,7 +73,7 @@ class Core:
     # -- public API ------------------------------------------------------------------
     async def handle(self, msg: Incoming, on_delta: DeltaCallback | None = None) -> Answer | None:
         text = clean_input(msg.text)
-        if not text:
+        if not text and not msg.attachments:
             return None
         if not self.policy.allows(msg):
             if msg.direct:
@@ -189,10 +190,11 @@ class Core:
     # -- the locked part ---------------------------------------------------------------
     async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None) -> Answer:
         key = msg.key
+        turn = UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments)
         async with self.store.lock(key, claim=msg.message_id, wait=self.lock_wait) as lock:
             await self._admit(key)
-            answer = await self._answer(key, text, lock.mapping.thread_id, lock.mapping.backend, on_delta)
-            turns = [Turn(role="user", text=text), Turn(role="assistant", text=answer.text)]
+            answer = await self._answer(key, turn, lock.mapping.thread_id, lock.mapping.backend, on_delta)
+            turns = [Turn(role="user", text=kept_text(turn)), Turn(role="assistant", text=answer.text)]
             usage = answer.usage
             try:
                 finished = FinishedTurn(answer.thread_id, self.assistant.name, turns, usage.input_tokens,
@@ -217,7 +219,7 @@ class Core:
             raise _Silent()
 
     async def _answer(
-        self, key: ThreadKey, text: str, thread_id: str, backend: str, on_delta: DeltaCallback | None
+        self, key: ThreadKey, turn: UserTurn, thread_id: str, backend: str, on_delta: DeltaCallback | None
     ) -> Answer:
         name = self.assistant.name
         if thread_id and backend != name:
@@ -231,7 +233,7 @@ class Core:
             await self._check_model()
             thread_id = await self._create(key, [])
         try:
-            sent = await self._send(thread_id, text, key, on_delta)
+            sent = await self._send(thread_id, turn, key, on_delta)
             return Answer(sent.text, thread_id, usage=sent.usage)
         except Misconfigured as exc:
             if isinstance(exc, UnknownModel):
@@ -254,7 +256,7 @@ class Core:
                 "thread %s is gone; recovered as %s with %d kept turns (%s)", old, thread_id, len(seed), key.digest
             )
         try:
-            sent = await self._send(thread_id, text, key, on_delta)
+            sent = await self._send(thread_id, turn, key, on_delta)
         except ThreadGone:
             raise Unavailable(f"new thread {thread_id} vanished at once") from None
         except ContextOverflow:
@@ -310,10 +312,10 @@ class Core:
                 self.unrecorded.discard(thread_id)
                 log.info("deleted unrecorded thread %s", thread_id)
 
-    async def _send(self, thread_id: str, text: str, key: ThreadKey, on_delta: DeltaCallback | None) -> Sent:
+    async def _send(self, thread_id: str, turn: UserTurn, key: ThreadKey, on_delta: DeltaCallback | None) -> Sent:
         started = time.perf_counter()
         try:
-            sent = await self.assistant.send(thread_id, text, key=key, on_delta=on_delta)
+            sent = await self.assistant.send(thread_id, turn, key=key, on_delta=on_delta)
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
         usage = sent.usage
