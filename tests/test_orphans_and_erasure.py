@@ -164,3 +164,15 @@ async def test_janitor_and_purge_leave_nothing_that_names_the_user(
     code = await admin.main(rt, ["purge", "--all", "--yes"], out=io.StringIO(), err=io.StringIO())
     assert code == 0
     assert await leftovers(rt, [USER, CHANNEL, "Cother99", *convs]) == []
+
+
+async def test_doctor_lists_what_the_server_refused(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
+    from bot.ops import doctor
+
+    fake_openai.refuse_param("truncation", status=400)
+    rt = await make_runtime(openai_max_retries=0)
+    assert await rt.core.handle(msg("hi", "m1")) is not None
+    out = io.StringIO()
+    await doctor.main(rt.settings, out=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("PASS openai"))
+    assert "it refused truncation (the bot no longer sends them)" in line

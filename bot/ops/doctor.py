@@ -190,7 +190,7 @@ async def check_openai(settings: Settings, limit: float) -> list[Line]:
                      "set OPENAI_MODEL to one of the models it lists")]
     if lookup == "missing":
         return [Line("FAIL", piece, f"model '{model}' not found", "set OPENAI_MODEL to a model your key can use")]
-    found = f"key accepted by {where}; model '{model}' available"
+    found = f"key accepted by {where}; model '{model}' available" + await _refusals(settings)
     if backend == "chat":
         return [Line("PASS", piece, f"{found} (chat backend: the Conversations API is not needed)")]
     if conversations is True:
@@ -201,6 +201,24 @@ async def check_openai(settings: Settings, limit: float) -> list[Line]:
                      "set ASSISTANT_BACKEND=chat (history kept in Redis; works with any chat completions server)")]
     return [Line("WARN", piece, f"{found}; could not tell whether it has the Conversations API ({conversations})",
                  "if answers fail, set ASSISTANT_BACKEND=chat")]
+
+
+async def _refusals(settings: Settings) -> str:
+    """What the workers learned this server refuses (shared in Redis), as a clause for the openai line."""
+    if not settings.redis_url:
+        return ""
+    from bot.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+    try:
+        refused = await runtime.assistant.refused_params()
+    except Exception:  # the Redis check reports Redis; this clause is only a bonus
+        return ""
+    finally:
+        await runtime.close()
+    if not refused:
+        return ""
+    return f"; it refused {', '.join(refused)} (the bot no longer sends them)"
 
 
 # -- running -----------------------------------------------------------------------------------------
