@@ -64,7 +64,9 @@ async def test_redis_killed_between_create_and_save_deletes_the_new_conversation
         fake_openai.hang_on_create(0.5)
         before = set(fake_openai.conversations)
         answering = asyncio.create_task(rt.core.handle(msg("hi", "m1")))
-        while set(fake_openai.conversations) == before:
+        for _ in range(500):  # until the create reached the fake (it answers only 0.5 s later)
+            if set(fake_openai.conversations) != before:
+                break
             await asyncio.sleep(0.01)
         proc.kill()
         proc.wait(5)
