@@ -35,7 +35,7 @@ from bot.metrics import Metrics
 log = logging.getLogger("threadkeeper.discord")
 
 EDIT = "edit"
-EDIT_SPEC = LaneSpec(base=1.25, cap=10.0, decay=0.9, horizon=math.inf)
+EDIT_SPEC = LaneSpec(base=1.25, cap=10.0, half_life=10.0, horizon=math.inf)
 """About 4 streamed edits per 5 s per channel at most, leaving room for the final ones; no waiting."""
 
 DELIVER_WITHIN = 120.0

@@ -12,8 +12,8 @@ Each lane keeps three numbers:
 * ``next``: the earliest time the next call may go. Every granted call pushes it on by ``interval``, so
   urgent calls queue one interval apart, and luxury calls find the lane busy while urgent ones are queued;
 * ``interval``: adaptive. A refusal doubles it (once per refusal: refusals that arrive while the lane is
-  already blocked do not double it again), up to ``cap``; every granted call shrinks it by ``decay``,
-  back towards ``base``;
+  already blocked do not double it again), up to ``cap``; while calls go through without a refusal it
+  decays back towards ``base``, halving every ``half_life`` seconds;
 * ``blocked``: until when the platform said to wait (``Retry-After``). No call of the lane goes before.
 
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
@@ -70,9 +70,9 @@ class LaneSpec:
     """Spacing of calls in a lane that nothing refused lately (seconds)."""
     cap: float = 8.0
     """The slowest the lane gets."""
-    decay: float = 0.85
-    """Every granted call multiplies the interval by this (never below ``base``)."""
-    horizon: float = 0.25
+    half_life: float = 5.0
+    """Without a refusal the interval halves this often (never below ``base``)."""
+    horizon: float = 0.1
     """Urgent turns are handed out at most this far ahead, so they follow the lane's latest state."""
     hold_ttl: float = 15.0
     """A channel's hold lapses after this (a worker that died holding it)."""
@@ -83,6 +83,8 @@ class LaneSpec:
 @dataclass
 class _Lane:
     interval: float
+    """As set by the last refusal, at ``since``; it decays from there."""
+    since: float = 0.0
     next: float = 0.0
     blocked: float = 0.0
     holds: dict[str, tuple[str, float]] = field(default_factory=dict)
@@ -112,7 +114,12 @@ class LocalLanes:
             del self._lanes[key]
 
     def interval(self, scope: str, method: str) -> float:
-        return self._lane(scope, method).interval
+        """The lane's spacing of calls now."""
+        return self._interval(self._lane(scope, method), self._clock())
+
+    def _interval(self, lane: _Lane, now: float) -> float:
+        decayed: float = lane.interval * 0.5 ** (max(0.0, now - lane.since) / self.spec.half_life)
+        return max(self.spec.base, decayed)
 
     def reserve_now(self, scope: str, method: str, *, urgent: bool, channel: str = "",
                     holder: str = "") -> tuple[bool, float]:
@@ -127,8 +134,7 @@ class LocalLanes:
             return False, wait
         if urgent and wait > spec.horizon:
             return False, wait - spec.horizon
-        lane.interval = max(spec.base, lane.interval * spec.decay)
-        lane.next = now + wait + lane.interval
+        lane.next = now + wait + self._interval(lane, now)
         if channel:
             lane.holds[channel] = (holder, now + wait + spec.hold_ttl)
         return True, wait
@@ -137,7 +143,7 @@ class LocalLanes:
         """:meth:`Lanes.refused`, synchronously."""
         spec, lane, now = self.spec, self._lane(scope, method), self._clock()
         if now >= lane.blocked:
-            lane.interval = min(spec.cap, max(spec.base, lane.interval) * 2)
+            lane.interval, lane.since = min(spec.cap, self._interval(lane, now) * 2), now
         lane.blocked = max(lane.blocked, now + retry_after)
         if self._notices.get(scope, -math.inf) > now:
             return False

@@ -55,6 +55,8 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 """Stream errors that say nothing about whether the workspace supports streaming."""
 
 THINKING = "thinking…"
+STATUS_WITHIN = 3.0
+"""How long setting or clearing the AI-app status may wait for Slack's rate limits (it is only a hint)."""
 
 Call = Callable[[], Awaitable[AsyncSlackResponse]]
 
@@ -115,7 +117,7 @@ class SlackReply:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def begin(self) -> None:
-        """Show "thinking…" in the AI-app pane while the assistant works (a luxury: skipped under pressure)."""
+        """Show "thinking…" in the AI-app pane while the assistant works."""
         if self._show_status:
             self._status_set = await self._status(THINKING)
 
@@ -172,17 +174,19 @@ class SlackReply:
             self.delivery.deadline = time.monotonic() + self.calls.deliver_within
 
     async def _status(self, status: str) -> bool:
+        """Set the status; whether it was set. Urgent, but worth only a short wait (:data:`STATUS_WITHIN`)."""
         channel, thread = self.target.channel, self.target.thread_ts or ""
+        delivery = Delivery(self.target.team, self.digest, time.monotonic() + STATUS_WITHIN)
         try:
-            done, _ = await self.calls.luxury(
-                self.delivery, "assistant.threads.setStatus",
+            await self.calls.urgent(
+                delivery, "assistant.threads.setStatus",
                 lambda: self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread, status=status),
                 channel=channel,
             )
-        except SEND_ERRORS as exc:
+        except DELIVERY_ERRORS as exc:
             log.debug("could not set the assistant status: %s", exc)
             return False
-        return done is not None
+        return True
 
     # ---- what the pump sends (luxuries) --------------------------------------------------------
     async def _push(self) -> float | None:

@@ -1,12 +1,12 @@
 """Rate-limit lanes shared by every worker: one workspace's budget per platform method, in Redis.
 
 The adapters pace their platform calls through lanes (``adapters.kit.pacing`` explains the rules: turns
-one ``interval`` apart, an interval that doubles on a refusal and decays as calls go through, a block
+one ``interval`` apart, an interval that doubles on a refusal and decays while calls go through, a block
 until ``Retry-After``, a per-channel hold). Several worker processes answering in one Slack workspace
 spend one budget, so its lanes live here, where all of them see the same numbers: each operation is
 one Lua script, atomic, timed by the Redis server's clock (so workers' clocks need not agree).
 
-A lane is a hash ``{next, blocked, interval}`` (milliseconds) that expires when idle; holds and the
+A lane is a hash ``{next, blocked, interval, since}`` (milliseconds) that expires when idle; holds and the
 once-a-minute warning flag are plain keys with a TTL. All of one scope's keys share its hash tag.
 """
 
@@ -18,14 +18,17 @@ from bot.store.keys import Keys
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function decayed(interval, since, base, half_life)
+  return math.max(base, interval * 0.5 ^ (math.max(0, now - since) / half_life))
+end
 """
 
-# KEYS: lane, [hold]. ARGV: urgent (1|0), base_ms, decay, horizon_ms, lane_ttl_ms, holder, hold_ttl_ms, poll_ms
+# KEYS: lane, [hold]. ARGV: urgent (1|0), base_ms, half_life_ms, horizon_ms, lane_ttl_ms, holder, hold_ttl_ms, poll_ms
 # Returns {1, wait_ms} (a turn is ours, and the hold) or {0, ask_again_in_ms}.
 RESERVE = _NOW + """
-local lane = redis.call('HMGET', KEYS[1], 'next', 'blocked', 'interval')
+local lane = redis.call('HMGET', KEYS[1], 'next', 'blocked', 'interval', 'since')
 local base = tonumber(ARGV[2])
-local interval = tonumber(lane[3]) or base
+local interval = decayed(tonumber(lane[3]) or base, tonumber(lane[4]) or 0, base, tonumber(ARGV[3]))
 if KEYS[2] then
   local holder = redis.call('GET', KEYS[2])
   if holder and holder ~= ARGV[6] then
@@ -38,23 +41,26 @@ if ARGV[1] ~= '1' then
 elseif wait > tonumber(ARGV[4]) then
   return {0, wait - tonumber(ARGV[4])}
 end
-interval = math.max(base, interval * tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'next', now + wait + interval, 'interval', interval)
+redis.call('HSET', KEYS[1], 'next', now + wait + interval)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if KEYS[2] then redis.call('SET', KEYS[2], ARGV[6], 'PX', math.floor(wait + tonumber(ARGV[7]))) end
 return {1, wait}
 """
 
-# KEYS: lane, notice. ARGV: retry_after_ms, base_ms, cap_ms, lane_ttl_ms, notice_ttl_ms
+# KEYS: lane, notice. ARGV: retry_after_ms, base_ms, cap_ms, lane_ttl_ms, notice_ttl_ms, half_life_ms
 # Returns {first refusal of the scope this minute (1|0), interval_ms}.
 REFUSED = _NOW + """
-local lane = redis.call('HMGET', KEYS[1], 'blocked', 'interval')
+local lane = redis.call('HMGET', KEYS[1], 'blocked', 'interval', 'since')
 local base = tonumber(ARGV[2])
 local blocked = tonumber(lane[1]) or 0
 local interval = tonumber(lane[2]) or base
-if now >= blocked then interval = math.min(tonumber(ARGV[3]), math.max(base, interval) * 2) end
+local since = tonumber(lane[3]) or 0
+if now >= blocked then
+  interval = math.min(tonumber(ARGV[3]), decayed(interval, since, base, tonumber(ARGV[6])) * 2)
+  since = now
+end
 blocked = math.max(blocked, now + tonumber(ARGV[1]))
-redis.call('HSET', KEYS[1], 'blocked', blocked, 'interval', interval)
+redis.call('HSET', KEYS[1], 'blocked', blocked, 'interval', interval, 'since', since)
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), blocked - now + 1000))
 local first = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5])
 return {first and 1 or 0, math.floor(interval)}
@@ -84,8 +90,8 @@ class SharedLanes:
         *,
         base: float = 0.02,
         cap: float = 8.0,
-        decay: float = 0.85,
-        horizon: float = 0.25,
+        half_life: float = 5.0,
+        horizon: float = 0.1,
         idle_ttl: float = 120.0,
         hold_ttl: float = 15.0,
         poll: float = 0.05,
@@ -93,7 +99,7 @@ class SharedLanes:
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.base, self.cap, self.decay, self.horizon = base, cap, decay, horizon
+        self.base, self.cap, self.half_life, self.horizon = base, cap, half_life, horizon
         self.idle_ttl, self.hold_ttl, self.poll, self.notice_every = idle_ttl, hold_ttl, poll, notice_every
         self._reserve = redis.register_script(RESERVE)
         self._refused = redis.register_script(REFUSED)
@@ -104,14 +110,15 @@ class SharedLanes:
         keys = [self.keys.pace(scope, method)]
         if channel:
             keys.append(self.keys.pace_hold(scope, method, channel))
-        args = ["1" if urgent else "0", _ms(self.base), repr(self.decay), _ms(self.horizon), _ms(self.idle_ttl),
+        args = ["1" if urgent else "0", _ms(self.base), _ms(self.half_life), _ms(self.horizon), _ms(self.idle_ttl),
                 holder or "-", _ms(self.hold_ttl), _ms(self.poll)]
         granted, wait_ms = await self._reserve(keys=keys, args=args)
         return bool(int(granted)), int(wait_ms) / 1000
 
     async def refused(self, scope: str, method: str, retry_after: float) -> bool:
         keys = [self.keys.pace(scope, method), self.keys.pace_notice(scope)]
-        args = [_ms(retry_after), _ms(self.base), _ms(self.cap), _ms(self.idle_ttl), _ms(self.notice_every)]
+        args = [_ms(retry_after), _ms(self.base), _ms(self.cap), _ms(self.idle_ttl), _ms(self.notice_every),
+                _ms(self.half_life)]
         first, _interval = await self._refused(keys=keys, args=args)
         return bool(int(first))
 
@@ -119,6 +126,6 @@ class SharedLanes:
         await self._release(keys=[self.keys.pace_hold(scope, method, channel)], args=[holder or "-"])
 
     async def interval(self, scope: str, method: str) -> float:
-        """The lane's current spacing of calls, in seconds (tests, the bench)."""
+        """The lane's spacing of calls as the last refusal set it, before its decay (tests, the bench)."""
         value = await self.redis.hget(self.keys.pace(scope, method), "interval")  # type: ignore[misc]
         return float(value) / 1000 if value is not None else self.base
