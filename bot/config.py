@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     openai_max_connections: int = Field(1000, ge=1)
     assistant_backend: Literal["conversations", "chat"] = "conversations"
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
+    assistant_vision: Literal["auto", "on", "off"] = "auto"
 
     # Store
     redis_url: str | None = None
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     # Limits
     rate_limit: str | None = None
     max_input_chars: int = Field(8000, ge=1)
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_files_per_message: int = Field(5, ge=0, le=20)
     user_daily_tokens: int = Field(0, ge=0)
     allowed_slack_teams: CsvSet = frozenset()
     allowed_slack_channels: CsvSet = frozenset()

@@ -22,9 +22,10 @@ that cannot fit even alone raises :class:`~bot.errors.TooLong`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import openai
@@ -33,10 +34,11 @@ from openai import AsyncOpenAI
 from bot.assistants.base import Sent, ThreadGone
 from bot.assistants.conversations import SUMMARY_INSTRUCTIONS, make_client
 from bot.assistants.errors import BROKEN_BODY, Overflow, broken, describe_broken, overflow_of, translate
+from bot.assistants.files import IMAGE_TOKENS, MediaPlan, MediaRefused, data_url, media, media_refusal, text_turn
 from bot.assistants.render import turn_text
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
-from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn
+from bot.domain import Attachment, DeltaCallback, ThreadKey, Turn, Usage, UserTurn
 from bot.errors import TooLong, Unavailable
 from bot.tokens import counter_for, message_tokens
 
@@ -87,6 +89,15 @@ def fit_budget(
     while kept and kept[0]["role"] == "assistant":
         kept.pop(0)
     return [system, *kept, user]
+
+
+def user_message(text: str, images: Sequence[Attachment]) -> dict[str, Any]:
+    """The user's message: plain text, or text and ``image_url`` parts (data URLs) when images go along."""
+    if not images:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    parts += [{"type": "image_url", "image_url": {"url": data_url(a)}} for a in images]
+    return {"role": "user", "content": parts}
 
 
 def prompt_budget(context: int) -> int:
@@ -164,26 +175,47 @@ class ChatAssistant:
     async def send(
         self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
-        text = turn_text(turn)
+        """Images go as ``image_url`` parts while the server takes them; PDFs as their text. The history
+        keeps the turn's text (text files as sent, images as placeholders), never an image's bytes."""
         history = await self._history(thread_id)
-        sent = await self._answer(history, text, on_delta)
+        plan = MediaPlan.start(turn, self.settings.assistant_vision, self.server, ("image",))
+        while True:
+            try:
+                text, sent = await self._answer(history, plan, plan.on_delta(on_delta))
+            except MediaRefused as refused:
+                await plan.refused(refused, self.server)
+                continue
+            break
         await self.history.append(thread_id, [{"role": "user", "content": text},
                                                {"role": "assistant", "content": sent.text}])
-        return sent
+        return plan.finish(sent)
 
-    async def _answer(self, history: list[Message], text: str, on_delta: DeltaCallback | None) -> Sent:
-        """Fit, send; on overflow learn the context, re-fit and send again (bounded)."""
+    async def _answer(self, history: list[Message], plan: MediaPlan,
+                      on_delta: DeltaCallback | None) -> tuple[str, Sent]:
+        """Fit, send; on overflow learn the context, re-fit and send again (bounded). Returns the user's
+        text as sent (file text cut to the context) and the answer."""
         what = "chat completion"
         await self.server.load()
+        images = media(plan)
+        reserved = len(images) * IMAGE_TOKENS
+        instructions = self.settings.assistant_instructions
+        bare = dataclasses.replace(plan.turn, attachments=())
+        words = message_tokens(instructions, self.count) + message_tokens(turn_text(bare), self.count)
         for _ in range(FIT_ATTEMPTS):
-            context = self.context_size()
-            messages = fit_budget(
-                self.settings.assistant_instructions, history, text, prompt_budget(context), self.count
-            )
-            tokens = self.last_sent_tokens = sum(message_tokens(m["content"], self.count) for m in messages)
+            budget = prompt_budget(self.context_size()) - reserved
+            # Files get at most two thirds of what the instructions and the user's words leave.
+            text = turn_text(await text_turn(plan, max(64, (budget - words) * 2 // 3), self.count))
+            messages = fit_budget(instructions, history, text, budget, self.count)
+            tokens = self.last_sent_tokens = reserved + sum(message_tokens(m["content"], self.count)
+                                                            for m in messages)
+            request: list[dict[str, Any]] = [*messages[:-1], user_message(text, images)]
             try:
-                return await (self._stream(messages, on_delta) if on_delta else self._complete(messages, what))
+                sent = await (self._stream(request, on_delta) if on_delta else self._complete(request, what))
+                return text, sent
             except openai.APIError as exc:
+                refusal = media_refusal(exc, plan.sending)
+                if refusal is not None:
+                    raise refusal from None
                 overflow = overflow_of(exc)
                 if overflow is None:
                     raise translate(exc, what=what) from None
@@ -194,7 +226,7 @@ class ChatAssistant:
                   what, FIT_ATTEMPTS)
         raise Unavailable("context overflow after re-fitting")
 
-    async def _complete(self, messages: list[Message], what: str) -> Sent:
+    async def _complete(self, messages: Sequence[Mapping[str, Any]], what: str) -> Sent:
         params = {"model": self.settings.openai_model, "messages": messages}
         try:
             completion = await self.server.call("chat", self.client.chat.completions.create, params)
@@ -209,7 +241,7 @@ class ChatAssistant:
             raise broken(what, "an empty answer")
         return Sent(text, _usage(usage))
 
-    async def _stream(self, messages: list[Message], on_delta: DeltaCallback) -> Sent:
+    async def _stream(self, messages: Sequence[Mapping[str, Any]], on_delta: DeltaCallback) -> Sent:
         what = "streaming an answer"
         params = {"model": self.settings.openai_model, "messages": messages, "stream": True,
                   "stream_options": {"include_usage": True}}

@@ -5,6 +5,11 @@ server refuses (``truncation``, ``prompt_cache_key``, ``context_management``, ``
 ``metadata``, ``store``) is dropped, remembered and never sent again. An empty, truncated or malformed
 answer, or a stream that ends without ``response.completed``, is an :class:`~bot.errors.Unavailable`
 with its own sentence, never a silent empty reply.
+
+Files: images go as ``input_image``, PDFs as ``input_file`` (inline up to
+:data:`~bot.assistants.uploads.INLINE_LIMIT`, else through the Files API), text files inline in the turn's
+text (:mod:`bot.assistants.files`). Uploads are deleted with the thread: :meth:`delete_thread` finds them
+in the conversation's items.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import httpx2
@@ -30,11 +35,13 @@ from bot.assistants.errors import (
     translate,
     unknown_model,
 )
-from bot.assistants.render import turn_text
+from bot.assistants.files import FILE_TEXT_TOKENS, MediaPlan, MediaRefused, media_refusal, text_turn
 from bot.assistants.server import Notes, ServerMemory, check_model
+from bot.assistants.uploads import INLINE_LIMIT, Uploads, delete_file, file_ids
 from bot.config import Settings
 from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
 from bot.errors import Unavailable
+from bot.tokens import counter_for
 
 log = logging.getLogger("threadkeeper.assistant")
 
@@ -103,9 +110,15 @@ def text_of(response: Any, what: str) -> str:
     return text
 
 
-def turn_input(turn: UserTurn) -> str | list[Any]:
-    """The Responses ``input`` for one turn: plain text unless files need content parts of their own."""
-    return turn_text(turn)
+async def delete_all(calls: Sequence[Coroutine[Any, Any, None]], batch: int = 8) -> None:
+    """Await ``calls`` a few at a time (the first failure raises once its batch is done)."""
+    for start in range(0, len(calls), batch):
+        results = await asyncio.gather(*calls[start : start + batch], return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for rest in calls[start + batch :]:
+                rest.close()
+            raise errors[0]
 
 
 class ConversationsAssistant:
@@ -117,6 +130,9 @@ class ConversationsAssistant:
         self.server = ServerMemory(str(self.client.base_url), settings.openai_model, notes)
         """Parameters this server refused (shared through ``notes``)."""
         self.locked_backoff: tuple[float, ...] = LOCKED_BACKOFF
+        self.inline_limit = INLINE_LIMIT
+        """Images and PDFs larger than this go through the Files API (:mod:`bot.assistants.uploads`)."""
+        self.count = counter_for(settings.openai_model)
 
     # -- what the server takes ---------------------------------------------------------------------
     def supported(self, param: str) -> bool:
@@ -182,7 +198,24 @@ class ConversationsAssistant:
     async def send(
         self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
     ) -> Sent:
-        params = self._params(thread_id, turn_input(turn), key)
+        """Files go as media while the server takes them; a refused kind is dropped and the turn sent again."""
+        plan = MediaPlan.start(turn, self.settings.assistant_vision, self.server, ("image", "pdf"))
+        while True:
+            uploads = Uploads(self.client, self.server, inline_limit=self.inline_limit)
+            user_input = await uploads.input(plan, self._text_turn)
+            try:
+                sent = await self._turn(thread_id, user_input, key, plan.on_delta(on_delta), plan.sending, uploads)
+            except MediaRefused as refused:
+                await plan.refused(refused, self.server)
+                continue
+            return plan.finish(sent)
+
+    async def _text_turn(self, plan: MediaPlan) -> UserTurn:
+        return await text_turn(plan, FILE_TEXT_TOKENS, self.count)
+
+    async def _turn(self, thread_id: str, user_input: str | list[Any], key: ThreadKey,
+                    on_delta: DeltaCallback | None, sending: set[str], uploads: Uploads) -> Sent:
+        params = self._params(thread_id, user_input, key)
         what = "sending a message"
         for delay in (*self.locked_backoff, None):
             try:
@@ -190,27 +223,36 @@ class ConversationsAssistant:
                     response = await self.server.call("responses", self.client.responses.create, params)
                     return Sent(text_of(response, what), usage_of(getattr(response, "usage", None)))
                 return await self._stream(params, on_delta)
-            except openai.NotFoundError as exc:
-                if is_unknown_model(exc):
-                    raise unknown_model(what, exc) from None
-                gone = _looks_gone(exc)
-                if gone is None:
-                    gone = await self._confirm_gone(thread_id)
-                if gone:
-                    raise ThreadGone(thread_id) from None
-                raise translate(exc, what=what) from None
-            except openai.BadRequestError as exc:
-                if exc.code != "conversation_locked":
+            except openai.APIStatusError as exc:
+                # Refused before anything was stored: no item refers to this request's uploads.
+                locked = isinstance(exc, openai.BadRequestError) and exc.code == "conversation_locked"
+                if not locked or delay is None:
+                    await uploads.discard()
+                refusal = media_refusal(exc, sending)
+                if refusal is not None:
+                    raise refusal from None
+                if isinstance(exc, openai.NotFoundError):
+                    raise await self._not_found(exc, thread_id, what) from None
+                if not locked:
                     raise translate(exc, what=what) from None
                 if delay is None:
                     log.warning("%s: the conversation stayed locked after %d retries", what, len(self.locked_backoff))
                     raise Unavailable("conversation stayed locked", LOCKED_SENTENCE) from None
                 await asyncio.sleep(delay)
             except openai.APIError as exc:
+                await uploads.discard(exc)
                 raise translate(exc, what=what) from None
             except BROKEN_BODY as exc:
                 raise broken(what, describe_broken(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _not_found(self, exc: openai.NotFoundError, thread_id: str, what: str) -> Exception:
+        if is_unknown_model(exc):
+            return unknown_model(what, exc)
+        gone = _looks_gone(exc)
+        if gone is None:
+            gone = await self._confirm_gone(thread_id)
+        return ThreadGone(thread_id) if gone else translate(exc, what=what)
 
     async def _stream(self, params: dict[str, Any], on_delta: DeltaCallback) -> Sent:
         stream = await self.server.call("responses", self.client.responses.create, {**params, "stream": True})
@@ -273,17 +315,12 @@ class ConversationsAssistant:
         return False
 
     async def delete_thread(self, thread_id: str) -> None:
-        """Delete the items first: deleting a conversation alone leaves them on the provider."""
+        """Delete the files its items refer to, the items, then the conversation: deleting a conversation
+        alone leaves its items (and uploads) on the provider. A failure raises, and the whole is retried."""
         try:
-            item_ids = [item.id async for item in self.client.conversations.items.list(thread_id, limit=100)]
-            for start in range(0, len(item_ids), 8):
-                await asyncio.gather(
-                    *(
-                        self._delete_item(thread_id, item_id)
-                        for item_id in item_ids[start : start + 8]
-                        if item_id
-                    )
-                )
+            items = [item async for item in self.client.conversations.items.list(thread_id, limit=100)]
+            await delete_all([delete_file(self.client, f) for item in items for f in file_ids(item)])
+            await delete_all([self._delete_item(thread_id, item.id) for item in items if item.id])
             await self.client.conversations.delete(thread_id)
         except openai.NotFoundError:
             return

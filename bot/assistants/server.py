@@ -33,6 +33,8 @@ NOTES_REFRESH = 60.0
 """Seconds between reads of the shared notes (other workers' discoveries arrive within this)."""
 CONTEXT_FIELD = "context"
 """Notes field: the chat backend's learned context size for this server and model, in our tokens."""
+NO_INPUT_FIELD = "no-input:"
+"""Notes fields ``no-input:image``, ``no-input:pdf``: a kind of input this server and model refused."""
 
 
 class Notes(Protocol):
@@ -98,6 +100,10 @@ class ServerMemory:
         """Refused parameters as ``endpoint:param``, sorted."""
         return sorted(f[len("refused:"):] for f in self._fields if f.startswith("refused:"))
 
+    def accepts(self, kind: str) -> bool:
+        """False once the server refused input of this kind (``image``, ``pdf``) for this model."""
+        return NO_INPUT_FIELD + kind not in self._fields
+
     @property
     def context_size(self) -> int | None:
         try:
@@ -127,6 +133,12 @@ class ServerMemory:
                     "the assistant server %s refused the optional parameter %r on %s for model %s (HTTP %s); "
                     "not sending it any more", self.base_url, param, endpoint, self.model, status,
                 )
+
+    async def refuse_input(self, kind: str, status: int | None) -> None:
+        """The server refused ``kind`` input (an image, a PDF) for this model: do not send it any more."""
+        if await self._write(NO_INPUT_FIELD + kind, str(status or "")):
+            log.warning("the assistant server %s refused %s input for model %s (HTTP %s); not sending it any more",
+                        self.base_url, kind, self.model, status)
 
     async def learn_context(self, size: int) -> None:
         """A smaller context size for this server and model (never a larger one)."""
