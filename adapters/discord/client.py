@@ -19,11 +19,12 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from adapters.discord.commands import build_tree, sync_commands
+from adapters.discord.files import discord_fetcher, file_refs
 from adapters.discord.limits import ChannelEdits
 from adapters.discord.parse import Parsed, parse_message, thread_name
 from adapters.discord.reply import DiscordReply
 from adapters.discord.setup import make_client, rest_base
-from adapters.kit.reply import deliver
+from adapters.kit.files import deliver_with_files
 from adapters.kit.tasks import InFlight, run_until_stopped
 from bot.config import ConfigError, Settings
 from bot.core import Core
@@ -43,6 +44,8 @@ class DiscordAdapter:
         self.edit_interval = edit_interval
         self.client = make_client(settings)
         self.edits = edits or ChannelEdits(metrics=metrics, server_of=self._server_of)
+        self.files = discord_fetcher(settings)
+        """Downloads the attachments of a message (:mod:`adapters.discord.files`)."""
         """Every channel's edit budget, shared by all answers in it (and Discord's 429s, counted)."""
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
@@ -133,7 +136,7 @@ class DiscordAdapter:
         reply = DiscordReply(channel, destination=destination, reference=message if parsed.reply else None,
                             interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
         try:
-            await deliver(self.core, parsed.incoming, reply, log)
+            await deliver_with_files(self.core, parsed.incoming, file_refs(message), self.files.fetch, reply, log)
         except discord.HTTPException as exc:
             log.error("could not deliver the answer for %s: %s", parsed.incoming.key.digest, exc)
 

@@ -6,7 +6,7 @@ Pure functions over discord.py objects, so the rules are easy to read in one pla
   a channel listed in ``DISCORD_CHANNELS`` (and its threads), and messages in threads the bot opened;
 * ignored: bots (the bot itself included), system messages (joins, pins, ...), and messages with
   nothing left once the bot's mention is removed (a bare mention, or content Discord withheld
-  without the message-content intent).
+  without the message-content intent); a message with files but no text is answered.
 
 The thread key is guild + channel + user; DMs use the workspace ``dm`` (and are
 :attr:`Incoming.is_dm <bot.domain.Incoming.is_dm>`); a Discord thread is ``parent/thread``.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import discord
 
+from adapters.discord.files import attachments_of
 from adapters.kit.text import strip_mentions
 from bot.domain import Incoming, ThreadKey
 
@@ -113,7 +114,7 @@ def parse_message(
     else:
         key = thread_key(channel, channel.id, guild, message.author.id)
     text = readable(strip_mentions(message.content, tokens), message, me)
-    if not text.strip():
+    if not text.strip() and not attachments_of(message):
         return None
     incoming = Incoming(key, text, str(message.id), direct=guild is None or mentioned, is_dm=guild is None)
     return Parsed(incoming, open_thread=open_thread, reply=guild is not None and not open_thread)

@@ -39,10 +39,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.kit.files import FileRef, deliver_with_files
 from adapters.kit.pacing import LocalLanes, Pacer
-from adapters.kit.reply import deliver
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
+from adapters.slack.files import file_refs, slack_fetcher
 from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
 from adapters.slack.reply import DELIVERY_ERRORS, SEND_ERRORS, SlackReply, StreamSupport
@@ -62,7 +63,8 @@ Bolt's default handler for it would make Slack calls inside the ack."""
 
 SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
 
-SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "chat:write", "commands", "im:history")
+SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "chat:write", "commands", "files:read",
+                                     "im:history")
 """What the handlers above need; ``slack-manifest.yml`` must ask for exactly these."""
 
 SUGGESTED_PROMPTS: list[dict[str, str]] = [
@@ -107,6 +109,8 @@ class SlackAdapter:
                                 deliver_within=deliver_within)
         """Paced, retried calls (the client's retry handlers are theirs: no blind re-post of a message)."""
         self.calls.install(self.client)
+        self.files = slack_fetcher(settings, self.client.token or "")
+        """Downloads the files shared with a message (:mod:`adapters.slack.files`)."""
         self.streams = StreamSupport()
         self.registered_events: set[str] = set()
         self.registered_commands: set[str] = set()
@@ -141,7 +145,8 @@ class SlackAdapter:
             log.debug("ignored %s event %s", (body.get("event") or {}).get("type"), body.get("event_id"))
         else:
             retry = request.headers.get("x-slack-retry-num", [])
-            self.in_flight.spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0"))))
+            self.in_flight.spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0")),
+                                              files=file_refs(body)))
         self.events_received += 1
 
     async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
@@ -159,7 +164,7 @@ class SlackAdapter:
         self.in_flight.spawn(self._forget(body, respond))
 
     # ---- the work ------------------------------------------------------------------------------
-    async def _answer(self, parsed: Parsed, *, retried: bool) -> None:
+    async def _answer(self, parsed: Parsed, *, retried: bool, files: tuple[FileRef, ...] = ()) -> None:
         reply = SlackReply(
             self.client,
             parsed.target,
@@ -170,7 +175,7 @@ class SlackAdapter:
             # A retry may race the first delivery's answer: never touch the status it shows.
             show_status=parsed.target.is_dm and not retried,
         )
-        await deliver(self.core, parsed.incoming, reply, log)
+        await deliver_with_files(self.core, parsed.incoming, files, self.files.fetch, reply, log)
 
     async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         scope = self.settings.thread_scope
