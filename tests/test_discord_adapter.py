@@ -20,7 +20,7 @@ __all__ = ["fake_discord", "start_bot"]  # fixtures
 async def test_dm_is_answered(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot()
     sent = await fake_discord.send_dm("hello there")
-    [answer] = await wait_answer(fake_discord, sent["channel_id"])
+    [answer] = await wait_answer(fake_discord, sent["channel_id"], text="echo: hello there")
     assert answer["content"] == "echo: hello there"
     [post] = message_posts(fake_discord, sent["channel_id"])
     assert "message_reference" not in post.json  # DMs: a plain message, no reply quote
@@ -31,7 +31,7 @@ async def test_mention_is_answered_as_a_reply_without_the_mention(
 ) -> None:
     await start_bot()
     sent = await fake_discord.send_guild("what's up?", mention_bot=True)
-    [answer] = await wait_answer(fake_discord, fake_discord.channel_id)
+    [answer] = await wait_answer(fake_discord, fake_discord.channel_id, text="echo: what's up?")
     assert answer["content"] == "echo: what's up?"
     [post] = message_posts(fake_discord, fake_discord.channel_id)
     assert str(post.json["message_reference"]["message_id"]) == sent["id"]
@@ -44,7 +44,7 @@ async def test_role_mention_is_answered_when_content_is_readable(
     """Autocomplete often picks the bot's managed role; Discord only shows that content with the intent."""
     await start_bot(discord_channels="1")  # any listed channel turns the message-content intent on
     await fake_discord.send_guild("ping by role", mention_role=True)
-    [answer] = await wait_answer(fake_discord, fake_discord.channel_id)
+    [answer] = await wait_answer(fake_discord, fake_discord.channel_id, text="echo: ping by role")
     assert answer["content"] == "echo: ping by role"
 
 
@@ -53,9 +53,9 @@ async def test_open_threads_continue_without_a_mention(
 ) -> None:
     await start_bot(discord_open_threads=True, discord_channels="1")
     sent = await fake_discord.send_guild("a question", mention_bot=True)
-    await wait_answer(fake_discord, sent["id"])  # the thread takes the message's id
+    await wait_answer(fake_discord, sent["id"], text="echo: a question")  # the thread takes the message's id
     await fake_discord.send_guild("a follow-up", channel_id=sent["id"])
-    [_, answer] = await wait_answer(fake_discord, sent["id"], count=2)
+    [_, answer] = await wait_answer(fake_discord, sent["id"], count=2, text="echo: a follow-up")
     assert answer["content"] == "echo: a follow-up"
     assert len(fake_openai.conversations) == 1
 
@@ -202,7 +202,7 @@ async def test_errors_reach_the_user_as_one_sentence(
     fake_openai.fail_next(500, path_prefix="/v1/responses", times=10)
     await start_bot()
     sent = await fake_discord.send_dm("will fail")
-    [answer] = await wait_answer(fake_discord, sent["channel_id"])
+    [answer] = await wait_answer(fake_discord, sent["channel_id"], text=Unavailable.user_message)
     assert answer["content"] == Unavailable.user_message
 
 
@@ -215,9 +215,9 @@ async def test_open_threads_answers_in_a_thread_and_continues_there(
         lambda: fake_discord.find("POST", rf"/channels/{fake_discord.channel_id}/messages/{sent['id']}/threads"))
     thread_id = next(c for c in fake_discord.channels.values() if c.get("parent_id") == fake_discord.channel_id)["id"]
     assert opened.json["name"] == "start a thread"
-    await wait_answer(fake_discord, thread_id)
+    await wait_answer(fake_discord, thread_id, text="echo: start a thread")
     await fake_discord.send_guild("and continue", mention_bot=True, channel_id=thread_id)
-    [_, second] = await wait_answer(fake_discord, thread_id, count=2)
+    [_, second] = await wait_answer(fake_discord, thread_id, count=2, text="echo: and continue")
     assert second["content"] == "echo: and continue"
     assert len(fake_openai.conversations) == 1
     assert not fake_discord.bot_messages(fake_discord.channel_id)

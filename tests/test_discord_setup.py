@@ -29,7 +29,7 @@ __all__ = ["fake_discord", "start_bot"]  # fixtures
 async def test_listed_channel_answers_every_message(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot(discord_channels=fake_discord.channel_id)
     await fake_discord.send_guild("no mention needed here")
-    [answer] = await wait_answer(fake_discord, fake_discord.channel_id)
+    [answer] = await wait_answer(fake_discord, fake_discord.channel_id, text="echo: no mention needed here")
     assert answer["content"] == "echo: no mention needed here"
 
 
@@ -80,7 +80,7 @@ async def test_run_disconnects_cleanly_when_stopped(fake_discord: FakeDiscord, m
     task = asyncio.create_task(run(runtime, stop=stop))
     await fake_discord.wait_identified()
     sent = await fake_discord.send_dm("before shutdown")
-    await wait_answer(fake_discord, sent["channel_id"])
+    await wait_answer(fake_discord, sent["channel_id"], text="echo: before shutdown")
     stop.set()
     await asyncio.wait_for(task, 10)
     await fake_discord.wait_for(lambda: fake_discord.connected == 0)
@@ -148,7 +148,7 @@ async def test_cli_answers_then_exits_cleanly_on_sigterm(
     try:
         await fake_discord.wait_identified(within=30)
         sent = await fake_discord.send_dm("hello from the CLI")
-        [answer] = await wait_answer(fake_discord, sent["channel_id"])
+        [answer] = await wait_answer(fake_discord, sent["channel_id"], text="echo: hello from the CLI")
         assert answer["content"] == "echo: hello from the CLI"
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), 20)

@@ -50,9 +50,24 @@ def message_posts(fake: FakeDiscord, channel_id: str) -> list[Call]:
     return fake.find("POST", rf"/channels/{channel_id}/messages")
 
 
-async def wait_answer(fake: FakeDiscord, channel_id: str, count: int = 1) -> list[dict[str, Any]]:
-    """The bot's messages in a channel once there are ``count`` of them and the last one has content."""
+async def wait_answer(
+    fake: FakeDiscord, channel_id: str, count: int = 1, *, text: str | None = None, within: float = 10.0
+) -> list[dict[str, Any]]:
+    """The bot's messages in a channel once there are ``count`` of them and the last one is finished.
+
+    An answer streams: its message goes out at the first delta and is edited as the rest comes, so a
+    message with *some* content is not the answer yet. With ``text``, this waits until the last message
+    reads exactly ``text`` (a timeout says what it read instead); without, only until it has content,
+    for a caller that needs to know an answer has started, not what it says.
+    """
     def check() -> list[dict[str, Any]] | None:
         msgs = fake.bot_messages(channel_id)
-        return msgs if len(msgs) >= count and msgs[-1]["content"] else None
-    return await fake.wait_for(check)
+        if len(msgs) < count or not msgs[-1]["content"]:
+            return None
+        return msgs if text is None or msgs[-1]["content"] == text else None
+
+    try:
+        return await fake.wait_for(check, within=within)
+    except TimeoutError:
+        shown = [m["content"] for m in fake.bot_messages(channel_id)]
+        raise AssertionError(f"waited {within} s for {count} message(s) ending with {text!r}; saw {shown!r}") from None
