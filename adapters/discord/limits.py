@@ -8,8 +8,9 @@ channel share that budget; :class:`ChannelEdits` keeps one lane per channel in t
 
 * a streamed edit (a luxury) goes only when the channel's lane is free, else it is skipped and its text
   goes with the next one;
-* a final edit always goes at once (discord.py queues it on the bucket), and takes a turn from the lane so
-  the luxuries give way to it.
+* a final edit always gets a turn: it waits for it (never past the answer's deadline), so the finals of
+  many answers reach discord.py one by one instead of in a burst it would have to sort out with 429s,
+  and the streamed edits give way to them.
 
 The 429s discord.py handles reach us only through its log (``discord.http``: "We are being rate
 limited..."): a filter on that logger counts them (``threadkeeper_platform_refused_total``), slows the
@@ -18,6 +19,7 @@ channel's lane, marks the answer whose call it was, and warns once per server pe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -35,8 +37,8 @@ from bot.metrics import Metrics
 log = logging.getLogger("threadkeeper.discord")
 
 EDIT = "edit"
-EDIT_SPEC = LaneSpec(base=1.25, cap=10.0, half_life=10.0, horizon=math.inf)
-"""About 4 streamed edits per 5 s per channel at most, leaving room for the final ones; no waiting."""
+EDIT_SPEC = LaneSpec(base=1.0, cap=10.0, half_life=10.0, horizon=math.inf)
+"""Discord's 5 edits per 5 s per channel, spread out; every final edit gets a turn however far ahead."""
 
 DELIVER_WITHIN = 120.0
 """How long a final edit or send keeps being retried after Discord refused it."""
@@ -96,9 +98,13 @@ class ChannelEdits:
         granted, wait = self.lanes.reserve_now(self.scope(channel_id), EDIT, urgent=False)
         return 0.0 if granted else max(wait, 0.01)
 
-    def urgent(self, channel_id: int | str) -> None:
-        """A final edit goes now; it takes the lane's next turn so streamed edits give way."""
-        self.lanes.reserve_now(self.scope(channel_id), EDIT, urgent=True)
+    async def urgent(self, channel_id: int | str, delivery: Delivery) -> None:
+        """Wait for a final edit's turn in the channel (at most until the answer's deadline)."""
+        _, wait = self.lanes.reserve_now(self.scope(channel_id), EDIT, urgent=True)
+        if delivery.deadline is not None:
+            wait = min(wait, delivery.deadline - time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def delivery(self, digest: str) -> Delivery:
         return Delivery(digest)

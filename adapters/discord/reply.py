@@ -9,8 +9,8 @@ Every send and edit carries ``allowed_mentions`` that cannot ping anyone the mod
 @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
 
 The channel's edit budget is shared by every answer in it (:mod:`adapters.discord.limits`): a streamed
-edit is skipped when the channel's lane is busy, the final render always goes, and a final edit or send
-that discord.py gives up on after repeated 429s is tried again until the answer's deadline.
+edit is skipped when the channel's lane is busy, a final edit waits for its turn and always goes, and a
+final edit or send that discord.py gives up on after repeated 429s is tried again until the deadline.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class DiscordReply:
                     if self._shown[index] != chunk:
                         message = self.sent[index]
                         if final:
-                            self._edits.urgent(message.channel.id)
+                            await self._edits.urgent(message.channel.id, self.delivery)
                         elif later := self._edits.luxury(message.channel.id):
                             return later
                         await self._retried(partial(message.edit, content=chunk, allowed_mentions=NO_MENTIONS),
