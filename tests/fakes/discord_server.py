@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from . import discord_payloads as p
 from .discord_payloads import JSON
+from .file_hosts import DiscordCdn
 from .rate_limits import Clock, DiscordLimits, Refusal
 
 T = TypeVar("T")
@@ -78,6 +79,8 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.cdn = DiscordCdn(lambda: self.url)
+        """Attachments on a loopback CDN path of this server: see ``file_hosts.py``."""
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._register_routes()
 
@@ -90,6 +93,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
         app.router.add_get("/gateway", self._gateway)
+        self.cdn.install(app.router)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()

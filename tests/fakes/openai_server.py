@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .openai_faults import PathRule, ServerModes, cut_events, empty_stream_events, send_cut_json
+from .openai_files import FilesApi
 from .openai_state import (
     JSON,
     ApiError,
@@ -59,7 +60,7 @@ def _echo(text: str, _items: list[JSON]) -> str:
     return f"echo: {text}"
 
 
-class FakeOpenAI(ServerModes):
+class FakeOpenAI(ServerModes, FilesApi):
     def __init__(self, *, latency: float = 0.0, models: Iterable[str] = ("gpt-test",),
                  reply: ReplyFn | None = None, context_limit: int | None = None) -> None:
         self.latency = latency
@@ -79,6 +80,7 @@ class FakeOpenAI(ServerModes):
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._init_modes()
+        self._init_files()
 
     # ---- test helpers -------------------------------------------------------------------------
     @property
@@ -130,6 +132,7 @@ class FakeOpenAI(ServerModes):
         r.add_post("/v1/chat/completions", self._chat)
         r.add_get("/v1/models", self._list_models)
         r.add_get("/v1/models/{mid}", self._get_model)
+        self.add_file_routes(r)
         app.on_response_prepare.append(self._add_request_id)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
@@ -206,10 +209,11 @@ class FakeOpenAI(ServerModes):
         if auth[7:].strip() == "bad-key":
             return self._error(401, "Incorrect API key provided: bad-key. You can find your API key at "
                                "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
-        if raw and body is None and request.method == "POST":
+        if raw and body is None and request.method == "POST" and not request.content_type.startswith("multipart/"):
             return self._error(400, "We could not parse the JSON body of your request.")
         try:
             self._gate(request.method, request.path, request[_BODY])
+            self._gate_media(request.method, request.path, request[_BODY])
             cut, request[_EMPTY] = self._take_modes(request.path)
             if cut is not None:
                 request[_CUT] = cut

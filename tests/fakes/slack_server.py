@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .file_hosts import SlackFileHost
 from .rate_limits import Clock, Refusal, SlackLimits
 
 BOT_USER_ID = "U0BOT"
@@ -94,6 +95,8 @@ class FakeSlack:
         self.token_teams: dict[str, str] = {}
         """Which workspace a token belongs to (rate limits are kept per team); unknown tokens: ``TEAM_ID``."""
         self.limits = SlackLimits(clock)
+        self.files = SlackFileHost(lambda: self.base)
+        """Private file downloads (``url_private_download``): see ``file_hosts.py``."""
         self._failures: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -210,6 +213,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response)
         app.router.add_get("/socket-mode", self._socket)
+        self.files.install(app.router)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
