@@ -148,6 +148,28 @@ class FilesApi:
         return web.json_response({"id": stored.id, "object": "file", "deleted": True})
 
 
+def turns(fake: Any) -> list[JSON]:
+    """Bodies of the requests that answered a user: Responses turns on a conversation, chat completions."""
+    found = []
+    for record in fake.requests:
+        body = record.json or {}
+        if record.method == "POST" and (record.path == "/v1/chat/completions"
+                                        or (record.path == "/v1/responses" and body.get("conversation"))):
+            found.append(body)
+    return found
+
+
+def user_text(body: JSON) -> str:
+    """The text of the user's message in a request body (its text parts joined)."""
+    if "messages" in body:
+        content = body["messages"][-1]["content"]
+    else:
+        content = body["input"] if isinstance(body["input"], str) else body["input"][0]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(str(p.get("text", "")) for p in content)
+
+
 def describe(body: Any) -> str:
     """A request's parts by type, for assertion messages (never the bytes)."""
     return ", ".join(str(p.get("type")) for p in parts(body if isinstance(body, dict) else {}))
