@@ -167,6 +167,33 @@ def variants(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def limits_table(results: dict[str, Any]) -> list[str]:
+    pl = results.get("platform_limits")
+    if not pl:
+        return []
+    limit = pl["limit"]
+    lines = [
+        f"Under Slack's rate limits: every chat method {limit['burst']} calls at once, then "
+        f"{_num(limit['per_second'])} a second per workspace (posts also 1 a second per channel).",
+        "",
+        "| run | answers at once | last answer complete, s | p50 / p90 answer end, s | budget bound, s "
+        "| refused (by method) | calls through | complete | early retries | posted twice |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in pl["runs"]:
+        end = run["answer_end_ms"]
+        spread = f"{end['p50'] / 1000:.2f} / {end['p90'] / 1000:.2f}" if end.get("n") else "-"
+        by_method = ", ".join(f"{m.removeprefix('chat.')} {n}" for m, n in sorted(run["refused_by_method"].items()))
+        lines.append(
+            f"| {run['name']} | {run['answers']:,} | {_num(run['last_answer_s'])} | {spread} "
+            f"| {_num(run['budget_bound_s'])} | {run['refused']:,}{f' ({by_method})' if by_method else ''} "
+            f"| {sum(run['calls_by_method'].values()):,} | {run['complete']:,} | {run['early_retries']} "
+            f"| {run['duplicate_posts']} |"
+        )
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
-    parts = [*headline(results), "", *sweep(results), "", *variants(results), "", *long_table(results)]
+    parts = [*headline(results), "", *sweep(results), "", *variants(results), "", *long_table(results), "",
+             *limits_table(results)]
     return "\n".join(parts)

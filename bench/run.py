@@ -28,6 +28,7 @@ from bench.baselines import Baselines
 from bench.core_load import RigOptions, load_level, memory_probe, one_each, open_rig, recovery, user_key
 from bench.fake_proc import FakeProcess
 from bench.longconv import long_conversation
+from bench.platform_limits import platform_limits
 from bench.report import comparison, render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -48,6 +49,10 @@ class Config:
     long_turns: int = 200
     context_limit: int = 40
     context_budget: int = 1500
+    limit_answers: int = 60
+    """DMs, and as many channel mentions, answered at once under Slack's (fake) rate limits."""
+    limit_per_second: float = 10.0
+    limit_burst: int = 5
     out: Path = DEFAULT_OUT
     chart: bool = True
 
@@ -68,6 +73,8 @@ class Config:
             long_turns=30,
             context_limit=10,
             context_budget=300,
+            limit_answers=10,
+            limit_per_second=20.0,
         )
 
 
@@ -91,12 +98,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--long-turns", type=int, help="turns of the long-conversation run (200)")
     p.add_argument("--context-limit", type=int, help="items the fake keeps in context (40)")
     p.add_argument("--context-budget", type=int, help="CONTEXT_BUDGET of the chat backend (1500)")
+    p.add_argument("--limit-answers", type=int, help="DMs and as many mentions at once under Slack's limits (60)")
     p.add_argument("--out", type=Path, help="directory for latest.json and latest.png (bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     cfg = Config.quick(args.redis_url) if args.quick else Config(redis_url=args.redis_url)
     for name in ("users", "messages", "min_messages", "meta_latency_ms", "concurrency", "baseline_users",
-                 "probe_latency_ms", "long_turns", "context_limit", "context_budget", "out"):
+                 "probe_latency_ms", "long_turns", "context_limit", "context_budget", "limit_answers", "out"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -218,6 +226,9 @@ async def run_bench(cfg: Config) -> dict[str, Any]:
         long_run = await long_conversation(
             opts, fake, turns=cfg.long_turns, context_limit=cfg.context_limit, budget=cfg.context_budget
         )
+        await asyncio.to_thread(fake.set_latency, 0.0, 0.0)
+        limits = await platform_limits(opts, fake.base_url, answers=cfg.limit_answers,
+                                       per_second=cfg.limit_per_second, burst=cfg.limit_burst)
     finally:
         await asyncio.to_thread(fake.stop)
         await asyncio.to_thread(_cleanup, cfg.redis_url, prefix)
@@ -236,6 +247,7 @@ async def run_bench(cfg: Config) -> dict[str, Any]:
         "core": core,
         "baselines": baselines,
         "long_conversation": long_run,
+        "platform_limits": limits,
     }
     results["comparison"] = comparison(results)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -289,7 +289,7 @@ async def send_all(bots: list[Bot], n_dms: int, n_mentions: int) -> tuple[list[J
     mentions = [mention_event(f"<@{BOT_USER_ID}> topic {i}", user=f"U{i:03d}", channel="C1BUSY")
                 for i in range(n_mentions)]
     events = [e for pair in zip(dms, mentions, strict=False) for e in pair] + dms[n_mentions:] + mentions[n_dms:]
-    statuses = await asyncio.gather(*(bots[i % len(bots)].event(e) for i, e in enumerate(events)))
+    statuses = await asyncio.gather(*(bots[(i // 2) % len(bots)].event(e) for i, e in enumerate(events)))
     assert set(statuses) == {200}
     return dms, mentions
 

@@ -222,6 +222,8 @@ class Pacer:
                 self._check(method, wait, deadline)
                 if wait > 0:
                     await asyncio.sleep(wait)
+                    if self.floor(scope, method) > 0:
+                        continue  # refused meanwhile (a call of this process): the turn is void, ask again
                 return 0.0
             wait = max(wait, floor)
             self._check(method, wait, deadline)
