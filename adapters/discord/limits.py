@@ -57,6 +57,8 @@ class Delivery:
     digest: str
     deadline: float | None = None
     refused: int = 0
+    owner: object = None
+    """The :class:`ChannelEdits` whose answer this is (several adapters may share one process's log)."""
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -107,7 +109,7 @@ class ChannelEdits:
             await asyncio.sleep(wait)
 
     def delivery(self, digest: str) -> Delivery:
-        return Delivery(digest)
+        return Delivery(digest, owner=self)
 
     def start_deadline(self, delivery: Delivery) -> None:
         if delivery.deadline is None:
@@ -139,10 +141,12 @@ class ChannelEdits:
 
     def refused(self, method: str, url: str, retry_after: float) -> None:
         """discord.py got a 429 for ``method url`` and will retry after ``retry_after`` seconds."""
+        delivery = _ANSWER.get()
+        if delivery is not None and delivery.owner is not self:
+            return  # another adapter's answer: its own filter counts it
         route = route_of(method, url)
         if self.metrics is not None:
             self.metrics.platform_refused.labels("discord", route).inc()
-        delivery = _ANSWER.get()
         if delivery is not None:
             delivery.refused += 1
         found = _CHANNEL.search(yarl.URL(url).path)
