@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bot.ops import admin
 from bot.domain import ThreadKey
+from bot.ops import admin
 from bot.runtime import Runtime
 from tests.conftest import MakeRuntime
 from tests.fakes.openai_server import FakeOpenAI

@@ -87,7 +87,9 @@ async def test_forget_cancelled_while_the_provider_deletes(make_runtime: MakeRun
     conv = await start(rt, KEY, "m1")
     fake_openai.latency = 30
     forget = asyncio.create_task(rt.core.forget(KEY))
-    while not any(path.startswith(f"/v1/conversations/{conv}") for _, path in fake_openai.calls):
+    for _ in range(1000):  # until the deletion reached the provider (which now takes 30 s to answer)
+        if any(path.startswith(f"/v1/conversations/{conv}") for _, path in fake_openai.calls):
+            break
         await asyncio.sleep(0.01)
     forget.cancel()
     await asyncio.gather(forget, return_exceptions=True)
