@@ -75,6 +75,10 @@ SUGGESTED_PROMPTS: list[dict[str, str]] = [
 
 FORGET_USAGE = "Use `/forget` to forget our conversation here, or `/forget all` for all of them."
 
+BOLT_LOGGER = "threadkeeper.slack.bolt"
+"""The Bolt app's name, which is also the logger it re-levels to the root's level on every request: a leaf
+of our own, so the ``threadkeeper`` loggers keep the levels the operator (or a test) gave them."""
+
 HOST = "0.0.0.0"
 """Listen on every interface: the usual need inside a container."""
 
@@ -103,7 +107,7 @@ class SlackAdapter:
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         # process_before_response: the listeners below only parse and start a task, so running them
         # before the ack costs nothing, and "acknowledged" then means "the work has started".
-        self.app = AsyncApp(client=self.client, signing_secret=secret, name="threadkeeper",
+        self.app = AsyncApp(client=self.client, signing_secret=secret, name=BOLT_LOGGER,
                             process_before_response=True, request_verification_enabled=self.mode == "http")
         self.calls = SlackCalls(Pacer(runtime.pacer or LocalLanes()), metrics=runtime.metrics,
                                 deliver_within=deliver_within)
