@@ -49,6 +49,10 @@ class JsonFormatter(logging.Formatter):
 EXPECTED_NOTES: frozenset[tuple[str, str]] = frozenset({
     # Bolt reads SLACK_BOT_TOKEN from the environment even when given a client (whose token it uses).
     ("slack_bolt.AsyncApp", "As you gave `client` as well, `token` will be unused."),
+    # Given `authorize` (one auth.test per process: adapters/slack/auth.py), Bolt says it ignores the token:
+    # the token comes back from that authorize.
+    ("slack_bolt.AsyncApp", "As `installation_store` or `authorize` has been used, `token` "
+                            "(or SLACK_BOT_TOKEN env variable) will be ignored."),
     # The bot has no voice features, so it needs neither PyNaCl nor davey.
     ("discord.client", "PyNaCl is not installed, voice will NOT be supported"),
     ("discord.client", "davey is not installed, voice will NOT be supported"),

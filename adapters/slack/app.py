@@ -25,6 +25,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -43,6 +44,7 @@ from adapters.kit.files import FileRef, deliver_with_files
 from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
+from adapters.slack.auth import OneAuthTest
 from adapters.slack.files import file_refs, slack_fetcher
 from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
@@ -107,7 +109,9 @@ class SlackAdapter:
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         # process_before_response: the listeners below only parse and start a task, so running them
         # before the ack costs nothing, and "acknowledged" then means "the work has started".
-        self.app = AsyncApp(client=self.client, signing_secret=secret, name=BOLT_LOGGER,
+        self.auth = OneAuthTest(self.client)
+        """Bolt's authorization from start()'s ``auth.test``: one call per process (:mod:`adapters.slack.auth`)."""
+        self.app = AsyncApp(client=self.client, signing_secret=secret, name=BOLT_LOGGER, authorize=self.auth,
                             process_before_response=True, request_verification_enabled=self.mode == "http")
         self.calls = SlackCalls(Pacer(runtime.pacer or LocalLanes()), metrics=runtime.metrics,
                                 deliver_within=deliver_within)
@@ -218,7 +222,10 @@ class SlackAdapter:
     # ---- transport -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Check the tokens (one-line :class:`ConfigError` if Slack refuses), then serve and connect."""
+        if self.client.session is None:  # one connection pool for every Web API call (else one per call)
+            self.client.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         identity = await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
+        self.auth.remember(identity)
         self.calls.team = str(identity.get("team_id") or self.calls.team)
         wss_url = None
         if self.app_token is not None:
@@ -270,6 +277,9 @@ class SlackAdapter:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+        session, self.client.session = self.client.session, None
+        if session is not None:
+            await session.close()
 
     async def _stop_intake(self) -> None:
         """No new events: close Socket Mode, stop listening for HTTP events (``/healthz`` stays in Socket Mode)."""
