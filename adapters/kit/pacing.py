@@ -13,7 +13,8 @@ Each lane keeps three numbers:
   urgent calls queue one interval apart, and luxury calls find the lane busy while urgent ones are queued;
 * ``interval``: adaptive. A refusal doubles it (once per refusal: refusals that arrive while the lane is
   already blocked do not double it again), up to ``cap``; while calls go through without a refusal it
-  decays back towards ``base``, halving every ``half_life`` seconds;
+  decays back towards ``base``, halving every ``half_life`` seconds. The first refusal sets it to at least
+  ``floor``: ``base`` is tiny (nothing is spaced out before the platform refuses), the refused rate unknown;
 * ``blocked``: until when the platform said to wait (``Retry-After``). No call of the lane goes before.
 
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
@@ -66,8 +67,11 @@ class Lanes(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LaneSpec:
-    base: float = 0.02
-    """Spacing of calls in a lane that nothing refused lately (seconds)."""
+    base: float = 0.001
+    """Spacing of calls in a lane that nothing refused lately (seconds): 1,000 a second, i.e. hardly any pacing
+    until the platform refuses (20 ms before issue 19: it held a busy workspace to 50 answers a second)."""
+    floor: float = 0.04
+    """The least interval a refusal sets (then doubled by each refusal, up to ``cap``)."""
     cap: float = 8.0
     """The slowest the lane gets."""
     half_life: float = 5.0
@@ -143,7 +147,7 @@ class LocalLanes:
         """:meth:`Lanes.refused`, synchronously."""
         spec, lane, now = self.spec, self._lane(scope, method), self._clock()
         if now >= lane.blocked:
-            lane.interval, lane.since = min(spec.cap, self._interval(lane, now) * 2), now
+            lane.interval, lane.since = min(spec.cap, max(spec.floor, self._interval(lane, now) * 2)), now
         lane.blocked = max(lane.blocked, now + retry_after)
         if self._notices.get(scope, -math.inf) > now:
             return False

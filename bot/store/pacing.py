@@ -47,7 +47,7 @@ if KEYS[2] then redis.call('SET', KEYS[2], ARGV[6], 'PX', math.floor(wait + tonu
 return {1, wait}
 """
 
-# KEYS: lane, notice. ARGV: retry_after_ms, base_ms, cap_ms, lane_ttl_ms, notice_ttl_ms, half_life_ms
+# KEYS: lane, notice. ARGV: retry_after_ms, base_ms, cap_ms, lane_ttl_ms, notice_ttl_ms, half_life_ms, floor_ms
 # Returns {first refusal of the scope this minute (1|0), interval_ms}.
 REFUSED = _NOW + """
 local lane = redis.call('HMGET', KEYS[1], 'blocked', 'interval', 'since')
@@ -56,7 +56,8 @@ local blocked = tonumber(lane[1]) or 0
 local interval = tonumber(lane[2]) or base
 local since = tonumber(lane[3]) or 0
 if now >= blocked then
-  interval = math.min(tonumber(ARGV[3]), decayed(interval, since, base, tonumber(ARGV[6])) * 2)
+  interval = decayed(interval, since, base, tonumber(ARGV[6])) * 2
+  interval = math.min(tonumber(ARGV[3]), math.max(tonumber(ARGV[7]), interval))
   since = now
 end
 blocked = math.max(blocked, now + tonumber(ARGV[1]))
@@ -88,7 +89,8 @@ class SharedLanes:
         redis: RedisClient,
         keys: Keys,
         *,
-        base: float = 0.02,
+        base: float = 0.001,
+        floor: float = 0.04,
         cap: float = 8.0,
         half_life: float = 5.0,
         horizon: float = 0.1,
@@ -99,7 +101,7 @@ class SharedLanes:
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.base, self.cap, self.half_life, self.horizon = base, cap, half_life, horizon
+        self.base, self.floor, self.cap, self.half_life, self.horizon = base, floor, cap, half_life, horizon
         self.idle_ttl, self.hold_ttl, self.poll, self.notice_every = idle_ttl, hold_ttl, poll, notice_every
         self._reserve = redis.register_script(RESERVE)
         self._refused = redis.register_script(REFUSED)
@@ -118,7 +120,7 @@ class SharedLanes:
     async def refused(self, scope: str, method: str, retry_after: float) -> bool:
         keys = [self.keys.pace(scope, method), self.keys.pace_notice(scope)]
         args = [_ms(retry_after), _ms(self.base), _ms(self.cap), _ms(self.idle_ttl), _ms(self.notice_every),
-                _ms(self.half_life)]
+                _ms(self.half_life), _ms(self.floor)]
         first, _interval = await self._refused(keys=keys, args=args)
         return bool(int(first))
 
