@@ -42,7 +42,7 @@ class OneAuthTest(AsyncAuthorize):
 
     async def __call__(self, *, context: Any, enterprise_id: str | None, team_id: str | None, user_id: str | None,
                        actor_enterprise_id: str | None = None, actor_team_id: str | None = None,
-                       actor_user_id: str | None = None) -> AuthorizeResult | None:
+                       actor_user_id: str | None = None) -> AuthorizeResult:
         identity = await self.identity()
         return AuthorizeResult.from_auth_test_response(
             auth_test_response=identity,
