@@ -27,11 +27,17 @@ import redis
 from bench.baselines import Baselines
 from bench.core_load import RigOptions, load_level, memory_probe, one_each, open_rig, recovery, user_key
 from bench.fake_proc import FakeProcess
+from bench.front_door import FrontConfig, front_doors
+from bench.front_report import profile_tables
+from bench.front_report import table as front_table
 from bench.longconv import long_conversation
 from bench.platform_limits import platform_limits
 from bench.report import comparison, render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PARTS = ("core", "baselines", "long", "limits", "front")
+"""What ``python -m bench`` runs: the core, the article's baselines, long conversations, Slack's rate limits
+(issue 21), the front doors (issue 19). ``--parts`` picks some."""
 
 
 @dataclass
@@ -55,12 +61,15 @@ class Config:
     limit_burst: int = 5
     out: Path = DEFAULT_OUT
     chart: bool = True
+    front: FrontConfig = field(default_factory=FrontConfig)
+    parts: list[str] = field(default_factory=lambda: list(PARTS))
 
     @classmethod
     def quick(cls, redis_url: str) -> Config:
         """Seconds, not minutes: the smoke test's settings."""
         return cls(
             redis_url=redis_url,
+            front=FrontConfig.quick(),
             users=12,
             messages=2,
             min_messages=24,
@@ -82,6 +91,10 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     default_url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/9"
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -101,6 +114,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--limit-answers", type=int, help="DMs and as many mentions at once under Slack's limits (60)")
     p.add_argument("--out", type=Path, help="directory for latest.json and latest.png (bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    p.add_argument("--parts", type=_names, help=f"parts to run, comma-separated ({','.join(PARTS)})")
+    p.add_argument("--front-doors", type=_names, help="front doors (slack_http,slack_socket,discord,baseline)")
+    p.add_argument("--front-users", type=int, help="users at once at each front door (100)")
+    p.add_argument("--front-messages", type=int, help="messages per user per front-door level (5)")
+    p.add_argument("--front-latency-ms", type=_ints, help="assistant latencies of the front doors (0,1000)")
+    p.add_argument("--no-profile", action="store_true", help="no cProfile level at the front doors")
     args = p.parse_args(argv)
     cfg = Config.quick(args.redis_url) if args.quick else Config(redis_url=args.redis_url)
     for name in ("users", "messages", "min_messages", "meta_latency_ms", "concurrency", "baseline_users",
@@ -110,6 +129,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             setattr(cfg, name, value)
     if args.latency_ms is not None:
         cfg.latencies_ms = args.latency_ms
+    if args.parts is not None:
+        unknown = set(args.parts) - set(PARTS)
+        if unknown:
+            p.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+        cfg.parts = args.parts
+    for name, attr in (("front_doors", "doors"), ("front_users", "users"), ("front_messages", "messages"),
+                       ("front_latency_ms", "latencies_ms")):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg.front, attr, value)
+    cfg.front.profile = cfg.front.profile and not args.no_profile
     cfg.concurrency = sorted({c for c in cfg.concurrency if 0 < c <= cfg.users}) or [cfg.users]
     cfg.chart = not args.no_chart
     return cfg
@@ -214,25 +244,35 @@ def _cleanup(redis_url: str, prefix: str) -> int:
 
 
 async def run_bench(cfg: Config) -> dict[str, Any]:
-    """Run everything; returns the results (also written to ``cfg.out``)."""
+    """Run the parts of ``cfg.parts``; returns the results (also written to ``cfg.out``)."""
     prefix = f"tkbench{uuid.uuid4().hex[:10]}"
     opts = RigOptions(cfg.redis_url, prefix)
     started, load_before = time.time(), os.getloadavg()
+    parts = set(cfg.parts)
+    found: dict[str, Any] = {}
     fake = FakeProcess()
-    await asyncio.to_thread(fake.start)
+    if parts - {"front"}:
+        await asyncio.to_thread(fake.start)
     try:
-        core = await _core_part(cfg, opts, fake)
-        baselines = await asyncio.to_thread(_baseline_part, cfg, fake, prefix)
-        long_run = await long_conversation(
-            opts, fake, turns=cfg.long_turns, context_limit=cfg.context_limit, budget=cfg.context_budget
-        )
-        await asyncio.to_thread(fake.set_latency, 0.0, 0.0)
-        limits = await platform_limits(opts, fake.base_url, answers=cfg.limit_answers,
-                                       per_second=cfg.limit_per_second, burst=cfg.limit_burst)
+        if "core" in parts:
+            found["core"] = await _core_part(cfg, opts, fake)
+        if "baselines" in parts:
+            found["baselines"] = await asyncio.to_thread(_baseline_part, cfg, fake, prefix)
+        if "long" in parts:
+            found["long_conversation"] = await long_conversation(
+                opts, fake, turns=cfg.long_turns, context_limit=cfg.context_limit, budget=cfg.context_budget
+            )
+        if "limits" in parts:
+            await asyncio.to_thread(fake.set_latency, 0.0, 0.0)
+            found["platform_limits"] = await platform_limits(opts, fake.base_url, answers=cfg.limit_answers,
+                                                             per_second=cfg.limit_per_second, burst=cfg.limit_burst)
+        if "front" in parts:
+            found["front_doors"] = await front_doors(cfg.front, redis_url=cfg.redis_url, prefix=prefix)
     finally:
         await asyncio.to_thread(fake.stop)
         await asyncio.to_thread(_cleanup, cfg.redis_url, prefix)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "redis_url"}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+              if k not in ("redis_url", "front")}
     results: dict[str, Any] = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
@@ -244,19 +284,38 @@ async def run_bench(cfg: Config) -> dict[str, Any]:
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
         "config": config,
-        "core": core,
-        "baselines": baselines,
-        "long_conversation": long_run,
-        "platform_limits": limits,
+        **found,
     }
-    results["comparison"] = comparison(results)
+    if "core" in found and "baselines" in found:
+        results["comparison"] = comparison(results)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "latest.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    if cfg.chart:
-        from bench.chart import render_chart
+    if "front_doors" in found:
+        front = {k: results[k] for k in ("generated", "duration_s", "machine")} | found["front_doors"]
+        (cfg.out / "front_door.json").write_text(json.dumps(front, indent=1, default=str) + "\n", encoding="utf-8")
+        (cfg.out / "front_door_profile.md").write_text(_profile_page(front), encoding="utf-8")
+    if {"core", "baselines", "long"} <= parts:
+        (cfg.out / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+        if cfg.chart:
+            from bench.chart import render_chart
 
-        render_chart(results, cfg.out / "latest.png")
+            render_chart(results, cfg.out / "latest.png")
     return results
+
+
+def _profile_page(front: dict[str, Any]) -> str:
+    head = [
+        "# Where an answer's CPU goes, per front door",
+        "",
+        f"`python -m bench` ({front['generated']}, {front['machine']['cpus']} cores, Python "
+        f"{front['machine']['python']}): the last level of each door run again under cProfile (timed by the CPU "
+        "time of the event loop's thread, from SIGUSR1 to SIGUSR2 in `bench/bot_proc.py`, so start-up is not in it). "
+        "Cumulative times of coroutines count only while they run, not while they wait. The profiler itself "
+        "roughly triples the CPU time; the shares are what matter. Event-loop plumbing (`asyncio`, `selectors`) "
+        "contains everything and is left out of the first table of each door; the second table sums each "
+        "function's own time by where it lives.",
+        "",
+    ]
+    return "\n".join([*head, *profile_tables(front)]) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     results = asyncio.run(run_bench(cfg))
-    print(render(results))
-    print(f"\nwrote {cfg.out / 'latest.json'}" + (f" and {cfg.out / 'latest.png'}" if cfg.chart else ""))
+    if "comparison" in results and "long_conversation" in results:
+        print(render(results))
+    if "front_doors" in results:
+        print("\n".join(["", *front_table(results["front_doors"])]))
+    print(f"\nwrote to {cfg.out}")
     return 0

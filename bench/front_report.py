@@ -1,0 +1,108 @@
+"""Markdown tables of the front-door run (:mod:`bench.front_door`): one per door side by side, and the profiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMES = {"slack_http": "Slack HTTP", "slack_socket": "Slack Socket Mode", "discord": "Discord",
+         "baseline": "plain sync Bolt app (HTTP)"}
+
+
+def _ms(summary: dict[str, Any]) -> str:
+    return f"{summary['p50']:,.1f} / {summary['p99']:,.1f}" if summary.get("n") else "-"
+
+
+def _level(door: dict[str, Any], latency_ms: int, users: int) -> dict[str, Any]:
+    return next((lv for lv in door["levels"] if lv["latency_ms"] == latency_ms and lv["users"] == users), {})
+
+
+def _calls(per: dict[str, float]) -> str:
+    if not per:
+        return "-"
+    total = sum(per.values())
+    parts = ", ".join(f"{k.removeprefix('chat.')} {v:g}" for k, v in per.items())
+    return f"{total:g} ({parts})"
+
+
+def _throughput(lv: dict[str, Any]) -> str:
+    if not lv:
+        return "-"
+    share = f" ({lv['of_ceiling'] * 100:.0f} % of {lv['ceiling_per_s']:g})" if lv.get("of_ceiling") else ""
+    return f"{lv['throughput_per_s']:,.1f}{share}"
+
+
+def table(front: dict[str, Any]) -> list[str]:
+    cfg, doors = front["config"], front["doors"]
+    names = [d for d in cfg["doors"] if d in doors]
+    users, top = cfg["users"], max(cfg["latencies_ms"])
+    lines = [
+        "| per answer | " + " | ".join(NAMES.get(d, d) for d in names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+
+    def row(label: str, cell: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(doors[d]) for d in names) + " |")
+
+    for ms in sorted(cfg["latencies_ms"], reverse=True):
+        row(f"answers/s, {users} users, {ms:,} ms assistant (share of users/latency)",
+            lambda d, ms=ms: _throughput(_level(d, ms, users)))
+    for ms in sorted(cfg["latencies_ms"], reverse=True):
+        row(f"answer latency minus the assistant's, p50 / p99 ms, {users} users, {ms:,} ms",
+            lambda d, ms=ms: _ms(_level(d, ms, users).get("overhead_ms", {})))
+    row("answer latency minus the assistant's, p50 / p99 ms, 1 user, 0 ms",
+        lambda d: _ms(_level(d, 0, 1).get("overhead_ms", {})))
+    for ms in sorted(cfg["latencies_ms"], reverse=True):
+        row(f"CPU ms of the process per answer, {users} users, {ms:,} ms",
+            lambda d, ms=ms: f"{_level(d, ms, users).get('cpu_ms_per_answer') or 0:.2f}")
+    row("CPU ms of the process per answer, 1 user, 0 ms",
+        lambda d: f"{_level(d, 0, 1).get('cpu_ms_per_answer') or 0:.2f}")
+    row(f"first streamed token -> first text on the platform, p50 / p99 ms, {users} users, {top:,} ms",
+        lambda d: _ms(_level(d, top, users).get("first_token_to_visible_ms", {})))
+    row("the same, 1 user, 0 ms", lambda d: _ms(_level(d, 0, 1).get("first_token_to_visible_ms", {})))
+    row(f"event -> first text, p50 / p99 ms, new users, {users} users, {top:,} ms",
+        lambda d: _ms(_level(d, top, users).get("to_first_text_ms", {}).get("new", {})))
+    row(f"event -> first text, p50 / p99 ms, returning users, {users} users, {top:,} ms",
+        lambda d: _ms(_level(d, top, users).get("to_first_text_ms", {}).get("returning", {})))
+    few = cfg.get("few_users", 0)
+    row(f"event -> first text, p50 / p99 ms, new users, {few} users, {top:,} ms",
+        lambda d: _ms(_level(d, top, few).get("to_first_text_ms", {}).get("new", {})))
+    row(f"event -> first text, p50 / p99 ms, returning users, {few} users, {top:,} ms",
+        lambda d: _ms(_level(d, top, few).get("to_first_text_ms", {}).get("returning", {})))
+    row(f"platform API calls per answer, {users} users, {top:,} ms",
+        lambda d: _calls(_level(d, top, users).get("platform_calls_per_answer", {})))
+    row(f"assistant calls per answer, {users} users, {top:,} ms",
+        lambda d: _calls(_level(d, top, users).get("assistant_calls_per_answer", {})))
+    row("event acknowledged (HTTP answer), p50 / p99 ms, 1 user, 0 ms",
+        lambda d: _ms(_level(d, 0, 1).get("ack_ms", {})))
+    row("`auth.test` calls in the process's life", lambda d: str(d["auth_test_calls"]) if d["door"] != "discord"
+        else "-")
+    row("peak RSS of the process, MiB", lambda d: f"{d['peak_rss_mib']:,.1f}")
+    row("not answered (of all levels)", lambda d: str(sum(lv["not_answered"] for lv in d["levels"])))
+    return lines
+
+
+def profile_tables(front: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name, door in front["doors"].items():
+        prof = door.get("profile")
+        if not prof:
+            continue
+        lines += [
+            f"### {NAMES.get(name, name)}: {prof['users']} users, {prof['latency_ms']:,} ms assistant, "
+            f"{prof['answers']} answers, {prof['total_cpu_ms']:,.0f} ms CPU profiled "
+            f"({prof['cpu_ms_per_answer']:.1f} ms per answer under the profiler)",
+            "",
+            "| cumulative CPU ms | per answer ms | own ms | calls | function |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in prof["top"]:
+            per = row["cumulative_ms"] / max(1, prof["answers"])
+            lines.append(f"| {row['cumulative_ms']:,.1f} | {per:.2f} | {row['own_ms']:,.1f} | {row['calls']:,} "
+                         f"| `{row['function']}` |")
+        total = max(prof["total_cpu_ms"], 1e-9)
+        lines += ["", "| own CPU ms | share | where (library, our package, standard library module) |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {p['own_ms']:,.1f} | {p['own_ms'] / total * 100:.1f} % | {p['package']} |"
+                  for p in prof.get("by_package", [])]
+        lines.append("")
+    return lines
