@@ -64,6 +64,7 @@ def bench_settings(opts: RigOptions, base_url: str, **overrides: Any) -> Setting
         "rate_limit": None,
         "user_daily_tokens": 0,
         "log_level": "WARNING",
+        "memory": "off",  # the message path alone; the long-conversation run measures memory on its own
     }
     values.update(overrides)
     return load_settings(**values)

@@ -8,7 +8,9 @@ Series (one user each, one message after another, no assistant latency):
   answers 400 ``context_length_exceeded`` past the limit, so the core rolls the thread over;
 - ``chat_budget``: the chat backend with ``CONTEXT_BUDGET`` tokens;
 - ``unbounded``: the Conversations backend on a fake without a context limit, i.e. what every
-  turn would cost if nothing bounded it (the reference the other series are flat against).
+  turn would cost if nothing bounded it (the reference the other series are flat against);
+- ``conversations_memory``: ``conversations_auto`` with ``MEMORY=summary``: the summary folds'
+  own tokens per turn (``memory_tokens``, from the user's daily token count) on top.
 
 Input tokens are those the fake bills (``usage.input_tokens``); for the chat backend the
 backend's own count (``ChatAssistant.last_sent_tokens``) is recorded too.
@@ -46,6 +48,8 @@ async def _series(
     tokens: list[int] = []
     counted: list[int] = []
     threads: set[str] = set()
+    memory: list[int] = []
+    billed = 0
     errors = 0
     try:
         for turn in range(turns):
@@ -57,6 +61,12 @@ async def _series(
                 tokens.append(0)
                 continue
             tokens.append(answer.usage.input_tokens if answer else 0)
+            if rig.runtime.settings.memory == "summary":
+                await rig.runtime.core.memory.settle()
+                total = await rig.runtime.store.tokens_today(key)
+                used = answer.usage.input_tokens + answer.usage.output_tokens if answer else 0
+                memory.append(total - billed - used)
+                billed = total
             if answer:
                 threads.add(answer.thread_id)
             if isinstance(rig.runtime.assistant, ChatAssistant):
@@ -78,6 +88,9 @@ async def _series(
         "errors": errors,
         "fake_truncations_total": truncated,
     }
+    if memory:
+        out["memory_tokens"] = memory
+        out["memory_tokens_per_turn"] = round(sum(memory) / len(memory), 1)
     if counted:
         out["counted_tokens"] = counted
         out["counted_max"] = max(counted)
@@ -101,6 +114,10 @@ async def long_conversation(
             "chat", opts, fake, turns, None, assistant_backend="chat", context_budget=budget
         )
         result["unbounded"] = await _series("unbounded", opts, fake, turns, None, context_truncation="auto")
+        result["conversations_memory"] = await _series(
+            "memory", opts, fake, turns, context_limit, context_truncation="auto", memory="summary",
+            user_daily_tokens=10**9,
+        )
     finally:
         await asyncio.to_thread(fake.set_context_limit, None)
     return result

@@ -136,15 +136,15 @@ def long_table(results: dict[str, Any]) -> list[str]:
         f"Long conversation: {lc['turns']} turns; fake context limit {lc['context_limit_items']} items; "
         f"CONTEXT_BUDGET {lc['context_budget']} tokens.",
         "",
-        "| series | input tokens, peak | second half min - max | threads used | errors |",
-        "| --- | --- | --- | --- | --- |",
+        "| series | input tokens, peak | second half min - max | threads used | memory tokens per turn | errors |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("conversations_auto", "conversations_rollover", "chat_budget", "unbounded"):
+    for name in ("conversations_auto", "conversations_rollover", "chat_budget", "unbounded", "conversations_memory"):
         s = lc.get(name)
         if s:
             lines.append(
                 f"| {name} | {s['peak']:,} | {s['last_half_min']:,} - {s['last_half_max']:,} "
-                f"| {s['threads_used']} | {s['errors']} |"
+                f"| {s['threads_used']} | {s.get('memory_tokens_per_turn', '-')} | {s['errors']} |"
             )
     return lines
 

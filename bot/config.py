@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL
 
 from bot.durations import DurationError, parse_duration
+from bot.safety import parse_patterns
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant in a team chat. Answer clearly and concisely; "
@@ -91,7 +92,8 @@ class Settings(BaseSettings):
     keep_turns: int = Field(10, ge=0, le=20)
     lock_ttl: Duration = 30.0
     dedupe_ttl: Annotated[float, BeforeValidator(_duration), Field(ge=600)] = 3600.0
-    thread_scope: Literal["user", "thread", "channel"] = "user"
+    thread_scope: Literal["shared", "user", "thread", "channel"] = "shared"
+    thread_context_messages: int = Field(30, ge=0, le=1000)
 
     # Limits
     rate_limit: str | None = None
@@ -110,12 +112,24 @@ class Settings(BaseSettings):
     context_compact_threshold: int = Field(0, ge=0)
     context_budget: int = Field(12000, ge=256)
 
+    # Memory across lost conversations
+    memory: Literal["off", "summary"] = "summary"
+    memory_max_tokens: int = Field(400, ge=50, le=4000)
+    memory_fold_every: int = Field(6, ge=2, le=200)
+
+    # Profiles and safety
+    profiles_file: str | None = None
+    moderation: Literal["off", "input", "both"] = "off"
+    moderation_model: str = "omni-moderation-latest"
+    redact_patterns: str | None = None
+
     # Slack
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str | None = None
     port: int = Field(3000, ge=1, le=65535)
+    slack_follow_ups: bool = True
 
     # Discord
     discord_token: SecretStr | None = None
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     discord_channels: CsvSet = frozenset()
     discord_dev_guild: str | None = None
     discord_open_threads: bool = False
+    discord_channel_context: int = Field(0, ge=0, le=100)
     discord_shard_count: int | None = Field(None, ge=1)
     discord_shard_ids: CsvSet = frozenset()
 
@@ -151,6 +166,12 @@ class Settings(BaseSettings):
             default = cls.model_fields["openai_model"].default
             raise ValueError(f"is empty; name a model (e.g. {default}) or leave it unset for the default")
         return value.strip()
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _redactions(cls, value: str | None) -> str | None:
+        parse_patterns(value)
+        return value or None
 
     @field_validator("rate_limit")
     @classmethod

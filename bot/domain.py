@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 """Called with each streamed text delta, in order. Optional for adapters."""
+StatusCallback = Callable[[str], Awaitable[None]]
+"""Called with a short line on what the assistant is doing ("searching the web…"). Optional for adapters."""
 
 
 def _escape(part: str) -> str:
@@ -62,6 +64,15 @@ class ThreadKey:
         """A short one-way hash of the key: safe for logs, metadata and cache keys."""
         return hashlib.sha256(self.id.encode()).hexdigest()[:16]
 
+    @property
+    def shared(self) -> bool:
+        """One conversation for everyone there (a Slack thread or channel): its turns carry their speaker."""
+        return self.user == SHARED
+
+
+SHARED = "*"
+"""The ``user`` of a key whose conversation several people share."""
+
 
 def hash_user(platform: str, user: str) -> str:
     """One-way user id for provider-side metadata: never names or raw ids."""
@@ -77,6 +88,23 @@ class Quoted:
     """A display name (never an e-mail address); ``is_bot`` marks other bots."""
     text: str
     is_bot: bool = False
+    user: str = ""
+    """The author's platform id, never shown to the model: erasing them finds the turns that quoted them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """What an adapter read for one message, under the conversation's lock (so it is brought in once)."""
+
+    context: tuple[Quoted, ...] = ()
+    mark: str = ""
+    """The newest platform message this turn covers: the next turn reads only what came after it."""
+    speaker: str = ""
+    """The writer's display name, where the adapter looks it up only when the message is answered."""
+
+
+Gather = Callable[[str], Awaitable[Gathered]]
+"""Called by the core with the conversation's mark ("" at first); reads what others wrote since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +139,14 @@ class Incoming:
     context: tuple[Quoted, ...] = ()
     """Others' messages this turn brings along, oldest first."""
     attachments: tuple[Attachment, ...] = ()
+    author: str = ""
+    """The writer's platform id where the key is shared (``key.shared``): whose limits apply, and what
+    ``/forget all`` erases from the shared conversation."""
+    place: str = ""
+    """The platform thread the message is in (``slack:T1:C1/1700000000.0001``): once the bot answers there,
+    follow-ups need no mention."""
+    gather: Gather | None = field(default=None, compare=False)
+    """Reads the context (and the speaker's name) when the message is answered: see :class:`Gathered`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +157,8 @@ class UserTurn:
     speaker: str = ""
     context: tuple[Quoted, ...] = ()
     attachments: tuple[Attachment, ...] = ()
+    memory: str = ""
+    """The thread's rolling summary, for backends that send the history themselves (chat)."""
 
 
 class Turn(TypedDict):
@@ -129,6 +167,8 @@ class Turn(TypedDict):
     role: str
     """``user`` or ``assistant``."""
     text: str
+    by: NotRequired[str]
+    """In a shared conversation, who wrote a user turn (:func:`hash_user`, one-way): erasure finds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +186,8 @@ class Answer:
     thread_id: str
     recovered: bool = False
     usage: Usage = field(default_factory=Usage)
+    items: tuple[str, ...] = ()
+    """The provider's ids of this turn's input items (shared conversations: what erasing a speaker deletes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,5 +196,7 @@ class ForgetResult:
     """How many local threads were removed."""
     remote_pending: int = 0
     """Remote deletions that failed and were queued for the janitor."""
+    reset: tuple[str, ...] = ()
+    """Shared conversations forgotten as a whole (their ``ThreadKey.channel``): the adapter says so there."""
 
 

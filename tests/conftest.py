@@ -112,6 +112,8 @@ def settings_for_test(redis_url: str, prefix: str, base_url: str, **overrides: A
         "openai_model": "gpt-test",
         "openai_timeout": 5.0,
         "openai_max_retries": 2,
+        # Memory folds add their own assistant calls; tests that count calls opt in (tests/test_memory.py).
+        "memory": "off",
     }
     values.update(overrides)
     return load_settings(**values)

@@ -26,6 +26,7 @@ from tests.fakes.openai_faults import RefusalShape
 from tests.fakes.openai_server import FakeOpenAI
 
 KEY = ThreadKey("slack", "T1", "C1", "U1")
+FAKES = Path(__file__).parent / "fakes"
 
 
 def msg(text: str, mid: str, key: ThreadKey = KEY) -> Incoming:
@@ -62,7 +63,7 @@ async def stream_message(rt: Runtime, i: int) -> object:
 async def summarise(rt: Runtime, i: int) -> object:
     turns = [Turn(role="user", text=f"question {i}"), Turn(role="assistant", text="an answer")]
     summary = await rt.assistant.summarize(turns)
-    assert summary.startswith("echo:")
+    assert summary.text.startswith("echo:")
     return summary
 
 
@@ -75,6 +76,8 @@ CASES: dict[str, tuple[dict[str, Any], Trigger, str]] = {
     "metadata": ({}, answer_message, "/v1/conversations"),
     "store": ({}, summarise, "/v1/responses"),
     "stream_options": ({"assistant_backend": "chat"}, stream_message, "/v1/chat/completions"),
+    "tools": ({"profiles_file": str(FAKES / "profile_tools.yml")}, answer_message, "/v1/responses"),
+    "temperature": ({"profiles_file": str(FAKES / "profile_temperature.yml")}, answer_message, "/v1/responses"),
 }
 
 

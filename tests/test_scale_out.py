@@ -53,6 +53,7 @@ def settings(fake: FakeOpenAI, redis_url: str, prefix: str, **extra: Any) -> dic
         "openai_api_key": "test",
         "openai_base_url": fake.base_url,
         "openai_model": "gpt-test",
+        "memory": "off",  # these tests count assistant calls; memory folds would add their own
         **extra,
     }
 

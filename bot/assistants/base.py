@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.domain import DeltaCallback, ThreadKey, Turn, Usage, UserTurn
+from bot.domain import DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn
+from bot.profiles import Profile
 
 
 class ThreadGone(Exception):
@@ -28,6 +29,10 @@ class ContextOverflow(Exception):
 class Sent:
     text: str
     usage: Usage = field(default_factory=Usage)
+    items: tuple[str, ...] = ()
+    """For a shared key (``key.shared``): the ids of the turn's input items, so a speaker can be erased."""
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    """(tool, outcome) of every tool call the model made: ``web_search``/``mcp:docs``, ``completed``/``failed``."""
 
 
 class Assistant(Protocol):
@@ -38,16 +43,24 @@ class Assistant(Protocol):
         ...
 
     async def send(
-        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None,
+        profile: Profile | None = None, on_status: StatusCallback | None = None,
     ) -> Sent:
-        """Add the user's turn and return the answer. Raises ThreadGone, ContextOverflow, BotError."""
+        """Add the user's turn and return the answer. Raises ThreadGone, ContextOverflow, BotError.
+
+        ``profile`` (model, instructions, tools) goes with this request only; None means the settings'.
+        ``on_status`` hears what the assistant is doing meanwhile ("searching the web…")."""
         ...
 
     async def delete_thread(self, thread_id: str) -> None:
         """Delete the remote thread. Idempotent: a thread that is already gone is fine."""
         ...
 
-    async def summarize(self, turns: Sequence[Turn]) -> str:
+    async def delete_items(self, thread_id: str, item_ids: Sequence[str]) -> None:
+        """Delete some items of a thread (a speaker erased from a shared conversation). Items already gone are fine."""
+        ...
+
+    async def summarize(self, turns: Sequence[Turn], *, words: int = 120) -> Sent:
         """A short summary of ``turns``, used to re-prime a rolled-over thread."""
         ...
 

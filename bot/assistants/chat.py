@@ -23,6 +23,7 @@ that cannot fit even alone raises :class:`~bot.errors.TooLong`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,14 +33,15 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.assistants.base import Sent, ThreadGone
-from bot.assistants.conversations import SUMMARY_INSTRUCTIONS, make_client
+from bot.assistants.conversations import make_client, summary_instructions
 from bot.assistants.errors import BROKEN_BODY, Overflow, broken, describe_broken, overflow_of, translate
 from bot.assistants.files import IMAGE_TOKENS, MediaPlan, MediaRefused, data_url, media, media_refusal, text_turn
 from bot.assistants.render import turn_text
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
-from bot.domain import Attachment, DeltaCallback, ThreadKey, Turn, Usage, UserTurn
+from bot.domain import Attachment, DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
 from bot.errors import TooLong, Unavailable
+from bot.profiles import Profile, base_profile
 from bot.tokens import counter_for, message_tokens
 
 log = logging.getLogger("threadkeeper.assistant")
@@ -66,6 +68,15 @@ class History(Protocol):
     async def append(self, thread_id: str, messages: list[Message]) -> None: ...
 
     async def delete(self, thread_id: str) -> None: ...
+
+    async def replace(self, thread_id: str, messages: list[Message]) -> None:
+        """Write the thread's messages anew (a speaker erased from it)."""
+        ...
+
+
+def item_id(content: str) -> str:
+    """A user message's id in the history: the server keeps no ids, so it is its content's digest."""
+    return "chat-" + hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
 def fit_budget(
@@ -173,32 +184,43 @@ class ChatAssistant:
         return history
 
     async def send(
-        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None
+        self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None,
+        profile: Profile | None = None, on_status: StatusCallback | None = None,
     ) -> Sent:
         """Images go as ``image_url`` parts while the server takes them; PDFs as their text. The history
-        keeps the turn's text (text files as sent, images as placeholders), never an image's bytes."""
+        keeps the turn's text (text files as sent, images as placeholders), never an image's bytes.
+        The profile's model, instructions and temperature apply (no tools here: refused at start)."""
         history = await self._history(thread_id)
         plan = MediaPlan.start(turn, self.settings.assistant_vision, self.server, ("image",))
+        profile = profile or base_profile(self.settings)
+        extra: dict[str, Any] = {"model": profile.model, "safety_identifier": f"tk-{hash_user(key.platform, key.user)}"}
+        if profile.temperature is not None:
+            extra["temperature"] = profile.temperature
         while True:
             try:
-                text, sent = await self._answer(history, plan, plan.on_delta(on_delta))
+                text, sent = await self._answer(history, plan, plan.on_delta(on_delta), profile.instructions, extra)
             except MediaRefused as refused:
                 await plan.refused(refused, self.server)
                 continue
             break
         await self.history.append(thread_id, [{"role": "user", "content": text},
                                                {"role": "assistant", "content": sent.text}])
-        return plan.finish(sent)
+        finished = plan.finish(sent)
+        if key.shared:
+            finished.items = (item_id(text),)
+        return finished
 
-    async def _answer(self, history: list[Message], plan: MediaPlan,
-                      on_delta: DeltaCallback | None) -> tuple[str, Sent]:
+    async def _answer(self, history: list[Message], plan: MediaPlan, on_delta: DeltaCallback | None,
+                      instructions: str, extra: dict[str, Any]) -> tuple[str, Sent]:
         """Fit, send; on overflow learn the context, re-fit and send again (bounded). Returns the user's
         text as sent (file text cut to the context) and the answer."""
         what = "chat completion"
         await self.server.load()
         images = media(plan)
         reserved = len(images) * IMAGE_TOKENS
-        instructions = self.settings.assistant_instructions
+        if plan.turn.memory:
+            # Memory goes after the instructions and before the history, inside the same budget.
+            instructions += f"\n\nSummary of the earlier conversation (kept by the bot): {plan.turn.memory}"
         bare = dataclasses.replace(plan.turn, attachments=())
         words = message_tokens(instructions, self.count) + message_tokens(turn_text(bare), self.count)
         for _ in range(FIT_ATTEMPTS):
@@ -210,7 +232,8 @@ class ChatAssistant:
                                                             for m in messages)
             request: list[dict[str, Any]] = [*messages[:-1], user_message(text, images)]
             try:
-                sent = await (self._stream(request, on_delta) if on_delta else self._complete(request, what))
+                sent = await (self._stream(request, on_delta, extra) if on_delta
+                              else self._complete(request, what, extra))
                 return text, sent
             except openai.APIError as exc:
                 refusal = media_refusal(exc, plan.sending)
@@ -226,8 +249,9 @@ class ChatAssistant:
                   what, FIT_ATTEMPTS)
         raise Unavailable("context overflow after re-fitting")
 
-    async def _complete(self, messages: Sequence[Mapping[str, Any]], what: str) -> Sent:
-        params = {"model": self.settings.openai_model, "messages": messages}
+    async def _complete(self, messages: Sequence[Mapping[str, Any]], what: str,
+                        extra: Mapping[str, Any] | None = None) -> Sent:
+        params = {"model": self.settings.openai_model, "messages": messages, **(extra or {})}
         try:
             completion = await self.server.call("chat", self.client.chat.completions.create, params)
             choices = completion.choices
@@ -241,10 +265,11 @@ class ChatAssistant:
             raise broken(what, "an empty answer")
         return Sent(text, _usage(usage))
 
-    async def _stream(self, messages: Sequence[Mapping[str, Any]], on_delta: DeltaCallback) -> Sent:
+    async def _stream(self, messages: Sequence[Mapping[str, Any]], on_delta: DeltaCallback,
+                      extra: Mapping[str, Any] | None = None) -> Sent:
         what = "streaming an answer"
         params = {"model": self.settings.openai_model, "messages": messages, "stream": True,
-                  "stream_options": {"include_usage": True}}
+                  "stream_options": {"include_usage": True}, **(extra or {})}
         parts: list[str] = []
         usage = Usage()
         finished = opened = False
@@ -278,11 +303,28 @@ class ChatAssistant:
     async def delete_thread(self, thread_id: str) -> None:
         await self.history.delete(thread_id)
 
-    async def summarize(self, turns: Sequence[Turn]) -> str:
+    async def delete_items(self, thread_id: str, item_ids: Sequence[str]) -> None:
+        history = await self.history.read(thread_id)
+        if history is None:
+            return
+        wanted = set(item_ids)
+        kept: list[Message] = []
+        dropping = False
+        for message in history:
+            if message.get("role") == "user":
+                dropping = item_id(str(message.get("content"))) in wanted
+            if not dropping:  # a user message that goes takes the answer to it along
+                kept.append(message)
+        if len(kept) < len(history):
+            await self.history.replace(thread_id, kept)
+
+    async def summarize(self, turns: Sequence[Turn], *, words: int = 120) -> Sent:
         transcript = "\n".join(f"{t['role']}: {t['text']}" for t in turns)
-        messages = [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": transcript}]
+        messages = [{"role": "system", "content": summary_instructions(words)},
+                    {"role": "user", "content": transcript}]
         try:
-            return (await self._complete(messages, "summarising")).text.strip()
+            sent = await self._complete(messages, "summarising")
+            return Sent(sent.text.strip(), sent.usage)
         except openai.APIError as exc:
             raise translate(exc, what="summarising") from None
 

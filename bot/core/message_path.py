@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
+from collections.abc import Mapping as MappingOf
+from dataclasses import replace
 
 from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
 from bot.assistants.errors import UnknownModel
@@ -20,11 +22,15 @@ from bot.assistants.render import kept_text
 from bot.config import Settings
 from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
+from bot.core.memory import Memory, as_seed
 from bot.core.policy import Policy
-from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, ThreadKey, Turn, UserTurn
+from bot.core.shared import SharedConversations
+from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
-from bot.store import Duplicate, FinishedTurn, LockBusy, Store, StoreError
+from bot.profiles import LiveProfiles, load_profiles
+from bot.safety import Safety, parse_patterns
+from bot.store import Duplicate, FinishedTurn, LockBusy, Mapping, Store, StoreError
 from bot.text import clean_input
 
 log = logging.getLogger("threadkeeper.core")
@@ -45,17 +51,24 @@ class Core:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
-        others: Mapping[str, Assistant] | None = None,
+        others: MappingOf[str, Assistant] | None = None,
+        profiles: LiveProfiles | None = None,
+        safety: Safety | None = None,
     ) -> None:
         self.store = store
         self.assistant = assistant
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.policy = Policy(settings)
+        self.profiles = profiles or LiveProfiles(settings, load_profiles(settings))
+        self.safety = safety or Safety(patterns=parse_patterns(settings.redact_patterns), metrics=self.metrics)
         backends = {**dict(others or {}), assistant.name: assistant}
         self.deleter = Deleter(store, backends, assistant.name)
+        self.memory = Memory(store, assistant, settings, self.metrics)
         """Deletes threads in one order; knows every configured backend, so threads an earlier setting made go too."""
         self._locks = KeyedLocks()
+        self.shared = SharedConversations(store, self.deleter, settings, self._locks)
+        """Context a turn brings along, who said what in shared conversations, and erasing one speaker."""
         # Longest a message waits for another worker's answer on the same thread: two sends with
         # every SDK retry (a recovery), plus slack.
         self.lock_wait = 2 * settings.openai_timeout * (settings.openai_max_retries + 1) + 60
@@ -71,9 +84,10 @@ class Core:
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- public API ------------------------------------------------------------------
-    async def handle(self, msg: Incoming, on_delta: DeltaCallback | None = None) -> Answer | None:
+    async def handle(self, msg: Incoming, on_delta: DeltaCallback | None = None,
+                     on_status: StatusCallback | None = None) -> Answer | None:
         text = clean_input(msg.text)
-        if not text and not msg.attachments:
+        if not text and not msg.attachments and not msg.context:
             return None
         if not self.policy.allows(msg):
             if msg.direct:
@@ -89,7 +103,7 @@ class Core:
             raise Unavailable("shutting down", "I'm restarting right now. Please send that again in a moment.")
         async with self._tracked(), self._locks.hold(msg.key.id):
             try:
-                return await self._locked_handle(msg, text, on_delta)
+                return await self._locked_handle(msg, text, on_delta, on_status)
             except (_Silent, Duplicate) as exc:
                 if isinstance(exc, Duplicate):
                     self.metrics.duplicates.inc()
@@ -122,14 +136,49 @@ class Core:
 
     async def forget_user(self, platform: str, workspace: str, user: str) -> ForgetResult:
         """Erase every thread of one user in one workspace (``/forget all``)."""
-        return await self._forget_many(await self._user_keys(ThreadKey(platform, workspace, "-", user)))
+        own = await self._forget_many(await self._user_keys(ThreadKey(platform, workspace, "-", user)))
+        shared = await self.erase_speaker(platform, workspace, user)
+        return ForgetResult(own.threads + shared.threads, own.remote_pending + shared.remote_pending)
+
+    async def erase_speaker(self, platform: str, workspace: str | None, user: str) -> ForgetResult:
+        """Erase what one person wrote in shared conversations (of ``workspace``, or all): :mod:`bot.core.shared`."""
+        try:
+            result = await self.shared.erase(platform, workspace, user, wait=self.lock_wait)
+        except StoreError as exc:
+            log.error("redis unavailable while erasing a speaker: %s", exc)
+            raise Unavailable(f"redis: {exc}") from None
+        if result.threads:
+            self.metrics.forgets.inc()
+        return result
+
+    async def joined(self, place: str) -> bool:
+        """Whether the bot answered in this platform thread (follow-ups there need no mention)."""
+        try:
+            return await self.store.shared.joined(place)
+        except StoreError as exc:
+            log.warning("could not tell whether the bot is in a thread (%s); leaving the message alone", exc)
+            return False
 
     async def forget_channel(self, key: ThreadKey) -> ForgetResult:
         """``/forget`` in a channel: the caller's conversation there and those in its platform threads
         (keys whose channel is ``<channel>/<thread>``), which a slash command cannot name."""
         below = key.channel + "/"
         keys = [k for k in await self._user_keys(key) if k.channel.startswith(below)]
-        return await self._forget_many([key, *keys])
+        result = await self._forget_many([key, *keys])
+        if key.shared:
+            return result
+        # Shared conversations there that the caller wrote in are reset for everyone (the adapter says so).
+        try:
+            here = await self.shared.wrote_in(key)
+        except StoreError as exc:
+            raise Unavailable(f"redis: {exc}") from None
+        reset = []
+        for shared_key in here:
+            done = await self.forget(shared_key)
+            if done.threads:
+                reset.append(shared_key.channel)
+            result = ForgetResult(result.threads + done.threads, result.remote_pending + done.remote_pending)
+        return ForgetResult(result.threads, result.remote_pending, tuple(reset))
 
     async def drain(self, grace: float) -> bool:
         """Stop taking messages and wait up to ``grace`` seconds for answers in flight. True if all finished."""
@@ -141,7 +190,8 @@ class Core:
             return False
 
     async def close(self) -> None:
-        """One last try at threads made but never recorded, then stop retrying (the log names what is left)."""
+        """Stop folding; one last try at threads made but never recorded (the log names what is left)."""
+        await self.memory.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -188,19 +238,30 @@ class Core:
             raise Unavailable(f"redis: {exc}") from None
 
     # -- the locked part ---------------------------------------------------------------
-    async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None) -> Answer:
+    async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None,
+                             on_status: StatusCallback | None) -> Answer:
         key = msg.key
-        turn = UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments)
+        turn = self.safety.redact(UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments))
         async with self.store.lock(key, claim=msg.message_id, wait=self.lock_wait) as lock:
-            await self._admit(key)
-            answer = await self._answer(key, turn, lock.mapping.thread_id, lock.mapping.backend, on_delta)
-            turns = [Turn(role="user", text=kept_text(turn)), Turn(role="assistant", text=answer.text)]
+            await self._admit(self.shared.payer(msg))
+            prepared = await self.shared.prepare(msg, turn)
+            turn = prepared.turn
+            if (flagged := await self.safety.screen_input(key, turn)) is not None:
+                return Answer(flagged, lock.mapping.thread_id)  # no assistant call, nothing kept
+            held = None if self.safety.holds_answers else on_delta  # MODERATION=both: checked before shown
+            answer = await self._answer(key, turn, lock.mapping, held, on_status)
+            if (flagged := await self.safety.screen_answer(key, answer.text)) is not None:
+                answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage)
+            await self.shared.record(msg, prepared, answer)
+            turns = self.shared.kept(msg, kept_text(turn), answer.text)
             usage = answer.usage
             try:
                 finished = FinishedTurn(answer.thread_id, self.assistant.name, turns, usage.input_tokens,
-                                        usage.output_tokens)
-                if not await lock.finish(finished):
+                                        usage.output_tokens, fold=self.memory.enabled)
+                recorded = await lock.finish(finished)
+                if not recorded:
                     log.warning("answered %s after its lock lapsed; this turn was not recorded", key.digest)
+                self.memory.after_answer(key, recorded)
             except StoreError as exc:
                 # The user still gets the answer; only this turn's bookkeeping is lost.
                 log.warning("answered %s but could not record the turn: %s", key.digest, exc)
@@ -218,10 +279,12 @@ class Core:
         if verdict == "silent":
             raise _Silent()
 
-    async def _answer(
-        self, key: ThreadKey, turn: UserTurn, thread_id: str, backend: str, on_delta: DeltaCallback | None
-    ) -> Answer:
+    async def _answer(self, key: ThreadKey, turn: UserTurn, mapping: Mapping, on_delta: DeltaCallback | None,
+                      on_status: StatusCallback | None = None) -> Answer:
         name = self.assistant.name
+        thread_id, backend = mapping.thread_id, mapping.backend
+        if mapping.summary and self.memory.enabled:
+            turn = replace(turn, memory=mapping.summary)
         if thread_id and backend != name:
             # save_thread() queues the other backend's thread for deletion by the janitor.
             log.info("thread of %s belongs to backend %r; starting a new one on %r", key.digest, backend, name)
@@ -233,8 +296,8 @@ class Core:
             await self._check_model()
             thread_id = await self._create(key, [])
         try:
-            sent = await self._send(thread_id, turn, key, on_delta)
-            return Answer(sent.text, thread_id, usage=sent.usage)
+            sent = await self._send(thread_id, turn, key, on_delta, on_status)
+            return Answer(sent.text, thread_id, usage=sent.usage, items=sent.items)
         except Misconfigured as exc:
             if isinstance(exc, UnknownModel):
                 self._model_bad_until = time.monotonic() + MODEL_RECHECK
@@ -242,9 +305,9 @@ class Core:
                 await self._discard(key, thread_id)
             raise
         except ThreadGone:
-            reason, seed = "gone", await self.store.turns(key)
+            reason, seed = "gone", [*as_seed(turn.memory), *await self.store.turns(key)]
         except ContextOverflow:
-            reason, seed = "context", await self._rollover_seed(key)
+            reason, seed = "context", await self._rollover_seed(key, turn.memory)
         old = thread_id
         thread_id = await self._create(key, seed, gone=old if reason == "gone" else "")
         self.metrics.recoveries.labels(reason).inc()
@@ -256,12 +319,12 @@ class Core:
                 "thread %s is gone; recovered as %s with %d kept turns (%s)", old, thread_id, len(seed), key.digest
             )
         try:
-            sent = await self._send(thread_id, turn, key, on_delta)
+            sent = await self._send(thread_id, turn, key, on_delta, on_status)
         except ThreadGone:
             raise Unavailable(f"new thread {thread_id} vanished at once") from None
         except ContextOverflow:
             raise TooLong("message alone exceeds the context window") from None
-        return Answer(sent.text, thread_id, recovered=True, usage=sent.usage)
+        return Answer(sent.text, thread_id, recovered=True, usage=sent.usage, items=sent.items)
 
     async def _check_model(self) -> None:
         """Before the first thread this process makes: is ``OPENAI_MODEL`` known? (No thread for a wrong one.)
@@ -312,29 +375,34 @@ class Core:
                 self.unrecorded.discard(thread_id)
                 log.info("deleted unrecorded thread %s", thread_id)
 
-    async def _send(self, thread_id: str, turn: UserTurn, key: ThreadKey, on_delta: DeltaCallback | None) -> Sent:
+    async def _send(self, thread_id: str, turn: UserTurn, key: ThreadKey, on_delta: DeltaCallback | None,
+                    on_status: StatusCallback | None = None) -> Sent:
+        profile = await self.profiles.resolve(key)  # per request: an edited profile needs no new thread
         started = time.perf_counter()
         try:
-            sent = await self.assistant.send(thread_id, turn, key=key, on_delta=on_delta)
+            sent = await self.assistant.send(thread_id, turn, key=key, on_delta=on_delta, profile=profile,
+                                             on_status=on_status)
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
+        for tool, outcome in sent.tool_calls:
+            self.metrics.tool_calls.labels(tool, outcome).inc()
         usage = sent.usage
         self.metrics.tokens.labels("input").inc(usage.input_tokens)
         self.metrics.tokens.labels("output").inc(usage.output_tokens)
         self.metrics.tokens.labels("cached").inc(usage.cached_tokens)
         return sent
 
-    async def _rollover_seed(self, key: ThreadKey) -> list[Turn]:
+    async def _rollover_seed(self, key: ThreadKey, summary: str) -> list[Turn]:
         kept = await self.store.turns(key)
         recent = kept[-ROLLOVER_TURNS:]
-        if not self.settings.context_summary:
-            return recent
+        if summary or not self.settings.context_summary:
+            return [*as_seed(summary), *recent]
         try:
-            summary = await self.assistant.summarize(kept)
+            summary = (await self.assistant.summarize(kept)).text
         except (BotError, ContextOverflow) as exc:
             log.warning("summary for roll-over failed (%s); re-priming with recent turns only", exc)
             return recent
-        return [Turn(role="assistant", text=f"(Summary of our earlier conversation: {summary})"), *recent]
+        return [*as_seed(summary), *recent]
 
     async def _discard(self, key: ThreadKey, thread_id: str) -> None:
         """Undo a thread made for a message that could not be answered at all (owed if the provider fails)."""

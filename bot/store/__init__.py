@@ -3,7 +3,7 @@
 from bot.store.chat_history import ChatHistory, Message
 from bot.store.connect import RedisClient, StoreError, make_redis
 from bot.store.lock import Duplicate, LockBusy, RedisLock
-from bot.store.records import Admission, FinishedTurn, ReleaseMode, ThreadRecord, Tombstone
+from bot.store.records import Admission, FinishedTurn, Mapping, Recorded, ReleaseMode, ThreadRecord, Tombstone
 from bot.store.server_notes import ServerNotes
 from bot.store.store import Store
 
@@ -13,7 +13,9 @@ __all__ = [
     "Duplicate",
     "FinishedTurn",
     "LockBusy",
+    "Mapping",
     "Message",
+    "Recorded",
     "RedisClient",
     "RedisLock",
     "ReleaseMode",

@@ -56,3 +56,13 @@ class ChatHistory:
 
     async def delete(self, thread_id: str) -> None:
         await self.redis.delete(self.keys.chat_meta(thread_id), self.keys.chat_history(thread_id))
+
+    async def replace(self, thread_id: str, messages: list[Message]) -> None:
+        """Write the thread's messages anew (a speaker erased from a shared conversation); same TTL."""
+        name = self.keys.chat_history(thread_id)
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
+            pipe.delete(name)
+            if messages:
+                pipe.rpush(name, *(json.dumps(m, ensure_ascii=False) for m in messages))
+                pipe.pexpire(name, self._ttl_ms())
+            await pipe.execute()

@@ -40,6 +40,10 @@ class Keys:
     def lock(self, key: ThreadKey) -> str:
         return self._k("lock", f"{{{key.digest}}}")
 
+    def fold(self, key: ThreadKey) -> str:
+        """Kept items that left the window, waiting to be folded into the thread's summary."""
+        return self._k("fold", f"{{{key.digest}}}")
+
     def seen(self, key: ThreadKey, message_id: str) -> str:
         return self._k("seen", f"{{{key.digest}}}:{message_id}")
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 from bot.domain import ThreadKey
 from bot.store.connect import StoreError
-from bot.store.records import FinishedTurn, Mapping, ReleaseMode
+from bot.store.records import FinishedTurn, Mapping, Recorded, ReleaseMode
 
 if TYPE_CHECKING:
     from bot.store.store import Store
@@ -98,14 +98,14 @@ class RedisLock:
         delay = FIRST_BACKOFF
         try:
             while True:
-                status, thread_id, backend = await self._acquire()
+                status, mapping = await self._acquire()
                 if status == "dup":
                     raise Duplicate(self.name)
                 if self._renewer is None:
                     # From the first try on: a claim waiting for the lock must not lapse meanwhile.
                     self._renewer = asyncio.create_task(self._renew_forever())
                 if status == "ok":
-                    self.mapping = Mapping(thread_id, backend)
+                    self.mapping = mapping
                     return self
                 if time.monotonic() + delay > deadline:
                     raise LockBusy(self.name)
@@ -123,8 +123,8 @@ class RedisLock:
         cancelled = et is not None and issubclass(et, asyncio.CancelledError)
         await self._release("drop" if cancelled else self.mode)
 
-    async def finish(self, turn: FinishedTurn) -> bool:
-        """Record an answered turn and release; False if the lock had lapsed (only the dedupe mark written)."""
+    async def finish(self, turn: FinishedTurn) -> Recorded:
+        """Record an answered turn and release; falsy if the lock had lapsed (only the dedupe mark written)."""
         if self.thread is None:
             raise TypeError("only a thread's lock records turns")
         self._released = True
@@ -136,10 +136,10 @@ class RedisLock:
         await self._release(mode or self.mode)
 
     # -- internals ---------------------------------------------------------------------------------
-    async def _acquire(self) -> tuple[str, str, str]:
+    async def _acquire(self) -> tuple[str, Mapping]:
         args: list[str | int] = [self.token, _ms(self.ttl), "1" if self._claim else "0", _ms(2 * self.ttl)]
         reply = cast(list[str], await self.store.scripts.acquire(keys=self._keys, args=args))
-        return (reply[0], "", "") if len(reply) < 3 else (reply[0], reply[1], reply[2])
+        return reply[0], Mapping(*reply[1:4]) if len(reply) >= 4 else Mapping()
 
     async def _renew_forever(self) -> None:
         while True:

@@ -36,6 +36,20 @@ class FinishedTurn:
     turns: Sequence[Turn] = ()
     input_tokens: int = 0
     output_tokens: int = 0
+    fold: bool = False
+    """Move kept items that leave the window to the fold list (memory on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :meth:`bot.store.lock.RedisLock.finish` did: whether the turn was written, and how many kept
+    items wait to be folded into the summary."""
+
+    written: bool
+    folding: int = 0
+
+    def __bool__(self) -> bool:
+        return self.written
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +69,5 @@ class Mapping:
 
     thread_id: str = ""
     backend: str = ""
+    summary: str = ""
+    """The thread's memory (a rolling summary of turns that left the window)."""

@@ -9,7 +9,7 @@ only on a single Redis; on Cluster the store updates those in a second step.
 # The one lock of every thread (and of the janitor's lease, which passes the lock key alone).
 # With a claim, the message's marker becomes 'p:<token>' until answered, then 'done'. Idempotent for
 # one token, so a client retry after a lost reply cannot mistake our own claim for a duplicate.
-# Returns {'dup'}, {'busy'} or {'ok', thread_id, backend}.
+# Returns {'dup'}, {'busy'} or {'ok', thread_id, backend, summary}.
 ACQUIRE = """
 if ARGV[3] == '1' and redis.call('GET', KEYS[3]) ~= 'p:' .. ARGV[1] then
   if not redis.call('SET', KEYS[3], 'p:' .. ARGV[1], 'NX', 'PX', ARGV[4]) then
@@ -22,20 +22,22 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   end
 end
 if KEYS[2] then
-  local v = redis.call('HMGET', KEYS[2], 'thread_id', 'backend')
-  return {'ok', v[1] or '', v[2] or ''}
+  local v = redis.call('HMGET', KEYS[2], 'thread_id', 'backend', 'summary')
+  return {'ok', v[1] or '', v[2] or '', v[3] or ''}
 end
-return {'ok', '', ''}
+return {'ok', '', '', ''}
 """
 
-# KEYS: thread, turns, lock, seen, [index, index_ids, user, daily_tokens]
+# KEYS: thread, turns, lock, seen, fold, [index, index_ids, user, daily_tokens]
 # ARGV: token, thread_id, backend, now, ttl_ms, dedupe_ttl_ms, max_items, key_id,
-#       input_tokens, output_tokens, n_turns, turn_1 .. turn_n
+#       input_tokens, output_tokens, n_turns, fold(1|0), turn_1 .. turn_n
 # Records the turn only while the lock is still ours: a retried call, or one whose lock
-# lapsed while a forget or the janitor ran, must not write the mapping back. Returns 1 if recorded.
+# lapsed while a forget or the janitor ran, must not write the mapping back. With fold, kept
+# items that leave the window move to the fold list (memory folds them into the summary).
+# Returns {recorded(1|0), items waiting in the fold list}.
 FINISH = """
 redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {0, 0} end
 redis.call('DEL', KEYS[3])
 local now = ARGV[4]
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[2], 'backend', ARGV[3], 'last_active', now)
@@ -48,20 +50,40 @@ local max = tonumber(ARGV[7])
 if max == 0 then
   redis.call('DEL', KEYS[2])
 elseif n > 0 then
-  for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[11 + i]) end
+  for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[12 + i]) end
+  local extra = redis.call('LLEN', KEYS[2]) - max
+  if extra > 0 and ARGV[12] == '1' then
+    redis.call('RPUSH', KEYS[5], unpack(redis.call('LRANGE', KEYS[2], 0, extra - 1)))
+    redis.call('LTRIM', KEYS[5], -200, -1)
+  end
   redis.call('LTRIM', KEYS[2], -max, -1)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-if KEYS[5] then
-  redis.call('ZADD', KEYS[5], now, ARGV[8])
-  redis.call('HSET', KEYS[6], ARGV[8], ARGV[3] .. ' ' .. ARGV[2])
-  redis.call('SADD', KEYS[7], ARGV[8])
+local folding = redis.call('LLEN', KEYS[5])
+if folding > 0 then redis.call('PEXPIRE', KEYS[5], ARGV[5]) end
+if KEYS[6] then
+  redis.call('ZADD', KEYS[6], now, ARGV[8])
+  redis.call('HSET', KEYS[7], ARGV[8], ARGV[3] .. ' ' .. ARGV[2])
+  redis.call('SADD', KEYS[8], ARGV[8])
   local used = tonumber(ARGV[9]) + tonumber(ARGV[10])
   if used > 0 then
-    redis.call('INCRBY', KEYS[8], used)
-    redis.call('EXPIRE', KEYS[8], 172800)
+    redis.call('INCRBY', KEYS[9], used)
+    redis.call('EXPIRE', KEYS[9], 172800)
   end
 end
+return {1, folding}
+"""
+
+# KEYS: thread, fold. ARGV: summary, folded items.
+# The summary replaces the old one and the folded items leave the fold list, in one step, and only
+# while the thread still exists (a fold that finishes after /forget writes nothing back).
+SAVE_SUMMARY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'summary', ARGV[1])
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
 return 1
 """
 
@@ -116,18 +138,19 @@ end
 return ok
 """
 
-# KEYS: thread, turns, [index, index_ids, user]. ARGV: key_id, expected_thread_id ('' = any)
+# KEYS: thread, turns, fold, [index, index_ids, user]. ARGV: key_id, expected_thread_id ('' = any)
+# Mapping, kept turns, memory (the summary lives in the thread hash) and index entries go together.
 # Returns 0 when the mapping now points at another thread (someone started a new one).
 DELETE_LOCAL = """
 local cur = redis.call('HGET', KEYS[1], 'thread_id')
 if ARGV[2] ~= '' and cur and cur ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-if KEYS[3] then
-  local entry = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if KEYS[4] then
+  local entry = redis.call('HGET', KEYS[5], ARGV[1])
   if ARGV[2] == '' or not entry or string.sub(entry, -string.len(ARGV[2])) == ARGV[2] then
-    redis.call('ZREM', KEYS[3], ARGV[1])
-    redis.call('HDEL', KEYS[4], ARGV[1])
-    redis.call('SREM', KEYS[5], ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('HDEL', KEYS[5], ARGV[1])
+    redis.call('SREM', KEYS[6], ARGV[1])
   end
 end
 return 1

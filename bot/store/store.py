@@ -20,9 +20,10 @@ from bot.store.chat_history import ChatHistory
 from bot.store.connect import RedisClient
 from bot.store.keys import Keys
 from bot.store.lock import RedisLock
-from bot.store.records import Admission, FinishedTurn, ThreadRecord
+from bot.store.records import Admission, FinishedTurn, Recorded, ThreadRecord
 from bot.store.retention import RetentionReads
 from bot.store.server_notes import ServerNotes
+from bot.store.shared import SharedRecords
 
 log = logging.getLogger("threadkeeper.store")
 
@@ -38,11 +39,25 @@ class Scripts:
         self.save = redis.register_script(lua.SAVE)
         self.delete_local = redis.register_script(lua.DELETE_LOCAL)
         self.admit = redis.register_script(lua.ADMIT)
+        self.save_summary = redis.register_script(lua.SAVE_SUMMARY)
 
 
 def _str(value: object) -> str:
     """Redis replies are ``str`` (decode_responses=True); typing says ``bytes | str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _turns(raw: list[Any]) -> list[Turn]:
+    """Kept items as stored (JSON), skipping anything malformed."""
+    out: list[Turn] = []
+    for item in raw:
+        try:
+            turn = json.loads(item)
+        except ValueError:
+            continue
+        if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and "text" in turn:
+            out.append(Turn(role=str(turn["role"]), text=str(turn["text"])))
+    return out
 
 
 def _today() -> str:
@@ -78,6 +93,8 @@ class Store(RetentionReads):
         """The chat backend's history (its own thread ids, same idle TTL)."""
         self.notes = ServerNotes(redis, self.keys)
         """Facts learned about the assistant server (refused parameters, context size), shared by workers."""
+        self.shared = SharedRecords(redis, self.keys, idle_ttl=idle_ttl, cluster=cluster)
+        """Shared conversations: who said what, the context mark, threads the bot joined."""
 
     @property
     def pending_ttl(self) -> float:
@@ -117,10 +134,11 @@ class Store(RetentionReads):
             await pipe.execute()
 
     # -- the message path ------------------------------------------------------------
-    async def record_turn(self, key: ThreadKey, claim: str | None, token: str, turn: FinishedTurn) -> bool:
-        """Record an answered turn and unlock; False if the lock was no longer ours (only the dedupe mark)."""
+    async def record_turn(self, key: ThreadKey, claim: str | None, token: str, turn: FinishedTurn) -> Recorded:
+        """Record an answered turn and unlock; falsy if the lock was no longer ours (only the dedupe mark)."""
         now = time.time()
-        keys = [self.keys.thread(key), self.keys.turns(key), self.keys.lock(key), self.keys.seen(key, claim or "-")]
+        keys = [self.keys.thread(key), self.keys.turns(key), self.keys.lock(key), self.keys.seen(key, claim or "-"),
+                self.keys.fold(key)]
         if not self.cluster:
             keys += [*self._globals(key), self.keys.tokens(key, _today())]
         args: list[Any] = [
@@ -135,6 +153,7 @@ class Store(RetentionReads):
             turn.input_tokens,
             turn.output_tokens,
             len(turn.turns),
+            "1" if turn.fold else "0",
         ]
         args += [json.dumps(t, ensure_ascii=False) for t in turn.turns]
         if self.cluster:
@@ -142,7 +161,25 @@ class Store(RetentionReads):
             await self._index_update(key, turn.thread_id, turn.backend, now)
             if turn.input_tokens + turn.output_tokens:
                 await self.add_tokens(key, turn.input_tokens + turn.output_tokens)
-        return bool(await self.scripts.finish(keys=keys, args=args))
+        written, folding = cast(list[int], await self.scripts.finish(keys=keys, args=args))
+        return Recorded(bool(written), int(folding))
+
+    # -- memory ----------------------------------------------------------------------------
+    async def fold_pending(self, key: ThreadKey) -> list[Turn]:
+        """Kept items that left the window and wait to be folded into the summary, oldest first."""
+        return _turns(await self.redis.lrange(self.keys.fold(key), 0, -1))  # type: ignore[misc]
+
+    async def summary(self, key: ThreadKey) -> str:
+        return _str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
+
+    async def save_summary(self, key: ThreadKey, summary: str, folded: int) -> bool:
+        """Replace the summary and drop the ``folded`` oldest fold items; False if the thread is gone."""
+        keys = [self.keys.thread(key), self.keys.fold(key)]
+        return bool(await self.scripts.save_summary(keys=keys, args=[summary, folded]))
+
+    def fold_lock(self, key: ThreadKey) -> RedisLock:
+        """One fold of a thread at a time, across workers; apart from the thread's lock, so answers go on."""
+        return RedisLock(self, self.keys.fold(key) + ":lock", name=key.digest, ttl=self.lock_ttl)
 
     async def save_thread(self, key: ThreadKey, thread_id: str, backend: str, *, gone: str = "") -> None:
         """Record a new thread at once, so it is never orphaned if the send that follows fails.
@@ -165,16 +202,7 @@ class Store(RetentionReads):
         await self.scripts.save(keys=keys, args=args)
 
     async def turns(self, key: ThreadKey) -> list[Turn]:
-        raw = await self.redis.lrange(self.keys.turns(key), 0, -1)  # type: ignore[misc]
-        out: list[Turn] = []
-        for item in raw:
-            try:
-                turn = json.loads(item)
-            except ValueError:
-                continue
-            if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and "text" in turn:
-                out.append(Turn(role=str(turn["role"]), text=str(turn["text"])))
-        return out
+        return _turns(await self.redis.lrange(self.keys.turns(key), 0, -1))  # type: ignore[misc]
 
     # -- reads ---------------------------------------------------------------------
     async def get_thread(self, key: ThreadKey) -> ThreadRecord | None:
@@ -230,8 +258,8 @@ class Store(RetentionReads):
 
     # -- deletion --------------------------------------------------------------------
     async def delete_local(self, key: ThreadKey, expected_thread_id: str = "") -> bool:
-        """Remove mapping, turns and index entries; False if the key now maps to another thread."""
-        keys = [self.keys.thread(key), self.keys.turns(key)]
+        """Remove mapping, turns, memory and index entries; False if the key now maps to another thread."""
+        keys = [self.keys.thread(key), self.keys.turns(key), self.keys.fold(key)]
         if not self.cluster:
             keys += self._globals(key)
         ok = bool(await self.scripts.delete_local(keys=keys, args=[key.id, expected_thread_id]))

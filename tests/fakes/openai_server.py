@@ -39,13 +39,13 @@ from .openai_state import (
     new_id,
     normalize_item,
     now,
-    output_message,
     response_json,
     response_stream_events,
     response_usage,
     validate_items,
     validate_metadata,
 )
+from .openai_tools import ToolsApi
 
 __all__ = ["ConversationState", "FakeOpenAI", "FakeOpenAIThread", "RequestRecord", "Truncation"]
 
@@ -60,7 +60,7 @@ def _echo(text: str, _items: list[JSON]) -> str:
     return f"echo: {text}"
 
 
-class FakeOpenAI(ServerModes, FilesApi):
+class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
     def __init__(self, *, latency: float = 0.0, models: Iterable[str] = ("gpt-test",),
                  reply: ReplyFn | None = None, context_limit: int | None = None) -> None:
         self.latency = latency
@@ -68,6 +68,7 @@ class FakeOpenAI(ServerModes, FilesApi):
         self.reply: ReplyFn = reply or _echo
         self.context_limit = context_limit
         self.stream_delay = 0.0  # seconds slept between streamed text deltas
+        self.standalone_latency = 0.0  # extra seconds for a /responses call outside any conversation (summaries)
         self.simulate_locks = False  # True: concurrent /responses on one conversation -> conversation_locked
         self.calls: list[tuple[str, str]] = []
         self.requests: list[RequestRecord] = []
@@ -81,6 +82,7 @@ class FakeOpenAI(ServerModes, FilesApi):
         self._base_url: str | None = None
         self._init_modes()
         self._init_files()
+        self._init_tools()
 
     # ---- test helpers -------------------------------------------------------------------------
     @property
@@ -133,6 +135,7 @@ class FakeOpenAI(ServerModes, FilesApi):
         r.add_get("/v1/models", self._list_models)
         r.add_get("/v1/models/{mid}", self._get_model)
         self.add_file_routes(r)
+        self.add_tool_routes(r)
         app.on_response_prepare.append(self._add_request_id)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
@@ -335,6 +338,8 @@ class FakeOpenAI(ServerModes, FilesApi):
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
+            if not conv_id and self.standalone_latency > 0:
+                await asyncio.sleep(self.standalone_latency)
             return await self._run_turn(request, body, conv_id)
         finally:
             if conv_id:
@@ -370,6 +375,8 @@ class FakeOpenAI(ServerModes, FilesApi):
         before = [dict(i) for i in context[: max(0, len(context) - len(new_items))]]
         empty = request[_EMPTY]
         text = "" if empty else self.reply(user_text, before)
+        tools = self._use_tools(body, new_items)  # may refuse (424) before anything is stored
+        text = text if tools.reply is None else tools.reply
         instructions = body.get("instructions")
         input_tokens = estimate_tokens(instructions if isinstance(instructions, str) else "",
                                        *(item_text(i) for i in context))
@@ -380,7 +387,7 @@ class FakeOpenAI(ServerModes, FilesApi):
             self._cache_keys[key] = input_tokens
         usage = response_usage(input_tokens, cached, estimate_tokens(text))
         resp_id, msg_id, created_at = new_id("resp"), new_id("msg"), now()
-        output = [] if empty else [output_message(msg_id, text)]
+        output = [*tools.items, *([] if empty or tools.reply == "" else [tools.message(msg_id, text)])]
         final = response_json(resp_id=resp_id, body=body, conv_id=conv_id, created_at=created_at,
                               output=output, usage=usage, status="completed")
         if state is not None:
@@ -390,8 +397,8 @@ class FakeOpenAI(ServerModes, FilesApi):
             return web.json_response(final)
         created = response_json(resp_id=resp_id, body=body, conv_id=conv_id, created_at=created_at,
                                 output=[], usage=None, status="in_progress")
-        events = empty_stream_events(created, final) if empty else response_stream_events(
-            created, final, msg_id, text)
+        events = empty_stream_events(created, final) if empty else tools.stream(
+            created, final, msg_id, text) if tools.items else response_stream_events(created, final, msg_id, text)
         return await self._sse(request, events, named=True)
 
     async def _get_response(self, request: web.Request) -> web.Response:
