@@ -310,8 +310,8 @@ def _profile_page(front: dict[str, Any]) -> str:
         f"{front['machine']['python']}): the last level of each door run again under cProfile (timed by the CPU "
         "time of the event loop's thread, from SIGUSR1 to SIGUSR2 in `bench/bot_proc.py`, so start-up is not in it). "
         "Cumulative times of coroutines count only while they run, not while they wait. The profiler itself "
-        "roughly triples the CPU time; the shares are what matter. Event-loop plumbing (`asyncio`, `selectors`) "
-        "contains everything and is left out of the first table of each door; the second table sums each "
+        "multiplies the CPU time by four to five; the shares are what matter. Event-loop plumbing (`asyncio`, "
+        "`selectors`) contains everything and is left out of the first table of each door; the second table sums each "
         "function's own time by where it lives.",
         "",
     ]

@@ -22,6 +22,7 @@ from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+
 class OneAuthTest(AsyncAuthorize):
     """Bolt's ``authorize``: the bot's identity from this process's one ``auth.test``."""
 
