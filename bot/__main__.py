@@ -1,4 +1,4 @@
-"""``python -m bot COMMAND``: console | slack | discord | janitor | threads | doctor.
+"""``python -m bot COMMAND``: console | slack | discord | janitor | threads | doctor | profiles.
 
 The command-line entry point is the one module of ``bot`` that imports ``adapters``. Every
 command but ``doctor`` checks what it needs before it starts, and a mistake is one line on
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     threads = sub.add_parser("threads", help="list, count, purge and erase threads", add_help=False)
     threads.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check every configured piece and say how to fix what fails")
+    from bot.ops.profiles_cli import add_arguments
+
+    add_arguments(sub.add_parser("profiles", help="show the profile that applies somewhere, or check a profiles file"))
     return parser
 
 
@@ -115,7 +118,14 @@ def _preflight(command: str, settings: Settings) -> None:
     if command in SHARED_REDIS and not settings.redis_url:
         raise ConfigError(f"REDIS_URL: {command} needs a shared Redis; set REDIS_URL")
     settings.require(*NEEDS.get(command, ()))
+    from bot.profiles import load_profiles
+
+    load_profiles(settings)  # PROFILES_FILE: one line naming the profile and the key
     asyncio.run(require_redis(settings))
+    if command in NEEDS:  # the bots: MODERATION on needs an endpoint that moderates
+        from bot.ops.safety_check import require_moderation
+
+        asyncio.run(require_moderation(settings))
 
 
 def _serve_slack(settings: Settings) -> int:
@@ -138,8 +148,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from adapters.discord.doctor import check_discord
         from adapters.slack.doctor import check_slack
         from bot.ops import doctor
+        from bot.ops.safety_check import check_moderation, check_profiles
 
-        return asyncio.run(doctor.main(settings, extra=(("slack", check_slack), ("discord", check_discord))))
+        extra = (("profiles", check_profiles), ("moderation", check_moderation), ("slack", check_slack),
+                 ("discord", check_discord))
+        return asyncio.run(doctor.main(settings, extra=extra))
+    if command == "profiles":
+        from bot.ops import profiles_cli
+
+        return profiles_cli.run(args, settings)
     if command == "discord" and args.invite_url:
         from adapters import discord as discord_adapter
 

@@ -32,6 +32,15 @@ class Metrics:
             "threadkeeper_answers_late", "Answers delivered after the platform refused one of their calls",
             ["platform"], registry=r,
         )
+        self.tool_calls = Counter(
+            "threadkeeper_tool_calls", "Tool calls the model made (web_search, file_search, mcp:<server>)",
+            ["tool", "outcome"], registry=r,
+        )
+        self.moderation_flagged = Counter(
+            "threadkeeper_moderation_flagged", "Texts the moderation endpoint flagged", ["direction"], registry=r,
+        )
+        self.redactions = Counter("threadkeeper_redactions", "Matches redacted from user text", ["pattern"],
+                                  registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

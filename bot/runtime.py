@@ -8,6 +8,8 @@ from bot.assistants.base import Assistant
 from bot.config import Settings
 from bot.core import Core
 from bot.metrics import Metrics
+from bot.profiles import LiveProfiles, load_profiles
+from bot.safety import Safety, parse_patterns
 from bot.store import RedisClient, Store, make_redis
 from bot.store.pacing import SharedLanes
 
@@ -40,6 +42,17 @@ def make_assistant(settings: Settings, store: Store, name: str | None = None) ->
     return ConversationsAssistant(settings, notes=store.notes)
 
 
+def make_safety(settings: Settings, metrics: Metrics) -> Safety:
+    """Redaction always (when patterns are set); moderation through the moderation endpoint when asked for."""
+    patterns = parse_patterns(settings.redact_patterns)
+    if settings.moderation == "off":
+        return Safety(patterns=patterns, metrics=metrics)
+    from bot.assistants.moderation import Moderator
+
+    moderator = Moderator(settings)
+    return Safety(settings.moderation, patterns, moderate=moderator, metrics=metrics, close=moderator.close)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -54,6 +67,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.core.close()
+        await self.core.safety.close()
         for assistant in (self.assistant, *self.others.values()):
             await assistant.close()
         await self.store.close()
@@ -70,7 +84,9 @@ def build_runtime(settings: Settings, *, redis: RedisClient | None = None) -> Ru
             if name != assistant.name:
                 others[name] = make_assistant(settings, store, name)
     metrics = Metrics()
-    core = Core(store, assistant, settings, metrics=metrics, others=others)
+    profiles = LiveProfiles(settings, load_profiles(settings))
+    core = Core(store, assistant, settings, metrics=metrics, others=others, profiles=profiles,
+                safety=make_safety(settings, metrics))
     return Runtime(settings, client, store, assistant, core, metrics, others, pacer=SharedLanes(client, store.keys))
 
 

@@ -72,6 +72,8 @@ class DiscordReply:
         self._edits = edits or ChannelEdits()
         self.delivery = self._edits.delivery(digest)
         self._text = ""
+        self._tool = ""
+        """Tool progress ("searching the web…"), shown in italics under the text until the answer says more."""
         self.sent: list[discord.Message] = []
         self._shown: list[str] = []
         self._pump = Pump(self._flush, interval=interval, errors=(discord.HTTPException,), log=log,
@@ -89,8 +91,14 @@ class DiscordReply:
     async def on_delta(self, delta: str) -> None:
         """Collect a streamed delta; the pump renders it (immediately the first time)."""
         self._text += delta
+        self._tool = ""
         if self._text.strip():
             self._pump.wake()
+
+    async def on_status(self, status: str) -> None:
+        """A status line edited in place (the first message when nothing streamed yet)."""
+        self._tool = status
+        self._pump.wake()
 
     async def finish(self, text: str) -> None:
         """Render the final text (the core's ``answer.text``, which wins over the streamed deltas)."""
@@ -146,7 +154,7 @@ class DiscordReply:
 
     async def _flush(self) -> float | None:
         with self._edits.answering(self.delivery):
-            return await self._render(self._text, final=False)
+            return await self._render(self._text + (f"\n\n*{self._tool}*" if self._tool else ""), final=False)
 
     async def _target_channel(self) -> discord.abc.Messageable:
         if self._target is None:

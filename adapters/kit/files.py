@@ -274,6 +274,9 @@ class Noted:
             delta = self.prefix + delta
         await self.inner.on_delta(delta)
 
+    async def on_status(self, status: str) -> None:
+        await self.inner.on_status(status)
+
     async def finish(self, text: str) -> None:
         await self.inner.finish(self.prefix + text)
 

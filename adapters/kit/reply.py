@@ -1,7 +1,8 @@
 """One answer on its way to a user: the renderer protocol every platform implements, and its pump.
 
 :func:`deliver` is the one sequence every adapter runs: :meth:`Reply.begin`, the core's
-:meth:`~bot.core.Core.handle` streaming into :meth:`Reply.on_delta`, then exactly one of
+:meth:`~bot.core.Core.handle` streaming into :meth:`Reply.on_delta` (and tool progress into
+:meth:`Reply.on_status`), then exactly one of
 :meth:`Reply.finish` (the answer), :meth:`Reply.fail` (one sentence for the user) or
 :meth:`Reply.discard` (nothing to say: a duplicate delivery, a message not meant for the bot), and
 :meth:`Reply.close` whatever happened.
@@ -34,6 +35,9 @@ class Reply(Protocol):
     async def on_delta(self, delta: str) -> None:
         """A streamed piece of the answer; must not wait for the platform."""
 
+    async def on_status(self, status: str) -> None:
+        """What the assistant is doing ("searching the web…"), until the answer says more; must not wait."""
+
     async def finish(self, text: str) -> None:
         """The complete answer, which wins over whatever the deltas showed."""
 
@@ -56,7 +60,7 @@ async def deliver(core: Core, incoming: Incoming, reply: Reply, log: logging.Log
     try:
         await reply.begin()
         try:
-            answer = await core.handle(incoming, reply.on_delta)
+            answer = await core.handle(incoming, reply.on_delta, reply.on_status)
         except Exception as exc:
             await reply.fail(user_sentence(exc, log, f"answering {incoming.key.digest}"))
             return

@@ -50,7 +50,7 @@ from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
 from adapters.slack.reply import DELIVERY_ERRORS, SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
-from bot.domain import ForgetResult
+from bot.domain import ForgetResult, ThreadKey
 from bot.runtime import Runtime
 
 log = logging.getLogger("threadkeeper.slack")
@@ -157,13 +157,20 @@ class SlackAdapter:
                                               files=file_refs(body)))
         self.events_received += 1
 
-    async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
-        self.in_flight.spawn(self._greet(say, set_suggested_prompts))
+    async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts,
+                                 body: dict[str, Any]) -> None:
+        thread = (body.get("event") or {}).get("assistant_thread") or {}
+        key = ThreadKey("slack", str(body.get("team_id") or ""), str(thread.get("channel_id") or ""),
+                        str(thread.get("user_id") or ""))
+        prompts = [{"title": p.title, "message": p.message}
+                   for p in self.core.profiles.profiles.resolve(key).suggested_prompts]  # PROFILES_FILE's, if any
+        self.in_flight.spawn(self._greet(say, set_suggested_prompts, prompts or SUGGESTED_PROMPTS))
 
-    async def _greet(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+    async def _greet(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts,
+                     prompts: list[dict[str, str]]) -> None:
         try:
             await say("Hi! Ask me anything. Each conversation here keeps its own memory.")
-            await set_suggested_prompts(prompts=SUGGESTED_PROMPTS)
+            await set_suggested_prompts(prompts=prompts)
         except SEND_ERRORS as exc:
             log.warning("could not greet a new assistant thread: %s", exc)
 

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -113,6 +114,10 @@ class SlackReply:
         self._shown = ""
         self._unknown: set[str] = set()
         """Texts of creating calls whose outcome is unknown (timed out): never sent again."""
+        self._tool = self._tool_shown = ""
+        """Tool progress ("searching the web…"), and what of it Slack shows (:meth:`on_status`)."""
+        self._task = 0
+        """Stream mode: the number of the ``task_update`` chunk still in progress (0: none)."""
         self._pump = Pump(self._push, interval=interval, errors=SEND_ERRORS, log=log, name="slack-reply")
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -123,6 +128,13 @@ class SlackReply:
 
     async def on_delta(self, delta: str) -> None:
         self._text += delta
+        self._tool = ""  # the answer says more: the tool line is done
+        self._pump.wake()
+
+    async def on_status(self, status: str) -> None:
+        """Tool progress: the AI-app status line in an assistant thread; else a ``task_update`` in the
+        stream, or a line under the text shown so far. Shown by the pump, never waited for here."""
+        self._tool = status
         self._pump.wake()
 
     async def finish(self, text: str) -> None:
@@ -193,6 +205,8 @@ class SlackReply:
         """Show what has streamed so far; a number: skipped, the pump tries again after that many seconds."""
         if self._unknown:
             return None  # a luxury whose outcome is unknown: no more of them, the final text settles it
+        if self._tool != self._tool_shown and (later := await self._show_tool()) is not None:
+            return later
         if self.mode == "stream":
             pending = self._text[self._streamed : self.limit]
             if not pending:
@@ -205,18 +219,63 @@ class SlackReply:
                     self._stream_ts = str(started["ts"])
                 else:
                     ts = self._stream_ts
+                    chunks = self._chunks(pending)
                     appended, later = await self.calls.luxury(self.delivery, "chat.appendStream", lambda: (
-                        self.client.chat_appendStream(channel=self.target.channel, ts=ts, markdown_text=pending)))
+                        self.client.chat_appendStream(channel=self.target.channel, ts=ts, **chunks)))
                     if appended is None:
                         return later
+                    self._task = 0
                 self._streamed += len(pending)
                 return None
             except SlackApiError as exc:
                 self._fall_back(exc)
         return await self._preview()
 
+    async def _show_tool(self) -> float | None:
+        """The tool line: as the AI-app status, or a ``task_update`` chunk (post mode: in :meth:`_preview`)."""
+        status = self._tool_shown = self._tool
+        if self._show_status:
+            if status:
+                self._status_set = await self._status(status) or self._status_set
+        elif self.mode == "stream" and status:
+            done = [self._task_chunk("complete")] if self._task else []
+            self._task += 1
+            chunks = [*done, self._task_chunk("in_progress", status)]
+            ts = self._stream_ts
+            try:
+                if ts is None:
+                    started, later = await self._luxury_create("chat.startStream", status, lambda: (
+                        self.client.chat_startStream(channel=self.target.channel, thread_ts=self.target.thread_ts or "",
+                                                     chunks=chunks, recipient_team_id=self.target.team,
+                                                     recipient_user_id=self.target.user)))
+                    if started is not None:
+                        self._stream_ts = str(started["ts"])
+                    return None if started is not None else later
+                shown, later = await self.calls.luxury(self.delivery, "chat.appendStream", lambda: (
+                    self.client.chat_appendStream(channel=self.target.channel, ts=ts, chunks=chunks)))
+                return None if shown is not None else later
+            except SlackApiError as exc:
+                error = str(exc.response.get("error", ""))
+                if ts is None and "chunk" not in error:
+                    self._fall_back(exc)  # no streaming here: the status goes in the post's preview
+                    return await self._preview()
+                log.debug("could not show tool progress in the stream: %s", error)  # a luxury: stream without it
+                self._task = 0
+        return None
+
+    def _task_chunk(self, state: str, title: str = "") -> dict[str, str]:
+        chunk = {"type": "task_update", "id": f"tk-tool-{self._task}", "status": state}
+        return {**chunk, "title": title} if title else chunk
+
+    def _chunks(self, text: str) -> dict[str, Any]:
+        """``markdown_text``, or chunks that first complete the tool task in progress."""
+        if not self._task:
+            return {"markdown_text": text}
+        return {"chunks": [self._task_chunk("complete"), *([{"type": "markdown_text", "text": text}] if text else [])]}
+
     async def _preview(self) -> float | None:
-        preview = split_text(markdown_to_mrkdwn(self._text), self.limit)[0] if self._text.strip() else ""
+        text = self._text + (f"\n\n*{self._tool}*" if self._tool and not self._show_status else "")
+        preview = split_text(markdown_to_mrkdwn(text), self.limit)[0] if text.strip() else ""
         if not preview or preview == self._shown:
             return None
         if self._ts is None:
@@ -271,8 +330,9 @@ class SlackReply:
                 self._streamed += len(rest)
                 rest = ""
             ts = self._stream_ts
+            args = self._chunks(rest) if rest or self._task else {}
             await self._urgent("chat.stopStream", lambda: (
-                self.client.chat_stopStream(channel=self.target.channel, ts=ts, markdown_text=rest or None)))
+                self.client.chat_stopStream(channel=self.target.channel, ts=ts, **args)))
             self._ts = ts
             self._stream_ts = None
             return True

@@ -142,6 +142,8 @@ def refused_params(exc: openai.APIError, sent: Iterable[str]) -> list[str]:
     status = _status(exc)
     if status is None or status in _NOT_CONTENT or exc.code == "conversation_locked" or overflow_of(exc):
         return []
+    if is_tool_failure(exc):
+        return []
     names = list(sent)
     if exc.param in names:
         return [exc.param]
@@ -149,6 +151,14 @@ def refused_params(exc: openai.APIError, sent: Iterable[str]) -> list[str]:
     if not any(words in text for words in REFUSAL_WORDS):
         return []
     return [name for name in names if re.search(rf"(?<![a-z0-9_]){re.escape(name)}(?![a-z0-9_])", text)]
+
+
+def is_tool_failure(exc: openai.APIError) -> bool:
+    """A tool that failed (an MCP server that is down or refused us: OpenAI's 424 ``external_connector_error``),
+    not a server that refuses tools: the tool is dropped for this turn, never learned as a refusal."""
+    if _status(exc) == 424 or exc.type == "external_connector_error":
+        return True
+    return "mcp server" in error_text(exc) or "mcp_" in str(exc.code or "")
 
 
 def describe_broken(exc: Exception) -> str:

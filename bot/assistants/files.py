@@ -158,7 +158,7 @@ class MediaPlan:
         return prefixed
 
     def finish(self, sent: Sent) -> Sent:
-        return Sent(self.prefix + sent.text, sent.usage) if self.notices else sent
+        return dataclasses.replace(sent, text=self.prefix + sent.text) if self.notices else sent
 
 
 # ---- content ------------------------------------------------------------------------------------

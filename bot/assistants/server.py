@@ -25,7 +25,7 @@ log = logging.getLogger("threadkeeper.assistant")
 
 OPTIONAL_PARAMS = frozenset(
     {"truncation", "prompt_cache_key", "context_management", "safety_identifier", "metadata", "store",
-     "stream_options"}
+     "stream_options", "tools", "temperature"}
 )
 """Request parameters a request can do without. Everything else (model, input, conversation,
 messages, instructions, stream) is never dropped."""

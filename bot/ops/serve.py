@@ -13,11 +13,13 @@ from bot.runtime import Runtime
 
 @contextlib.asynccontextmanager
 async def extras(runtime: Runtime) -> AsyncIterator[None]:
-    """Serve ``/metrics`` on METRICS_PORT and run the janitor every JANITOR_INTERVAL, when set."""
+    """Serve ``/metrics`` on METRICS_PORT and run the janitor every JANITOR_INTERVAL, when set; reload
+    ``PROFILES_FILE`` on SIGHUP."""
     metrics = await maybe_start_metrics_server(runtime)
     janitor = asyncio.create_task(janitor_task(runtime)) if runtime.settings.janitor_interval else None
     try:
-        yield
+        with runtime.core.profiles.on_sighup():
+            yield
     finally:
         if janitor is not None:
             janitor.cancel()

@@ -248,6 +248,7 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
             await resp.write(f"{prefix}data: {json.dumps(event)}\n\n".encode())
             if self.stream_delay > 0 and event.get("type") == "response.output_text.delta":
                 await asyncio.sleep(self.stream_delay)
+            await self._after_event(event)
         if cut is not None and cut.abort and request.transport is not None:
             request.transport.close()  # the chunked body never gets its last chunk
             return resp
