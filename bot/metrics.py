@@ -15,6 +15,8 @@ class Metrics:
         self.duplicates = Counter("threadkeeper_duplicates", "Redeliveries dropped by dedupe", registry=r)
         self.recoveries = Counter("threadkeeper_recoveries", "Threads silently recreated", ["reason"], registry=r)
         self.forgets = Counter("threadkeeper_forgets", "Threads forgotten on request", registry=r)
+        self.feedback = Counter("threadkeeper_feedback", "Feedback buttons clicked under answers",
+                                ["platform", "value"], registry=r)
         self.errors = Counter("threadkeeper_errors", "Errors by kind", ["kind"], registry=r)
         self.tokens = Counter("threadkeeper_tokens", "Assistant tokens", ["kind"], registry=r)
         self.latency = Histogram(

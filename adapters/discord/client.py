@@ -19,10 +19,10 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from adapters.discord.commands import build_tree, sync_commands
+from adapters.discord.feedback import DiscordFeedback, FeedbackReply
 from adapters.discord.files import discord_fetcher, file_refs
 from adapters.discord.limits import ChannelEdits
 from adapters.discord.parse import Parsed, parse_message, thread_name
-from adapters.discord.reply import DiscordReply
 from adapters.discord.setup import make_client, rest_base
 from adapters.kit.files import deliver_with_files
 from adapters.kit.tasks import InFlight, run_until_stopped
@@ -49,6 +49,8 @@ class DiscordAdapter:
         """Every channel's edit budget, shared by all answers in it (and Discord's 429s, counted)."""
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
+        self.feedback = DiscordFeedback(core)
+        self.client.event(self.feedback.on_interaction)  # clicks on the feedback buttons under answers
         self.tree = build_tree(self.client, core)
         self.connection: asyncio.Task[None] | None = None
         self.in_flight = InFlight(log)
@@ -133,8 +135,8 @@ class DiscordAdapter:
         async def destination() -> discord.abc.Messageable:
             return await self._open_thread(message, parsed.incoming.text) if parsed.open_thread else channel
 
-        reply = DiscordReply(channel, destination=destination, reference=message if parsed.reply else None,
-                            interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
+        reply = FeedbackReply(channel, destination=destination, reference=message if parsed.reply else None,
+                             interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
         try:
             await deliver_with_files(self.core, parsed.incoming, file_refs(message), self.files.fetch, reply, log)
         except discord.HTTPException as exc:

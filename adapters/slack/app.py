@@ -20,6 +20,7 @@ OpenAI itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -45,6 +46,7 @@ from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
 from adapters.slack.auth import OneAuthTest
+from adapters.slack.feedback import SlackFeedback, feedback_blocks
 from adapters.slack.files import file_refs, slack_fetcher
 from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
@@ -142,6 +144,8 @@ class SlackAdapter:
         for subscription, event_type in SLACK_EVENTS.items():
             self.app.event(event_type)(self._on_event)
             self.registered_events.add(subscription)
+        self.feedback = SlackFeedback(self.core, self.calls, self.client, self.in_flight)
+        self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
         for command in SLACK_COMMANDS:
             self.app.command(command)(self._on_forget)
             self.registered_commands.add(command)
@@ -189,6 +193,7 @@ class SlackAdapter:
             interval=self.update_interval,
             # A retry may race the first delivery's answer: never touch the status it shows.
             show_status=parsed.target.is_dm and not retried,
+            final_blocks=functools.partial(feedback_blocks, parsed.incoming.key.digest),
         )
         await deliver_with_files(self.core, parsed.incoming, files, self.files.fetch, reply, log)
 

@@ -95,6 +95,7 @@ class SlackReply:
         interval: float = 1.0,
         show_status: bool = False,
         limit: int = SLACK_TEXT_LIMIT,
+        final_blocks: Callable[[str | None], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.client = client
         self.target = target
@@ -104,6 +105,8 @@ class SlackReply:
         self.delivery = Delivery(target.team, digest)
         """All of this answer's calls; its deadline is set when the final text is ready."""
         self.limit = limit
+        self.final_blocks = final_blocks
+        """Blocks the answer's last message ends with (the feedback buttons): given its text, or None on a stream."""
         self._show_status = show_status and target.thread_ts is not None
         self._status_set = False
         self.mode = "stream" if target.thread_ts and streams.enabled(target.team) else "post"
@@ -319,7 +322,7 @@ class SlackReply:
         self.mode = "post"
         self._stream_ts = None
 
-    async def _stop_stream(self, rest: str) -> bool:
+    async def _stop_stream(self, rest: str, *, final: bool = False) -> bool:
         """Finish the stream with ``rest`` (starting it if need be); False (and post mode) if Slack refused."""
         try:
             if self._stream_ts is None:
@@ -330,7 +333,7 @@ class SlackReply:
                 self._streamed += len(rest)
                 rest = ""
             ts = self._stream_ts
-            args = self._chunks(rest) if rest or self._task else {}
+            args = {**(self._chunks(rest) if rest or self._task else {}), **self._blocks(None, final)}
             await self._urgent("chat.stopStream", lambda: (
                 self.client.chat_stopStream(channel=self.target.channel, ts=ts, **args)))
             self._ts = ts
@@ -353,7 +356,7 @@ class SlackReply:
         if self.mode == "stream":
             # The stream can only append: it finishes the answer if what it showed is the start of it.
             if len(text) <= self.limit and text.startswith(self._text[: self._streamed]):
-                if await self._stop_stream(text[self._streamed :]):
+                if await self._stop_stream(text[self._streamed :], final=True):
                     return
             elif self._stream_ts is not None:
                 await self._stop_stream("")
@@ -364,15 +367,15 @@ class SlackReply:
         if not chunks:
             return
         first, rest = chunks[0], chunks[1:]
-        if self._ts is None or not await self._update(self._ts, first):
-            await self._post(first)
-        for chunk in rest:  # one after another: the parts arrive in order, or the rest is not sent
-            await self._post(chunk)
+        if self._ts is None or not await self._update(self._ts, first, last=not rest):
+            await self._post(first, last=not rest)
+        for n, chunk in enumerate(rest, 2):  # one after another: the parts arrive in order, or the rest is not sent
+            await self._post(chunk, last=n == len(chunks))
 
-    async def _update(self, ts: str, text: str) -> bool:
+    async def _update(self, ts: str, text: str, *, last: bool = False) -> bool:
         """Edit the answer's message into ``text``; False when Slack will not edit it (post anew then)."""
         def call() -> Awaitable[AsyncSlackResponse]:
-            return self.client.chat_update(channel=self.target.channel, ts=ts, text=text)
+            return self.client.chat_update(channel=self.target.channel, ts=ts, text=text, **self._blocks(text, last))
 
         try:
             try:
@@ -387,15 +390,19 @@ class SlackReply:
         self._shown = text
         return True
 
-    async def _post(self, text: str) -> str | None:
-        response = await self._create("chat.postMessage", text, self._post_call(text))
+    async def _post(self, text: str, *, last: bool = False) -> str | None:
+        response = await self._create("chat.postMessage", text, self._post_call(text, **self._blocks(text, last)))
         ts = response.get("ts")
         return str(ts) if ts else None
 
-    def _post_call(self, text: str) -> Call:
+    def _post_call(self, text: str, **blocks: Any) -> Call:
         def call() -> Awaitable[AsyncSlackResponse]:
-            return self.client.chat_postMessage(channel=self.target.channel, thread_ts=self.target.thread_ts, text=text)
+            return self.client.chat_postMessage(channel=self.target.channel, thread_ts=self.target.thread_ts, text=text,
+                                                **blocks)
         return call
+
+    def _blocks(self, text: str | None, last: bool) -> dict[str, Any]:
+        return {"blocks": self.final_blocks(text)} if last and self.final_blocks is not None else {}
 
     async def _urgent(self, method: str, call: Call) -> AsyncSlackResponse:
         return await self.calls.urgent(self.delivery, method, call, channel=self.target.channel)

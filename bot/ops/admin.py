@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
+from bot.core.feedback import feedback_counts
 from bot.domain import ThreadKey, hash_user
 from bot.durations import DurationError, format_duration, parse_duration
 from bot.runtime import Runtime
@@ -142,9 +143,11 @@ async def cmd_stats(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> 
     oldest = entries[0][1] if entries else 0.0
     newest = entries[-1][1] if entries else 0.0
     queued = await runtime.store.tombstone_count()
+    feedback = await feedback_counts(runtime.core)
     if args.json:
         report = {
             "threads": len(entries),
+            "feedback": feedback,
             "by_platform": dict(sorted(by_platform.items())),
             "by_backend": dict(sorted(by_backend.items())),
             "oldest_activity": _iso(oldest),
@@ -170,6 +173,8 @@ async def cmd_stats(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> 
     print(f"oldest activity:         {when(oldest)}", file=out)
     print(f"newest activity:         {when(newest)}", file=out)
     print(f"queued remote deletions: {queued}", file=out)
+    print("feedback:                " + (", ".join(f"{platform} +{n.get('positive', 0)} -{n.get('negative', 0)}"
+                                               for platform, n in sorted(feedback.items())) or "-"), file=out)
     print(f"idle TTL:                {format_duration(runtime.store.idle_ttl)}", file=out)
     return 0
 

@@ -90,6 +90,10 @@ class Keys:
     def flag(self, name: str) -> str:
         return self._k("flag", name)
 
+    def feedback(self) -> str:
+        """Counts of the feedback buttons' clicks, ``<platform>:<value>`` -> n (names nobody)."""
+        return self._k("feedback", "counts")
+
     def janitor_lock(self) -> str:
         return self._k("janitor", "lock")
 

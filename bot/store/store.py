@@ -316,3 +316,11 @@ class Store(RetentionReads):
 
     async def set_flag(self, name: str, value: str) -> None:
         await self.redis.set(self.keys.flag(name), value)
+
+    # -- feedback on answers: counts only, nobody named ------------------------------------
+    async def record_feedback(self, platform: str, value: str) -> int:
+        return int(await self.redis.hincrby(self.keys.feedback(), f"{platform}:{value}", 1))  # type: ignore[misc]
+
+    async def feedback_counts(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.feedback())  # type: ignore[misc]
+        return {str(k): int(v) for k, v in raw.items()}
