@@ -11,7 +11,7 @@ digest and the message id are logged, nobody's text.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import discord
 
@@ -63,7 +63,8 @@ class DiscordFeedback:
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.component:
             return
-        custom_id = str((interaction.data or {}).get("custom_id") or "")
+        data = cast(dict[str, Any], interaction.data or {})
+        custom_id = str(data.get("custom_id") or "")
         if not custom_id.startswith(PREFIX):
             return
         value, _, digest = custom_id.removeprefix(PREFIX).partition(":")
