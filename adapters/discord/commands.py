@@ -1,4 +1,5 @@
-"""The ``/forget`` application command: its definition, its answer, and a sync that does not hammer Discord.
+"""The application commands (``/forget``; ``/ask``: :mod:`adapters.discord.ask`), and a sync that does not hammer
+Discord. Both are installable to servers and to users, and run in servers, the bot's DMs and private channels.
 
 Global commands can take up to an hour to propagate and syncing is rate limited, so the global set is
 pushed only when its hash differs from the one stored after the last successful sync (a core flag per
@@ -15,7 +16,8 @@ from typing import Literal, Protocol
 import discord
 from discord import app_commands
 
-from adapters.discord.parse import PLATFORM, forget_key
+from adapters.discord.ask import ask_command, interaction_key
+from adapters.discord.parse import PLATFORM
 from adapters.kit.texts import DISCORD_FORGET, forget_text, user_sentence
 from bot.core import Core
 from bot.errors import Unavailable
@@ -34,17 +36,19 @@ class Flags(Protocol):
 
 
 def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[discord.Client]:
-    """The bot's command tree: ``/forget [all]`` in servers and DMs."""
+    """The bot's command tree: ``/forget [all]`` and ``/ask prompt``, wherever the app is installed."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
     @app_commands.command(name="forget", description="Forget our conversation here, so the next message starts fresh")
     @app_commands.describe(everything="Forget all your conversations with me in this server (or all DMs)")
     @app_commands.rename(everything="all")
-    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
     async def forget(interaction: discord.Interaction, everything: bool = False) -> None:
         await answer_forget(core, interaction, everything)
 
     tree.add_command(forget)
+    tree.add_command(ask_command(core))
 
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -56,7 +60,7 @@ def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[d
 async def answer_forget(core: Core, interaction: discord.Interaction, everything: bool) -> None:
     """Defer at once (ephemeral: only the asker sees it), forget, then answer with a followup."""
     await interaction.response.defer(ephemeral=True, thinking=True)
-    key = forget_key(interaction)
+    key = interaction_key(interaction)  # where the app is a user install: the user's own conversation
     try:
         if everything:
             result = await core.forget_user(PLATFORM, key.workspace, key.user)

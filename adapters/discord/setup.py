@@ -40,6 +40,14 @@ def invite_url(application_id: str, *, open_threads: bool = False) -> str:
     )
 
 
+def invite_urls(application_id: str, *, open_threads: bool = False) -> tuple[str, str]:
+    """Two links: add the bot to a server (``integration_type=0``), and add the app to one's own account
+    (``integration_type=1``: ``/ask`` and ``/forget`` wherever its user is, no bot, no permissions)."""
+    user = discord.utils.oauth_url(application_id, scopes=("applications.commands",))
+    return (invite_url(application_id, open_threads=open_threads) + "&integration_type=0",
+            user + "&integration_type=1")
+
+
 def application_id_from_token(token: str) -> str:
     """A bot token's first segment is its user id (base64), which is the application id for bots."""
     head = token.split(".", 1)[0]
@@ -57,7 +65,9 @@ def print_invite_url(settings: Settings) -> int:
     settings.require("discord_token")
     assert settings.discord_token is not None
     app_id = application_id_from_token(settings.discord_token.get_secret_value())
-    print(invite_url(app_id, open_threads=settings.discord_open_threads))
+    server, user = invite_urls(app_id, open_threads=settings.discord_open_threads)
+    print(server)  # add the bot to a server
+    print(user)  # install the app for yourself: /ask and /forget in any server or DM
     return 0
 
 

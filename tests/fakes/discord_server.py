@@ -66,6 +66,7 @@ class FakeDiscord:
         self.bob = p.user(p.snowflake(), "bob")
         self.other_bot = p.user(p.snowflake(), "otherbot", bot=True)
         self.guild_id = p.snowflake()
+        self._webhook_channels: dict[str, str] = {}
         self.channel_id = p.snowflake()
         self.bot_role_id = p.snowflake()
         self.channels: dict[str, JSON] = {self.channel_id: p.text_channel(self.channel_id, self.guild_id)}
@@ -350,8 +351,9 @@ class FakeDiscord:
         r("GET", r"/applications/(\d+)/guilds/(\d+)/commands", lambda _r, m, _b: _ok(self.commands.get(m[2], [])))
         r("PUT", r"/applications/(\d+)/guilds/(\d+)/commands", lambda _r, m, b: self._put_commands(m[2], b))
         r("POST", r"/interactions/(\d+)/([^/]+)/callback", self._callback)
-        r("POST", r"/webhooks/(\d+)/([^/]+)", lambda _r, m, b: self._create_message(f"webhook:{m[2]}", b))
-        r("PATCH", r"/webhooks/(\d+)/([^/]+)/messages/([^/]+)", lambda _r, m, b: self._edit_message(m[3], b))
+        r("POST", r"/webhooks/(\d+)/([^/]+)", lambda _r, m, b: self._create_message(self._webhook_channel(m[2]), b))
+        r("PATCH", r"/webhooks/(\d+)/([^/]+)/messages/([^/]+)",
+          lambda _r, m, b: self._edit_message(self._original(m[2]) if m[3] == "@original" else m[3], b))
 
     async def _get_gateway_bot(self, request: web.Request, _m: re.Match[str], _b: Any) -> web.Response:
         return _ok({
@@ -388,11 +390,19 @@ class FakeDiscord:
         await self._notify()
         return _ok(msg)
 
+    def _webhook_channel(self, token: str) -> str:
+        """Where an interaction's messages go: a channel id of their own per interaction token."""
+        return self._webhook_channels.setdefault(token, p.snowflake())
+
+    def _original(self, token: str) -> str:
+        """An interaction's response (``@original``): one message per token, with a real id; its key."""
+        key = f"original:{token}"
+        if key not in self.messages:
+            self.messages[key] = p.message(self._webhook_channel(token), self.bot, "", message_id=p.snowflake())
+        return key
+
     async def _edit_message(self, message_id: str, body: Any) -> web.Response:
         msg = self.messages.get(message_id)
-        if msg is None and message_id == "@original":
-            msg = p.message("webhook", self.bot, "", message_id=message_id)
-            self.messages[message_id] = msg
         if msg is None:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if "content" in (body or {}):
