@@ -2,7 +2,9 @@
 
 It parses gateway events (:mod:`adapters.discord.parse`), hands them to the core through the kit's
 :func:`~adapters.kit.reply.deliver` and renders what comes back (:mod:`adapters.discord.reply`); it never
-touches Redis or OpenAI (only the core's flags, for the command-set hash: :mod:`adapters.discord.commands`).
+touches Redis or OpenAI (only the core's flags, for the command-set hash: :mod:`adapters.discord.commands`, and
+whether the bot was called into a thread, for follow-ups there). What a message brings along (the reply chain,
+recent channel messages) is read when the core answers it (:mod:`adapters.discord.context`).
 discord.py runs every event handler as a task of its own; the adapter counts the ones answering a message
 (:class:`~adapters.kit.tasks.InFlight`) so shutdown can let them finish.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 import discord
@@ -19,11 +22,12 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from adapters.discord.commands import build_tree, sync_commands
+from adapters.discord.context import DiscordContext, is_reply
 from adapters.discord.feedback import DiscordFeedback, FeedbackReply
 from adapters.discord.files import discord_fetcher, file_refs
 from adapters.discord.limits import ChannelEdits
 from adapters.discord.parse import Parsed, parse_message, thread_name
-from adapters.discord.setup import make_client, rest_base
+from adapters.discord.setup import content_needed_by, make_client, rest_base
 from adapters.kit.files import deliver_with_files
 from adapters.kit.tasks import InFlight, run_until_stopped
 from bot.config import ConfigError, Settings
@@ -89,9 +93,10 @@ class DiscordAdapter:
             return
         exc = self.connection.exception()
         if isinstance(exc, discord.PrivilegedIntentsRequired):
+            needs = content_needed_by(self.settings)
             raise ConfigError(
-                "DISCORD_CHANNELS needs the Message Content intent: enable it for the bot in the "
-                "Discord developer portal, or unset DISCORD_CHANNELS"
+                f"{' and '.join(needs)} need{'s' if len(needs) == 1 else ''} the Message Content intent: enable it "
+                f"for the bot in the Discord developer portal, or unset {' and '.join(needs)}"
             ) from None
         if exc is not None:
             raise exc
@@ -126,11 +131,18 @@ class DiscordAdapter:
         )
         if parsed is None:
             return
+        if parsed.follow_up and not await self.core.shared.joined(parsed.incoming.place):
+            return  # a thread the bot was never called into
         with self.in_flight.track():
-            await self._answer(message, parsed)
+            await self._answer(message, parsed, me)
 
-    async def _answer(self, message: discord.Message, parsed: Parsed) -> None:
+    async def _answer(self, message: discord.Message, parsed: Parsed, me: discord.ClientUser) -> None:
         channel = message.channel
+        incoming = parsed.incoming
+        talk = parsed.channel_talk and self.settings.discord_channel_context > 0
+        if is_reply(message) or talk:
+            reader = DiscordContext(me, channel_limit=self.settings.discord_channel_context)
+            incoming = dataclasses.replace(incoming, gather=reader.gather_for(message, channel_talk=talk))
 
         async def destination() -> discord.abc.Messageable:
             return await self._open_thread(message, parsed.incoming.text) if parsed.open_thread else channel
@@ -138,7 +150,7 @@ class DiscordAdapter:
         reply = FeedbackReply(channel, destination=destination, reference=message if parsed.reply else None,
                              interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
         try:
-            await deliver_with_files(self.core, parsed.incoming, file_refs(message), self.files.fetch, reply, log)
+            await deliver_with_files(self.core, incoming, file_refs(message), self.files.fetch, reply, log)
         except discord.HTTPException as exc:
             log.error("could not deliver the answer for %s: %s", parsed.incoming.key.digest, exc)
 

@@ -8,6 +8,7 @@ import aiohttp
 import discord
 
 from adapters.discord import intents, rest_base
+from adapters.discord.setup import content_needed_by
 from bot.checks import Line, secret
 from bot.config import Settings
 
@@ -41,7 +42,7 @@ async def check_discord(settings: Settings, limit: float) -> list[Line]:
                           "check DISCORD_TOKEN and DISCORD_API_BASE"))
         return lines
     lines.append(_application_line(str(app.get("id")), str(me.get("id")), app))
-    lines.append(_intents_line(intents(settings), int(app.get("flags") or 0)))
+    lines.append(_intents_line(intents(settings), int(app.get("flags") or 0), content_needed_by(settings)))
     return lines
 
 
@@ -63,11 +64,13 @@ def _application_line(app_id: str, bot_id: str, app: dict[str, Any]) -> Line:
     return Line("PASS", "discord app", f"application id {app_id} ({name}); `--invite-url` uses it{public}")
 
 
-def _intents_line(wanted: discord.Intents, flags: int) -> Line:
+def _intents_line(wanted: discord.Intents, flags: int, needs: list[str]) -> Line:
     names = ", ".join(name for name, on in wanted if on)
     if not wanted.message_content:
         return Line("PASS", "discord intents", f"{names}: no privileged intent needed")
     if flags & (GATEWAY_MESSAGE_CONTENT | GATEWAY_MESSAGE_CONTENT_LIMITED):
         return Line("PASS", "discord intents", f"{names}: Message Content is enabled for the app")
-    return Line("FAIL", "discord intents", "DISCORD_CHANNELS needs the Message Content intent, which is off",
-                "enable it (developer portal -> Bot -> Privileged Gateway Intents) or unset DISCORD_CHANNELS")
+    who = " and ".join(needs)
+    verb = "needs" if len(needs) == 1 else "need"
+    return Line("FAIL", "discord intents", f"{who} {verb} the Message Content intent, which is off",
+                f"enable it (developer portal -> Bot -> Privileged Gateway Intents) or unset {who}")

@@ -2,11 +2,16 @@
 
 Pure functions over discord.py objects, so the rules are easy to read in one place:
 
-* answered: DMs; in servers, messages that mention the bot (or its managed role), every message in
-  a channel listed in ``DISCORD_CHANNELS`` (and its threads), and messages in threads the bot opened;
+* answered: DMs; in servers, messages that mention the bot (or its managed role), replies to the bot's
+  messages, every message in a channel listed in ``DISCORD_CHANNELS`` (and its threads), and messages in
+  threads the bot opened;
+* follow-ups: in another Discord thread, a message without a mention is answered only where the bot was called
+  into that thread before (the adapter asks the core, :attr:`Parsed.follow_up`); one that mentions someone else
+  is left alone;
 * ignored: bots (the bot itself included), system messages (joins, pins, ...), and messages with
   nothing left once the bot's mention is removed (a bare mention, or content Discord withheld
-  without the message-content intent); a message with files but no text is answered.
+  without the message-content intent); a message with files, or forwarding a message, but no text of its own
+  is answered (the forwarded text goes along as quoted material, :mod:`adapters.discord.context`).
 
 The thread key is guild + channel + user; DMs use the workspace ``dm`` (and are
 :attr:`Incoming.is_dm <bot.domain.Incoming.is_dm>`); a Discord thread is ``parent/thread``.
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 
 import discord
 
+from adapters.discord.context import forwarded, replied_to
 from adapters.discord.files import attachments_of
 from adapters.kit.text import strip_mentions
 from bot.domain import Incoming, ThreadKey
@@ -37,6 +43,10 @@ class Parsed:
     """Answer in a new Discord thread started from the message (``DISCORD_OPEN_THREADS``)."""
     reply: bool
     """The answer's first message replies to the user's (in servers, unless it opens a thread)."""
+    follow_up: bool = False
+    """No mention in a Discord thread: answer only if the bot was called into it (``Incoming.place``)."""
+    channel_talk: bool = False
+    """A mention in a server: the recent channel messages go along (``DISCORD_CHANNEL_CONTEXT``)."""
 
 
 def thread_key(channel: discord.abc.Messageable | discord.interactions.InteractionChannel | None,
@@ -101,12 +111,19 @@ def parse_message(
     guild = guild_id(message)
     mentioned, tokens = mentions_me(message, me)
     channel = message.channel
+    in_thread = isinstance(channel, discord.Thread)
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
     listed = str(parent_id or channel.id) in channels
-    # Threads the bot opened continue without a mention (their content needs the content intent).
+    # Threads the bot opened, and replies to its messages, continue without a mention (without a reply ping,
+    # their content needs the content intent).
     own_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
-    if guild is not None and not (mentioned or listed or own_thread):
-        return None
+    answered = replied_to(message)
+    to_me = answered is not None and answered.author.id == me.id
+    follow_up = False
+    if guild is not None and not (mentioned or listed or own_thread or to_me):
+        if not in_thread or message.raw_mentions or message.raw_role_mentions or message.mention_everyone:
+            return None
+        follow_up = True  # the adapter answers it only where the bot was called into this thread
     open_thread = guild is not None and open_threads and isinstance(channel, discord.TextChannel)
     if open_thread:
         # A thread started from a message takes the message's id: the key is known before it exists.
@@ -114,7 +131,13 @@ def parse_message(
     else:
         key = thread_key(channel, channel.id, guild, message.author.id)
     text = readable(strip_mentions(message.content, tokens), message, me)
-    if not text.strip() and not attachments_of(message):
+    shared = forwarded(message)
+    if not text.strip() and not attachments_of(message) and not shared:
         return None
-    incoming = Incoming(key, text, str(message.id), direct=guild is None or mentioned, is_dm=guild is None)
-    return Parsed(incoming, open_thread=open_thread, reply=guild is not None and not open_thread)
+    place = ""
+    if guild is not None and (in_thread or open_thread):
+        place = f"{PLATFORM}:{guild}:{channel.id if in_thread else message.id}"
+    incoming = Incoming(key, text, str(message.id), direct=guild is None or mentioned, is_dm=guild is None,
+                        context=shared, place=place)
+    return Parsed(incoming, open_thread=open_thread, reply=guild is not None and not open_thread,
+                  follow_up=follow_up, channel_talk=guild is not None and mentioned)

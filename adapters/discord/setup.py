@@ -1,9 +1,11 @@
 """Setting the Discord bot up: its invite URL and permissions, gateway intents, REST base, the client.
 
 Intents are minimal: guilds, guild messages and DM messages. Discord still sends the content of DMs and
-of messages that mention the bot without the privileged message-content intent; that intent is requested
-only when ``DISCORD_CHANNELS`` asks the bot to answer every message in some channels (enable it in the
-developer portal then).
+of messages that mention the bot (a reply that pings it included) without the privileged message-content
+intent; that intent is requested only when ``DISCORD_CHANNELS`` asks the bot to answer every message in some
+channels, or ``DISCORD_CHANNEL_CONTEXT`` to read the channel around a mention (enable it in the developer
+portal then). Without it, follow-ups in threads and replies that do not ping the bot arrive empty, and are
+left alone.
 """
 
 from __future__ import annotations
@@ -82,8 +84,15 @@ def intents(settings: Settings) -> discord.Intents:
     chosen.guilds = True
     chosen.guild_messages = True
     chosen.dm_messages = True
-    chosen.message_content = bool(settings.discord_channels)
+    chosen.message_content = bool(content_needed_by(settings))
     return chosen
+
+
+def content_needed_by(settings: Settings) -> list[str]:
+    """The settings that need the message-content intent (none: the bot does without it)."""
+    needs = [("DISCORD_CHANNELS", bool(settings.discord_channels)),
+             ("DISCORD_CHANNEL_CONTEXT", settings.discord_channel_context > 0)]
+    return [name for name, on in needs if on]
 
 
 def make_client(settings: Settings) -> discord.Client:

@@ -7,8 +7,14 @@ signing secret) and ``/healthz`` (served in Socket Mode too).
 Every event is acknowledged at once: the listeners only parse and start a task of this adapter's
 own (so shutdown can wait for it), and the answer is worked out there, never inside the ack. Duplicate
 deliveries (Slack retries with ``X-Slack-Retry-Num``) are the core's business: it dedupes on the
-``event_id`` we pass as ``message_id``, even while the first delivery is still being answered, and
+message id we pass (``<channel>:<ts>`` in channels, so a mention that also arrives as ``message.channels`` is
+answered once; the ``event_id`` in DMs), even while the first delivery is still being answered, and
 it still answers a genuine retry after a crash. So retries are *not* dropped here.
+
+In channels the bot follows the threads it answered in: a later message there is answered without a mention
+(``SLACK_FOLLOW_UPS``), after the core confirms the bot is in that thread; any other message is dropped
+without a Slack call. When a message in a thread is answered, the core reads what was written there since the
+bot's last turn (:mod:`adapters.slack.context`).
 
 The adapter parses (:mod:`adapters.slack.parse`) and renders (:mod:`adapters.slack.reply`); the
 kit (:mod:`adapters.kit`) runs the answer, tracks the tasks and words the replies. Every Slack call
@@ -20,10 +26,11 @@ OpenAI itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -46,6 +53,7 @@ from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
 from adapters.slack.auth import OneAuthTest
+from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
 from adapters.slack.files import file_refs, slack_fetcher
 from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
@@ -57,8 +65,10 @@ from bot.runtime import Runtime
 
 log = logging.getLogger("threadkeeper.slack")
 
-SLACK_EVENTS: dict[str, str] = {"app_mention": "app_mention", "message.im": "message"}
-"""Bot events the adapter answers: manifest subscription name -> Bolt event type."""
+SLACK_EVENTS: dict[str, str] = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message",
+                                "message.groups": "message", "message.mpim": "message"}
+"""Bot events the adapter answers: manifest subscription name -> Bolt event type (``message.channels``,
+``.groups`` and ``.mpim`` carry the follow-ups in threads the bot answered in)."""
 
 SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started",)
 """AI-app pane events, handled through Bolt's ``AsyncAssistant`` middleware. Not
@@ -67,9 +77,11 @@ Bolt's default handler for it would make Slack calls inside the ack."""
 
 SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
 
-SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "chat:write", "commands", "files:read",
-                                     "im:history")
-"""What the handlers above need; ``slack-manifest.yml`` must ask for exactly these."""
+SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "channels:history", "chat:write",
+                                     "commands", "files:read", "groups:history", "im:history", "mpim:history",
+                                     "users:read")
+"""What the handlers above need (``*:history``: follow-ups and reading a thread; ``users:read``: speakers' names);
+``slack-manifest.yml`` must ask for exactly these."""
 
 SUGGESTED_PROMPTS: list[dict[str, str]] = [
     {"title": "Explain some code", "message": "Can you explain what this code does?"},
@@ -121,6 +133,8 @@ class SlackAdapter:
         self.calls.install(self.client)
         self.files = slack_fetcher(settings, self.client.token or "")
         """Downloads the files shared with a message (:mod:`adapters.slack.files`)."""
+        self.context = SlackContext(self.client, self.calls, limit=settings.thread_context_messages)
+        """Reads the thread a message is in, and people's names (:mod:`adapters.slack.context`)."""
         self.streams = StreamSupport()
         self.registered_events: set[str] = set()
         self.registered_commands: set[str] = set()
@@ -141,9 +155,9 @@ class SlackAdapter:
         assistant.user_message(self._on_event)
         self.app.use(assistant)
         self.registered_events.update(SLACK_ASSISTANT_EVENTS)
-        for subscription, event_type in SLACK_EVENTS.items():
+        for event_type in dict.fromkeys(SLACK_EVENTS.values()):  # Bolt runs the first matching listener only
             self.app.event(event_type)(self._on_event)
-            self.registered_events.add(subscription)
+        self.registered_events.update(SLACK_EVENTS)
         self.feedback = SlackFeedback(self.core, self.calls, self.client, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
         for command in SLACK_COMMANDS:
@@ -152,7 +166,8 @@ class SlackAdapter:
 
     # ---- listeners (they run before the ack, so they only parse and start a task) ---------------
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
-        parsed = parse_event(body, context.bot_user_id, self.settings.thread_scope)
+        parsed = parse_event(body, context.bot_user_id, self.settings.thread_scope,
+                             follow_ups=self.settings.slack_follow_ups)
         if parsed is None:
             log.debug("ignored %s event %s", (body.get("event") or {}).get("type"), body.get("event_id"))
         else:
@@ -184,6 +199,12 @@ class SlackAdapter:
 
     # ---- the work ------------------------------------------------------------------------------
     async def _answer(self, parsed: Parsed, *, retried: bool, files: tuple[FileRef, ...] = ()) -> None:
+        incoming = parsed.incoming
+        if parsed.follow_up and not await self.core.shared.joined(incoming.place):
+            return  # a thread the bot was never called into: not read, not answered
+        if parsed.source is not None:
+            gather = self.context.gather_for(parsed.source, incoming.key.digest, speaker=incoming.key.shared)
+            incoming = dataclasses.replace(incoming, gather=gather)
         reply = SlackReply(
             self.client,
             parsed.target,
@@ -195,7 +216,7 @@ class SlackAdapter:
             show_status=parsed.target.is_dm and not retried,
             final_blocks=functools.partial(feedback_blocks, parsed.incoming.key.digest),
         )
-        await deliver_with_files(self.core, parsed.incoming, files, self.files.fetch, reply, log)
+        await deliver_with_files(self.core, incoming, files, self.files.fetch, reply, log)
 
     async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         scope = self.settings.thread_scope
@@ -204,7 +225,9 @@ class SlackAdapter:
             if request is None:
                 text = FORGET_USAGE
             else:
-                text = forget_text(SLACK_FORGET, await self._do_forget(request), everything=request.everything)
+                result = await self._do_forget(request)
+                text = forget_text(SLACK_FORGET, result, everything=request.everything)
+                await self._say_reset(request, result.reset)
         except Exception as exc:
             text = user_sentence(exc, log, "/forget")
         delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), "/forget")
@@ -221,6 +244,24 @@ class SlackAdapter:
                     channel=channel, user=str(body.get("user_id")), text=text), channel=channel)
         except DELIVERY_ERRORS as exc:
             log.error("could not answer /forget: %s", exc)
+
+    async def _say_reset(self, request: ForgetRequest, reset: tuple[str, ...]) -> None:
+        """One visible line in each shared conversation ``/forget`` reset, naming who reset it."""
+        if not reset:
+            return
+        name = await self.context.name(request.team, request.user)
+        text = f"{name} reset this conversation: my next answer here starts fresh."
+        delivery = self.calls.delivery(request.team, "/forget")
+        for where in reset:
+            channel, _, root = where.partition("/")
+
+            def post(channel: str = channel, root: str = root) -> Awaitable[AsyncSlackResponse]:
+                return self.client.chat_postMessage(channel=channel, thread_ts=root or None, text=text)
+
+            try:
+                await self.calls.urgent(delivery, "chat.postMessage", post, channel=channel)
+            except DELIVERY_ERRORS as exc:
+                log.warning("could not say in a reset conversation that it was reset: %s", exc)
 
     async def _do_forget(self, request: ForgetRequest) -> ForgetResult:
         if request.everything:
@@ -239,6 +280,8 @@ class SlackAdapter:
         identity = await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
         self.auth.remember(identity)
         self.calls.team = str(identity.get("team_id") or self.calls.team)
+        self.context.identify(str(identity.get("user_id") or ""), str(identity.get("bot_id") or ""),
+                              str(identity.get("user") or ""))
         wss_url = None
         if self.app_token is not None:
             opened = await self._check("SLACK_APP_TOKEN", self.client.apps_connections_open(app_token=self.app_token))

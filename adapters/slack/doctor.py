@@ -15,6 +15,14 @@ from bot.config import Settings
 OPTIONAL_SLACK_SCOPES = frozenset({"assistant:write"})
 """Scopes only the AI-app pane needs: missing ones warn instead of failing."""
 
+SCOPE_USES = {
+    "channels:history": "threads in public channels",
+    "groups:history": "threads in private channels",
+    "mpim:history": "threads in group DMs",
+    "users:read": "speakers' names",
+}
+"""What a missing scope breaks, said next to it (the thread context and follow-ups need the ``*:history`` ones)."""
+
 SLACK_TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "no_permission"}
 )
@@ -62,9 +70,9 @@ def _scopes_line(granted_header: str | None) -> Line:
         return Line("WARN", "slack scopes", "the API did not report the token's scopes; not checked",
                     f"make sure the app has {', '.join(needed)} (slack-manifest.yml)")
     granted = {s.strip() for s in granted_header.split(",") if s.strip()}
-    missing = [s for s in needed if s not in granted]
+    missing = [f"{s} ({SCOPE_USES[s]})" if s in SCOPE_USES else s for s in needed if s not in granted]
     fix = "add them to the app (paste slack-manifest.yml) and reinstall it to the workspace"
-    required = [s for s in missing if s not in OPTIONAL_SLACK_SCOPES]
+    required = [s for s in missing if s.split()[0] not in OPTIONAL_SLACK_SCOPES]
     if required:
         return Line("FAIL", "slack scopes", f"missing {', '.join(missing)}", fix)
     if missing:

@@ -73,7 +73,8 @@ def outcome_unknown(exc: BaseException) -> bool:
 
 
 def ratelimited(exc: BaseException) -> bool:
-    return isinstance(exc, SlackApiError) and exc.response.get("error") == "ratelimited"
+    return isinstance(exc, SlackApiError) and isinstance(exc.response.data, dict) and \
+        exc.response.data.get("error") == "ratelimited"
 
 
 @dataclass(eq=False)

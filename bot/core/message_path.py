@@ -137,48 +137,15 @@ class Core:
     async def forget_user(self, platform: str, workspace: str, user: str) -> ForgetResult:
         """Erase every thread of one user in one workspace (``/forget all``)."""
         own = await self._forget_many(await self._user_keys(ThreadKey(platform, workspace, "-", user)))
-        shared = await self.erase_speaker(platform, workspace, user)
+        shared = await self.shared.erase(platform, workspace, user, wait=self.lock_wait)  # shared conversations
         return ForgetResult(own.threads + shared.threads, own.remote_pending + shared.remote_pending)
-
-    async def erase_speaker(self, platform: str, workspace: str | None, user: str) -> ForgetResult:
-        """Erase what one person wrote in shared conversations (of ``workspace``, or all): :mod:`bot.core.shared`."""
-        try:
-            result = await self.shared.erase(platform, workspace, user, wait=self.lock_wait)
-        except StoreError as exc:
-            log.error("redis unavailable while erasing a speaker: %s", exc)
-            raise Unavailable(f"redis: {exc}") from None
-        if result.threads:
-            self.metrics.forgets.inc()
-        return result
-
-    async def joined(self, place: str) -> bool:
-        """Whether the bot answered in this platform thread (follow-ups there need no mention)."""
-        try:
-            return await self.store.shared.joined(place)
-        except StoreError as exc:
-            log.warning("could not tell whether the bot is in a thread (%s); leaving the message alone", exc)
-            return False
 
     async def forget_channel(self, key: ThreadKey) -> ForgetResult:
         """``/forget`` in a channel: the caller's conversation there and those in its platform threads
         (keys whose channel is ``<channel>/<thread>``), which a slash command cannot name."""
         below = key.channel + "/"
         keys = [k for k in await self._user_keys(key) if k.channel.startswith(below)]
-        result = await self._forget_many([key, *keys])
-        if key.shared:
-            return result
-        # Shared conversations there that the caller wrote in are reset for everyone (the adapter says so).
-        try:
-            here = await self.shared.wrote_in(key)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
-        reset = []
-        for shared_key in here:
-            done = await self.forget(shared_key)
-            if done.threads:
-                reset.append(shared_key.channel)
-            result = ForgetResult(result.threads + done.threads, result.remote_pending + done.remote_pending)
-        return ForgetResult(result.threads, result.remote_pending, tuple(reset))
+        return await self.shared.reset_here(key, await self._forget_many([key, *keys]), self.forget)
 
     async def drain(self, grace: float) -> bool:
         """Stop taking messages and wait up to ``grace`` seconds for answers in flight. True if all finished."""

@@ -19,6 +19,8 @@ from typing import Any, NoReturn, TextIO
 from bot.core.feedback import feedback_counts
 from bot.domain import ThreadKey, hash_user
 from bot.durations import DurationError, format_duration, parse_duration
+from bot.ops.forget_workspace import add_parser as add_forget_workspace
+from bot.ops.forget_workspace import cmd_forget_workspace
 from bot.runtime import Runtime
 from bot.store import ThreadRecord
 
@@ -49,10 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every thread, and every queued remote deletion")
     purge.add_argument("--dry-run", action="store_true", help="say what would be deleted; change nothing")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    forget = sub.add_parser("forget-user", help="erase every thread of one user, across channels and workspaces")
+    forget = sub.add_parser("forget-user", help="erase every thread of one user, across channels and workspaces, "
+                            "and what they wrote in conversations shared with others")
     forget.add_argument("platform")
     forget.add_argument("user_id")
     forget.add_argument("--workspace", help="only this workspace (Slack team, Discord guild, or dm)")
+    add_forget_workspace(sub)
     return parser
 
 
@@ -242,6 +246,10 @@ async def cmd_forget_user(runtime: Runtime, args: argparse.Namespace, out: TextI
     threads = pending = 0
     for key in sorted(keys, key=lambda k: k.id):
         threads += (await runtime.core.forget(key)).threads
+    # What they wrote in conversations shared with others (a Slack thread): their items and kept turns.
+    shared = await runtime.core.shared.erase(args.platform, args.workspace, args.user_id, wait=runtime.core.lock_wait)
+    threads += shared.threads
+    pending += shared.remote_pending
     # Deletions still owed for this user (a failed forget now or earlier): one more try each.
     deleter = runtime.core.deleter
     owner = hash_user(args.platform, args.user_id)
@@ -286,6 +294,8 @@ async def run(
             return await cmd_stats(runtime, ns, out)
         if ns.command == "purge":
             return await cmd_purge(runtime, ns, out, err, stdin)
+        if ns.command == "forget-workspace":
+            return await cmd_forget_workspace(runtime, ns, out, err)
         return await cmd_forget_user(runtime, ns, out, err)
     except UsageError as exc:
         print(f"threads: error: {exc}", file=err)

@@ -4,6 +4,8 @@ The real ``discord.py`` client talks to it: point ``discord.http.Route.BASE`` at
 (the adapter does that from ``DISCORD_API_BASE``); ``GET /gateway/bot`` hands out this server's websocket.
 Every REST call is recorded in :attr:`FakeDiscord.calls` so tests can read what the bot sent, and tests push
 gateway events (MESSAGE_CREATE, INTERACTION_CREATE, ...) with :meth:`FakeDiscord.dispatch` or the helpers.
+Messages people sent that way are kept, so the bot can fetch one (``GET /channels/{id}/messages/{id}``) or read
+a channel's history (``GET /channels/{id}/messages``), with content withheld as the gateway withholds it.
 Per-channel rate limits on message edits and posts are off until a test installs them (:meth:`FakeDiscord.edit_limit`,
 :meth:`FakeDiscord.post_limit`); they answer with Discord's headers and 429s (see ``rate_limits.py``).
 """
@@ -74,6 +76,8 @@ class FakeDiscord:
         self.identifies: list[JSON] = []
         self.messages: dict[str, JSON] = {}
         """Messages the bot created (REST or webhook), by id, as last edited."""
+        self.sent: dict[str, JSON] = {}
+        """Messages people (and other bots) sent through the gateway, by id."""
         self.commands: dict[str | None, list[JSON]] = {}
         """Registered application commands: ``None`` = global, else per guild id."""
         self._sessions: list[_Session] = []
@@ -172,6 +176,8 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: JSON) -> int:
         """Send a DISPATCH to the session that owns it (guild shard, DMs on shard 0); returns deliveries."""
         delivered = 0
+        if event == "MESSAGE_CREATE":
+            self.sent[data["id"]] = data
         for session in self._sessions:
             if session.identify is None or session.ws.closed or not self._owns(session, data):
                 continue
@@ -181,12 +187,16 @@ class FakeDiscord:
             delivered += 1
         return delivered
 
-    def _withhold_content(self, session: _Session, data: JSON) -> JSON:
+    def _withhold_content(self, session: _Session | None, data: JSON) -> JSON:
         """Without the message-content intent, guild messages that don't mention the bot come blank."""
-        intents = int((session.identify or {}).get("intents", 0))
-        if intents & MESSAGE_CONTENT or "guild_id" not in data or data["author"]["id"] == self.bot["id"]:
+        intents = int(((session.identify if session else None) or {}).get("intents", 0))
+        if intents & MESSAGE_CONTENT or "guild_id" not in data:
             return data
-        if any(u["id"] == self.bot["id"] for u in data.get("mentions", [])):
+        referenced = data.get("referenced_message")
+        if isinstance(referenced, dict):  # the replied-to message follows the same rule
+            data = {**data, "referenced_message": self._withhold_content(session, {**referenced, "guild_id":
+                                                                                   data["guild_id"]})}
+        if data["author"]["id"] == self.bot["id"] or any(u["id"] == self.bot["id"] for u in data.get("mentions", [])):
             return data
         return {**data, "content": "", "embeds": [], "attachments": [], "components": []}
 
@@ -211,11 +221,20 @@ class FakeDiscord:
 
     async def send_guild(self, content: str, *, author: JSON | None = None, mention_bot: bool = False,
                          mention_role: bool = False, mention_everyone: bool = False,
-                         channel_id: str | None = None) -> JSON:
-        """A guild message; a mention prefixes the content with ``<@bot>`` (or the bot's role)."""
+                         channel_id: str | None = None, reply_to: JSON | None = None, ping: bool = True) -> JSON:
+        """A guild message; a mention prefixes the content with ``<@bot>`` (or the bot's role).
+
+        ``reply_to`` makes it a reply, sent with the replied-to message as Discord's gateway does; a reply
+        pings that message's author unless ``ping`` is off (then, to the bot, it is no mention)."""
         author = author or self.alice
         mentions: list[JSON] = []
         roles: list[str] = []
+        reference = None
+        if reply_to is not None:
+            reference = {"type": 0, "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                         "guild_id": self.guild_id}
+            if ping:
+                mentions.append(reply_to["author"])
         if mention_bot:
             content = f"<@{self.bot['id']}> {content}"
             mentions.append(self.bot)
@@ -223,7 +242,33 @@ class FakeDiscord:
             content = f"<@&{self.bot_role_id}> {content}"
             roles.append(self.bot_role_id)
         msg = p.message(channel_id or self.channel_id, author, content, guild_id=self.guild_id,
-                        mentions=mentions, mention_roles=roles, mention_everyone=mention_everyone)
+                        mentions=mentions, mention_roles=roles, mention_everyone=mention_everyone,
+                        reference=reference)
+        if reply_to is not None:
+            replied = self.messages.get(reply_to["id"]) or self.sent.get(reply_to["id"]) or reply_to
+            # One level only, as on Discord: the replied-to message comes without the one it replied to.
+            msg["referenced_message"] = {k: v for k, v in replied.items() if k != "referenced_message"}
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
+    async def user_thread(self, name: str = "a thread", *, owner: JSON | None = None) -> str:
+        """Someone opens a thread in the guild's channel (the bot sees THREAD_CREATE); returns its id."""
+        thread_id = p.snowflake()
+        thread = p.thread_channel(thread_id, self.guild_id, self.channel_id, (owner or self.alice)["id"], name)
+        self.channels[thread_id] = thread
+        await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return thread_id
+
+    async def forward(self, text: str, *, author: JSON | None = None, to_dm: bool = True) -> JSON:
+        """``author`` forwards a message whose text is ``text`` (Discord sends the copy without its author)."""
+        author = author or self.alice
+        channel_id = self.dm_channel_for(author)["id"] if to_dm else self.channel_id
+        msg = p.message(channel_id, author, "", guild_id=None if to_dm else self.guild_id)
+        msg["message_reference"] = {"type": 1, "channel_id": self.channel_id, "message_id": p.snowflake(),
+                                    "guild_id": self.guild_id}
+        msg["message_snapshots"] = [{"message": {"type": 0, "content": text, "embeds": [], "attachments": [],
+                                                 "timestamp": p.now_iso(), "edited_timestamp": None, "flags": 0,
+                                                 "mentions": [], "mention_roles": []}}]
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
@@ -342,6 +387,8 @@ class FakeDiscord:
         r("GET", r"/channels/(\d+)", lambda _r, m, _b: self._get_channel(m[1]))
         r("POST", r"/channels/(\d+)/typing", lambda *_: _no_content())
         r("POST", r"/channels/(\d+)/messages", lambda _r, m, b: self._create_message(m[1], b))
+        r("GET", r"/channels/(\d+)/messages/(\d+)", lambda _r, m, _b: self._get_message(m[1], m[2]))
+        r("GET", r"/channels/(\d+)/messages", lambda req, m, _b: self._history(m[1], req.query))
         r("PATCH", r"/channels/(\d+)/messages/(\d+)", lambda _r, m, b: self._edit_message(m[2], b))
         r("DELETE", r"/channels/(\d+)/messages/(\d+)", lambda _r, m, _b: self._delete_message(m[2]))
         r("POST", r"/channels/(\d+)/messages/(\d+)/threads", lambda _r, m, b: self._open_thread(m[1], b, m[2]))
@@ -389,6 +436,27 @@ class FakeDiscord:
         self.messages[msg["id"]] = msg
         await self._notify()
         return _ok(msg)
+
+    def _readable(self, data: JSON) -> JSON:
+        """A message as the bot may read it over REST (content withheld without the intent, as on the gateway)."""
+        session = next((s for s in self._sessions if s.identify is not None), None)
+        return self._withhold_content(session, data)
+
+    async def _get_message(self, channel_id: str, message_id: str) -> web.Response:
+        msg = self.messages.get(message_id) or self.sent.get(message_id)
+        if msg is None or msg["channel_id"] != channel_id:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        return _ok(self._readable(msg))
+
+    async def _history(self, channel_id: str, query: Any) -> web.Response:
+        """Newest first, like Discord: ``before``/``after`` bound the ids, ``limit`` the count."""
+        found = [m for m in (*self.sent.values(), *self.messages.values()) if m["channel_id"] == channel_id]
+        if query.get("before"):
+            found = [m for m in found if int(m["id"]) < int(query["before"])]
+        if query.get("after"):
+            found = [m for m in found if int(m["id"]) > int(query["after"])]
+        found.sort(key=lambda m: int(m["id"]), reverse=True)
+        return _ok([self._readable(m) for m in found[: int(query.get("limit") or 50)]])
 
     def _webhook_channel(self, token: str) -> str:
         """Where an interaction's messages go: a channel id of their own per interaction token."""

@@ -9,6 +9,10 @@ see in a channel or thread.
 Waiting is event driven: :meth:`FakeSlack.wait_for` blocks on a condition that every recorded call,
 response and Socket Mode ack notifies, with a bounded timeout.
 
+People: ``users.info`` answers for any ``U…`` id (a made-up profile, or the one :meth:`FakeSlack.add_user`
+gave), with an e-mail address the bot must never use. ``conversations.replies`` shows a thread as people
+wrote it (:meth:`FakeSlack.user_says`, :meth:`FakeSlack.bot_says`) together with the bot's own messages.
+
 Rate limits are off until a test installs one (:meth:`FakeSlack.rate_limit`,
 :meth:`FakeSlack.rate_limit_channel`); a call over its limit is answered as Slack answers it (HTTP 429,
 ``Retry-After``, ``{"ok": false, "error": "ratelimited"}``) and has no effect. See ``rate_limits.py``.
@@ -25,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
@@ -97,8 +102,11 @@ class FakeSlack:
         self.limits = SlackLimits(clock)
         self.files = SlackFileHost(lambda: self.base)
         """Private file downloads (``url_private_download``): see ``file_hosts.py``."""
+        self.users: dict[str, JSON] = {}
+        """Profiles given by :meth:`add_user`; ``users.info`` makes one up for any other ``U…`` id."""
+        self.history: list[JSON] = []
+        """Messages others wrote in channels (:meth:`user_says`, :meth:`bot_says`), oldest first."""
         self._failures: dict[str, list[str]] = {}
-        self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
@@ -129,6 +137,49 @@ class FakeSlack:
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
         self._failures.setdefault(method, []).extend([error] * times)
+
+    # ---- people and what they wrote ----------------------------------------------------------
+    def add_user(self, user_id: str, name: str, *, bot: bool = False) -> None:
+        """A person (or a bot user) with this display name."""
+        self.users[user_id] = _profile(user_id, name, bot=bot)
+
+    def name_of(self, user_id: str) -> str:
+        """The display name ``users.info`` gives for ``user_id``."""
+        return str(self._user(user_id)["profile"]["display_name"])
+
+    def _user(self, user_id: str) -> JSON:
+        if user_id not in self.users:
+            made_up = NAMES[int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % len(NAMES)]
+            self.users[user_id] = _profile(user_id, f"{made_up} {user_id[-3:].lower()}")
+        return self.users[user_id]
+
+    def user_says(self, text: str, *, user: str = "U1USER", channel: str = "C1CHAN", thread_ts: str | None = None,
+                  mention: bool = False, channel_type: str = "channel") -> JSON:
+        """A person writes in a channel: kept for ``conversations.replies``, and returned as the event Slack
+        delivers (``message.channels``, or with ``mention`` the ``app_mention``; ``text`` carries any mention)."""
+        ts = next_ts()
+        message: JSON = {"type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID,
+                         "client_msg_id": str(uuid.uuid4()), "blocks": _rich_text(text)}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.history.append({**message, "channel": channel})
+        event: JSON = {**message, "channel": channel, "event_ts": ts}
+        if mention:
+            event["type"] = "app_mention"
+        else:
+            event["channel_type"] = channel_type
+        return event
+
+    def bot_says(self, text: str, *, name: str = "otherbot", channel: str = "C1CHAN",
+                 thread_ts: str | None = None) -> JSON:
+        """Another bot posts in a channel (kept for ``conversations.replies``); returns its message event."""
+        ts = next_ts()
+        message: JSON = {"type": "message", "subtype": "bot_message", "bot_id": "B9OTHER", "username": name,
+                         "bot_profile": {"id": "B9OTHER", "name": name, "app_id": "A9OTHER"}, "text": text, "ts": ts}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.history.append({**message, "channel": channel})
+        return {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"}
 
     def in_thread(self, channel: str, thread_ts: str | None) -> list[Message]:
         """Messages the bot posted in one thread (``None``: top level), oldest first."""
@@ -211,6 +262,7 @@ class FakeSlack:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk reads (users.info, conversations.replies) GET
         app.router.add_post("/response/{name}", self._response)
         app.router.add_get("/socket-mode", self._socket)
         self.files.install(app.router)
@@ -246,7 +298,9 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         payload: JSON
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            payload = dict(request.query)
+        elif request.content_type == "application/json":
             payload = await request.json()
         else:
             payload = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
@@ -268,7 +322,8 @@ class FakeSlack:
         return web.json_response(body)
 
     def _next_ts(self) -> str:
-        return f"1700000000.{next(self._ts):06d}"
+        """The bot's messages take timestamps from the same clock as the people's (:func:`next_ts`)."""
+        return next_ts()
 
     def _answer(self, method: str, p: JSON) -> JSON:
         if method == "auth.test":
@@ -307,10 +362,34 @@ class FakeSlack:
             return {"ok": True, "channel": msg.channel, "ts": msg.ts}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
+        if method == "users.info":
+            user_id = str(p.get("user") or "")
+            if not user_id.startswith(("U", "W")):
+                return {"ok": False, "error": "user_not_found"}
+            return {"ok": True, "user": self._user(user_id)}
+        if method == "conversations.replies":
+            return self._replies(p)
         if method == "assistant.threads.setStatus":
             self.statuses.append((str(p.get("channel_id")), str(p.get("thread_ts")), str(p.get("status"))))
             return {"ok": True}
         return {"ok": True}
+
+    def _replies(self, p: JSON) -> JSON:
+        """A thread as ``conversations.replies`` shows it: the parent, then the replies, oldest first."""
+        channel, root = str(p.get("channel") or ""), str(p.get("ts") or "")
+        found = [{k: v for k, v in m.items() if k != "channel"} for m in self.history
+                 if m["channel"] == channel and root in (m["ts"], m.get("thread_ts"))]
+        found += [{"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": m.text, "ts": m.ts,
+                   "thread_ts": m.thread_ts} for m in self.messages.values()
+                  if m.channel == channel and m.thread_ts == root]
+        if not found:
+            return {"ok": False, "error": "thread_not_found"}
+        found.sort(key=lambda m: Decimal(m["ts"]))
+        if p.get("oldest"):
+            found = [m for m in found if Decimal(m["ts"]) > Decimal(str(p["oldest"]))]
+        limit = int(p.get("limit") or 1000)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit,
+                "response_metadata": {"next_cursor": ""}}
 
     async def _response(self, request: web.Request) -> web.Response:
         name, body = request.match_info["name"], await request.json()
@@ -339,6 +418,17 @@ class FakeSlack:
             self._sockets.remove(ws)
             await self._notify()
         return ws
+
+
+NAMES = ("Ada", "Bram", "Chidi", "Dana", "Emeka", "Freya", "Goran", "Hana", "Ines", "Jun")
+
+
+def _profile(user_id: str, name: str, *, bot: bool = False) -> JSON:
+    """A ``users.info`` user: a display name, a real name, and an e-mail address the bot must never use."""
+    handle = name.lower().replace(" ", ".")
+    return {"id": user_id, "team_id": TEAM_ID, "name": handle, "real_name": f"{name} Example", "is_bot": bot,
+            "deleted": False, "profile": {"display_name": name, "real_name": f"{name} Example",
+                                          "email": f"{handle}@example.com"}}
 
 
 # ---- real Slack payload shapes, signed like Slack signs them --------------------------------------

@@ -1,0 +1,255 @@
+"""What a Slack message brings along: the earlier messages of its thread, and who wrote them.
+
+The core calls the gather function made here (:meth:`SlackContext.gather_for`) when it answers the message,
+under the conversation's lock, with the conversation's mark: the newest Slack message already brought in. So a
+redelivery the dedupe drops reads nothing, and two messages answered one after the other never bring the same
+lines twice.
+
+* **One read per turn.** A message inside a thread costs one ``conversations.replies`` call for what was
+  written after the mark (and after what this process already read of the thread: messages read are cached per
+  thread for :data:`THREAD_TTL`). At most ``THREAD_CONTEXT_MESSAGES`` of them go along, the newest; the core
+  then fits them into its token budget, oldest dropped first. A top-level message has no thread yet: no read.
+* **Who said what.** Display names come from ``users.info`` (display name, else real name; never an e-mail
+  address), cached in this process for :data:`NAME_TTL`, or from a message's own ``user_profile`` when Slack
+  includes one. Other bots' messages are labelled as bots'; the bot's own answers are in the conversation
+  already and are skipped. Mentions of people become ``@name``.
+* **Rate limits.** Reads are urgent but worth only :data:`READ_WITHIN` seconds. When Slack refuses
+  (``ratelimited``) or the read fails, the message is answered with what this process already read of the
+  thread, and a WARNING says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.limits import Delivery, SlackCalls, Undelivered, ratelimited
+from adapters.slack.parse import Source
+from adapters.slack.reply import DELIVERY_ERRORS
+from bot.domain import Gather, Gathered, Quoted
+
+log = logging.getLogger("threadkeeper.slack")
+
+NAME_TTL = 3600.0
+"""Seconds a display name is trusted before ``users.info`` is asked again."""
+THREAD_TTL = 900.0
+"""Seconds the messages read of a thread are kept in this process."""
+CACHE_THREADS = 500
+"""Threads whose messages this process keeps at most (the least recently used go first)."""
+READ_WITHIN = 3.0
+"""How long reading a thread or a name may wait for Slack's rate limits before the answer goes without it."""
+PAGE = 200
+"""Messages asked for in one ``conversations.replies`` call."""
+SOMEONE = "someone"
+"""The name of a person ``users.info`` would not tell."""
+SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "group_join", "group_leave", "message_deleted",
+                              "message_changed", "channel_topic", "channel_purpose", "channel_name",
+                              "pinned_item", "unpinned_item", "reminder_add", "tombstone"})
+"""Thread entries that are not someone writing."""
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def after(ts: str, mark: str) -> bool:
+    """Whether Slack timestamp ``ts`` is newer than ``mark`` ("" is older than everything)."""
+    return _number(ts) > _number(mark)
+
+
+def newest(*stamps: str) -> str:
+    return max((s for s in stamps if s), key=_number, default="")
+
+
+def _number(ts: str) -> Decimal:
+    try:
+        return Decimal(ts) if ts else Decimal(-1)
+    except InvalidOperation:
+        return Decimal(-1)
+
+
+@dataclass
+class _Thread:
+    """What this process read of one thread."""
+
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """By ``ts``."""
+    upto: str = ""
+    """Everything up to this timestamp was read."""
+    expires: float = 0.0
+
+
+class SlackContext:
+    """Reads threads and names for one adapter (one bot token)."""
+
+    def __init__(self, client: AsyncWebClient, calls: SlackCalls, *, limit: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.calls = calls
+        self.limit = limit
+        """``THREAD_CONTEXT_MESSAGES``: 0 reads no thread at all."""
+        self.bot_user_id = ""
+        self.bot_id = ""
+        self.bot_name = ""
+        self._clock = clock
+        self._names: dict[str, tuple[str, bool, float]] = {}
+        self._threads: OrderedDict[tuple[str, str], _Thread] = OrderedDict()
+
+    def identify(self, user_id: str, bot_id: str, name: str) -> None:
+        """The bot itself (``auth.test``): its messages are skipped, mentions of it read as ``@name``."""
+        self.bot_user_id, self.bot_id, self.bot_name = user_id, bot_id, name
+
+    def gather_for(self, source: Source, digest: str, *, speaker: bool) -> Gather:
+        """The core's gather function for one message (see the module docstring)."""
+
+        async def gather(mark: str) -> Gathered:
+            name = asyncio.ensure_future(self.name(source.team, source.user)) if speaker else None
+            context: tuple[Quoted, ...] = ()
+            if source.root and source.root != source.ts and self.limit:
+                context = await self._context(source, mark, digest)
+            who = await name if name is not None else ""
+            return Gathered(context, newest(mark, source.ts), who)
+
+        return gather
+
+    # -- names -------------------------------------------------------------------------------------
+    async def name(self, team: str, user: str) -> str:
+        """A person's display name ("someone" when Slack will not say)."""
+        cached = self._names.get(user)
+        if cached is not None and cached[2] > self._clock():
+            return cached[0]
+        await self._look_up(team, [user])
+        cached = self._names.get(user)
+        return cached[0] if cached is not None else SOMEONE
+
+    async def _look_up(self, team: str, users: Iterable[str]) -> None:
+        now = self._clock()
+        missing = sorted({u for u in users if u and (u not in self._names or self._names[u][2] <= now)})
+        if missing:
+            await asyncio.gather(*(self._user_info(team, u) for u in missing))
+
+    async def _user_info(self, team: str, user: str) -> None:
+        delivery = Delivery(team, "-", time.monotonic() + READ_WITHIN)
+        try:
+            response = await self.calls.urgent(delivery, "users.info", lambda: self.client.users_info(user=user))
+        except DELIVERY_ERRORS as exc:
+            log.info("could not look up a Slack user's name (%s); calling them %r", _error(exc), SOMEONE)
+            return
+        info = response.get("user")
+        if isinstance(info, dict):
+            self._learn(user, info.get("profile"), fallback=info, is_bot=bool(info.get("is_bot")))
+
+    def _learn(self, user: str, profile: Any, *, fallback: dict[str, Any] | None = None, is_bot: bool = False) -> None:
+        """Keep a name from a profile: display name, else real name, else the handle. Never an e-mail address."""
+        profile = profile if isinstance(profile, dict) else {}
+        fallback = fallback or {}
+        for candidate in (profile.get("display_name"), profile.get("real_name"), fallback.get("real_name"),
+                          fallback.get("name")):
+            if isinstance(candidate, str) and candidate.strip() and "@" not in candidate:
+                self._names[user] = (candidate.strip(), is_bot, self._clock() + NAME_TTL)
+                return
+
+    # -- threads -----------------------------------------------------------------------------------
+    async def _context(self, source: Source, mark: str, digest: str) -> tuple[Quoted, ...]:
+        assert source.root is not None
+        messages = await self._read(source, mark, digest)
+        earlier = [m for m in messages
+                   if after(m["ts"], mark) and after(source.ts, m["ts"]) and self._readable(m)][-self.limit:]
+        for message in earlier:
+            if message.get("user") and message.get("user_profile"):
+                self._learn(str(message["user"]), message["user_profile"])
+        # Authors are looked up (cache misses only); people merely mentioned are named only when already known.
+        await self._look_up(source.team, {str(m["user"]) for m in earlier if m.get("user") and not _by_bot(m)})
+        return tuple(self._quote(m) for m in earlier)
+
+    async def _read(self, source: Source, mark: str, digest: str) -> list[dict[str, Any]]:
+        """The thread's messages after ``mark``, as far as Slack lets us read them now (oldest first)."""
+        key = (source.channel, str(source.root))
+        now = self._clock()
+        thread = self._threads.get(key)
+        if thread is None or thread.expires <= now:
+            thread = _Thread()
+        self._threads[key] = thread
+        self._threads.move_to_end(key)
+        while len(self._threads) > CACHE_THREADS:
+            self._threads.popitem(last=False)
+        since = newest(mark, thread.upto)
+        if not after(source.ts, since):
+            return self._since(thread, mark)  # everything before this message was read already
+        params: dict[str, Any] = {"channel": source.channel, "ts": source.root, "limit": PAGE}
+        if since:
+            params["oldest"] = since
+        delivery = Delivery(source.team, digest, time.monotonic() + READ_WITHIN)
+        try:
+            response = await self.calls.urgent(delivery, "conversations.replies",
+                                               lambda: self.client.conversations_replies(**params))
+        except DELIVERY_ERRORS as exc:
+            known = self._since(thread, mark)
+            reason = "rate-limited" if isinstance(exc, Undelivered) or ratelimited(exc) else _error(exc)
+            log.warning("could not read the Slack thread of %s (%s); answering with the %d earlier messages "
+                        "already read", digest, reason, len(known))
+            return known
+        got = [m for m in response.get("messages") or [] if isinstance(m, dict) and m.get("ts")]
+        for message in got:
+            thread.messages[str(message["ts"])] = message
+        if not response.get("has_more"):
+            thread.upto = newest(thread.upto, source.ts)
+        thread.expires = now + THREAD_TTL
+        return self._since(thread, mark)
+
+    @staticmethod
+    def _since(thread: _Thread, mark: str) -> list[dict[str, Any]]:
+        return sorted((m for ts, m in thread.messages.items() if after(ts, mark)), key=lambda m: _number(m["ts"]))
+
+    def _readable(self, message: dict[str, Any]) -> bool:
+        """Someone else writing (not the bot itself, not a join or an edit notice)."""
+        if message.get("subtype") in SKIPPED_SUBTYPES:
+            return False
+        if (self.bot_user_id and message.get("user") == self.bot_user_id) or \
+                (self.bot_id and message.get("bot_id") == self.bot_id):
+            return False
+        return bool(str(message.get("text") or "").strip() or message.get("files"))
+
+    def _quote(self, message: dict[str, Any]) -> Quoted:
+        text = self._readable_text(str(message.get("text") or ""))
+        files = [str(f.get("name") or f.get("title") or "a file") for f in message.get("files") or []
+                 if isinstance(f, dict)]
+        if files:
+            text = " ".join(p for p in (text, *(f"[file: {name}]" for name in files)) if p)
+        if _by_bot(message):
+            raw = message.get("bot_profile")
+            profile = raw if isinstance(raw, dict) else {}
+            author = str(profile.get("name") or message.get("username") or "a bot")
+            return Quoted(author, text, is_bot=True)
+        user = str(message.get("user") or "")
+        name, is_bot, _ = self._names.get(user, (SOMEONE, False, 0.0))
+        return Quoted(name, text, is_bot=is_bot, user=user)
+
+    def _readable_text(self, text: str) -> str:
+        """Mentions read as names: ``<@U1>`` becomes ``@Ada`` (``@someone`` when the name is not known here)."""
+        def name(match: re.Match[str]) -> str:
+            user = match.group(1)
+            if user == self.bot_user_id:
+                return f"@{self.bot_name}" if self.bot_name else ""
+            known = self._names.get(user)
+            return f"@{known[0]}" if known else f"@{SOMEONE}"
+
+        return _MENTION.sub(name, text).strip()
+
+
+def _by_bot(message: dict[str, Any]) -> bool:
+    return bool(message.get("bot_id") or message.get("subtype") == "bot_message")
+
+
+def _error(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        data = exc.response.data
+        return str(data.get("error") or "an error") if isinstance(data, dict) else f"HTTP {exc.response.status_code}"
+    return type(exc).__name__

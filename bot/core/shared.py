@@ -1,0 +1,223 @@
+"""Conversations several people share (a Slack thread), and the context a turn brings along.
+
+Around the message path (:mod:`bot.core.message_path`):
+
+* **before the answer**, under the conversation's lock: the adapter's ``gather`` reads what others wrote since
+  the conversation's mark (so two messages arriving together never bring the same lines twice, and a
+  redelivery that the dedupe drops reads nothing), and the quoted context is fitted into
+  :data:`CONTEXT_SHARE` of ``CONTEXT_BUDGET`` tokens, oldest dropped first;
+* **after it**, still under the lock: the new mark, and for a shared conversation which provider items hold
+  whose words (the speaker's own, and those of everyone the turn quoted), each person named only by
+  :func:`~bot.domain.hash_user`; the platform thread is joined (follow-ups there need no mention).
+
+**Erasure** (``/forget all``, ``threads forget-user``): in every shared conversation a person's words are in,
+the items holding them are deleted on the provider (``conversations.items.delete``), their kept turns here,
+and the thread's memory summary (it may repeat them). A conversation nobody else wrote in is forgotten whole,
+through the one deleter. Items that quote the person in someone else's turn go too: nothing they wrote stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from bot.config import Settings
+from bot.core.deleter import Deleter
+from bot.core.local_locks import KeyedLocks
+from bot.domain import Answer, ForgetResult, Gathered, Incoming, Quoted, ThreadKey, Turn, UserTurn, hash_user
+from bot.errors import Unavailable
+from bot.store import LockBusy, Store, StoreError
+from bot.tokens import counter_for, message_tokens
+
+log = logging.getLogger("threadkeeper.core")
+
+CONTEXT_SHARE = 0.5
+"""Share of ``CONTEXT_BUDGET`` the quoted context of one turn may take."""
+
+
+def fit_context(context: tuple[Quoted, ...], budget: int, count: Callable[[str], int]) -> tuple[Quoted, ...]:
+    """The newest quoted messages that fit ``budget`` tokens, oldest first (the oldest are dropped first)."""
+    kept: list[Quoted] = []
+    used = 0
+    for quoted in reversed(context):
+        used += message_tokens(f"{quoted.author} wrote:\n{quoted.text}", count)
+        if used > budget:
+            break
+        kept.append(quoted)
+    if len(kept) < len(context):
+        log.info("quoted context cut to the newest %d of %d messages (token budget %d)", len(kept), len(context),
+                 budget)
+    return tuple(reversed(kept))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One message's turn as sent, and what to record once it is answered."""
+
+    turn: UserTurn
+    mark: str = ""
+
+
+class SharedConversations:
+    def __init__(self, store: Store, deleter: Deleter, settings: Settings, locks: KeyedLocks) -> None:
+        self.store = store
+        self.deleter = deleter
+        self.locks = locks
+        self.budget = int(settings.context_budget * CONTEXT_SHARE)
+        self.count = counter_for(settings.openai_model)
+
+    # -- the message path --------------------------------------------------------------------------
+    @staticmethod
+    def payer(msg: Incoming) -> ThreadKey:
+        """Whose rate limit and daily budget a message counts against: the writer's, also in a shared key."""
+        return replace(msg.key, user=msg.author) if msg.key.shared and msg.author else msg.key
+
+    @staticmethod
+    def digest(msg: Incoming) -> str:
+        """The writer of a shared conversation's turn, one-way; "" where the conversation is one person's."""
+        return hash_user(msg.key.platform, msg.author) if msg.key.shared and msg.author else ""
+
+    async def prepare(self, msg: Incoming, turn: UserTurn) -> Prepared:
+        """``turn`` with the adapter's gathered context (read now, under the lock), fitted to the budget."""
+        context, speaker, mark = turn.context, turn.speaker, ""
+        if msg.gather is not None:
+            try:
+                since = await self.store.shared.mark(msg.key)
+            except StoreError as exc:
+                log.warning("could not read the context mark of %s (%s); reading the whole thread", msg.key.digest,
+                            exc)
+                since = ""
+            try:
+                got = await msg.gather(since)
+            except Exception:  # the adapter's reader: its failure must not cost the answer
+                log.warning("reading the context of %s failed; answering without it", msg.key.digest, exc_info=True)
+                got = Gathered()
+            context += got.context
+            speaker = got.speaker or speaker
+            mark = got.mark
+        fitted = fit_context(context, self.budget, self.count)
+        return Prepared(replace(turn, speaker=speaker, context=fitted), mark)
+
+    def kept(self, msg: Incoming, asked: str, answered: str) -> list[Turn]:
+        """The kept turns of one message; in a shared conversation both carry the writer's digest, so erasing
+        them takes their words and the answer that may repeat them."""
+        digest = self.digest(msg)
+        if not digest:
+            return [Turn(role="user", text=asked), Turn(role="assistant", text=answered)]
+        return [Turn(role="user", text=asked, by=digest), Turn(role="assistant", text=answered, by=digest)]
+
+    async def record(self, msg: Incoming, prepared: Prepared, answer: Answer) -> None:
+        """After the answer, before the turn is finished (the lock is still held). Failures only cost bookkeeping."""
+        key, digest = msg.key, self.digest(msg)
+        quoted = sorted({hash_user(key.platform, q.user) for q in prepared.turn.context if q.user and not q.is_bot})
+        try:
+            if prepared.mark or (digest and answer.items):
+                await self.store.shared.record(key, mark=prepared.mark, items=answer.items, wrote=digest,
+                                               quoted=quoted)
+            if digest:
+                used = answer.usage.input_tokens + answer.usage.output_tokens
+                if used:
+                    await self.store.add_tokens(self.payer(msg), used)
+            if msg.place:
+                await self.store.shared.join(msg.place)
+        except StoreError as exc:
+            log.warning("answered %s but could not record who said what (%s); erasing a speaker may miss this turn",
+                        key.digest, exc)
+        if digest and not answer.items:
+            log.warning("the provider gave no item ids for a turn of %s; erasing its speaker will miss it", key.digest)
+
+    async def joined(self, place: str) -> bool:
+        """Whether the bot answered in this platform thread (follow-ups there need no mention)."""
+        try:
+            return await self.store.shared.joined(place)
+        except StoreError as exc:
+            log.warning("could not tell whether the bot is in a thread (%s); leaving the message alone", exc)
+            return False
+
+    async def reset_here(self, key: ThreadKey, result: ForgetResult,
+                         forget: Callable[[ThreadKey], Awaitable[ForgetResult]]) -> ForgetResult:
+        """``/forget`` in a channel (``key``: the caller there), after their own conversations (``result``): the
+        shared conversations of that channel and its threads they wrote or were quoted in go too, for everyone;
+        :attr:`ForgetResult.reset` names them so the adapter says so there."""
+        if key.shared:
+            return result
+        below = key.channel + "/"
+        try:
+            theirs = await self.store.shared.conversations_of(hash_user(key.platform, key.user))
+        except StoreError as exc:
+            raise Unavailable(f"redis: {exc}") from None
+        threads, pending, reset = result.threads, result.remote_pending, []
+        for shared in theirs:
+            if (shared.platform, shared.workspace) != (key.platform, key.workspace) or not (
+                    shared.channel == key.channel or shared.channel.startswith(below)):
+                continue
+            done = await forget(shared)
+            threads, pending = threads + done.threads, pending + done.remote_pending
+            if done.threads:
+                reset.append(shared.channel)
+        return ForgetResult(threads, pending, tuple(reset))
+
+    # -- erasure -----------------------------------------------------------------------------------
+    async def erase(self, platform: str, workspace: str | None, user: str, *, wait: float) -> ForgetResult:
+        """Erase one person from every shared conversation (of ``workspace``, or all): see the module docstring."""
+        try:
+            return await self._erase(platform, workspace, user, wait)
+        except StoreError as exc:
+            log.error("redis unavailable while erasing a speaker: %s", exc)
+            raise Unavailable(f"redis: {exc}") from None
+
+    async def _erase(self, platform: str, workspace: str | None, user: str, wait: float) -> ForgetResult:
+        digest = hash_user(platform, user)
+        threads = pending = 0
+        for key in await self.store.shared.conversations_of(digest):
+            if key.platform != platform or (workspace is not None and key.workspace != workspace):
+                continue
+            try:
+                async with self.locks.hold(key.id):
+                    done, owed = await self._erase_one(key, digest, wait)
+            except LockBusy:
+                log.warning("could not erase a speaker from %s: it stayed busy; the next erasure retries", key.digest)
+                pending += 1
+                continue
+            threads += done
+            pending += owed
+        return ForgetResult(threads, pending)
+
+    async def _erase_one(self, key: ThreadKey, digest: str, wait: float) -> tuple[int, int]:
+        """(conversations changed, remote deletions left owed) for one conversation."""
+        async with self.store.lock(key, wait=wait):
+            record = await self.store.get_thread(key)
+            if record is None or not record.thread_id:
+                await self.store.shared.leave(digest, key)
+                return 0, 0
+            voices = await self.store.shared.voices(key)
+            said = voices.people.get(digest)
+            if not voices.speakers_besides(digest):
+                # Theirs alone: the whole conversation goes, in the deleter's one order.
+                done = await self.deleter.delete_held(key, record)
+                await self.store.shared.leave(digest, key)
+                log.info("erased a speaker's shared conversation %s whole (nobody else wrote in it)", key.digest)
+                return 1, 0 if done else 1
+            items = sorted(set(said.wrote + said.quoted)) if said else []
+            gone = await self._delete_items(record.thread_id, record.backend, items, key)
+            await self.store.shared.erase(key, digest, keep_record=not gone)
+            if gone:
+                await self.store.shared.leave(digest, key)
+            log.info("erased a speaker from shared conversation %s (%d items)", key.digest, len(items))
+            return 1, 0 if gone else 1
+
+    async def _delete_items(self, thread_id: str, backend: str, items: list[str], key: ThreadKey) -> bool:
+        if not items:
+            return True
+        assistant = self.deleter.backends.get(backend or self.deleter.default)
+        if assistant is None:
+            log.warning("no %r backend configured; a speaker's items in %s stay until the next erasure", backend,
+                        key.digest)
+            return False
+        try:
+            await assistant.delete_items(thread_id, items)
+        except Exception as exc:
+            log.warning("deleting a speaker's items in %s failed (%s); the next erasure retries", key.digest, exc)
+            return False
+        return True

@@ -1,0 +1,184 @@
+"""What shared conversations need besides the thread map: who said what, the context mark, joined threads.
+
+Per thread, in the thread's own hash (so it has the thread's TTL and goes with every deletion of it):
+
+* ``ctx``: the newest platform message already brought into the conversation (the next turn reads only
+  what came after it);
+* ``by:<digest>``: the provider's ids of the input items a person wrote, space-separated;
+* ``in:<digest>``: the ids of the items that quote what a person wrote (someone else's turn that brought
+  their thread message along as context).
+
+``<digest>`` is :func:`~bot.domain.hash_user`, one-way: no record names a person in clear. Kept user turns
+of a shared conversation carry the same digest (``"by"`` in their JSON), so erasure finds them.
+
+Per person, ``{prefix}:shared:<digest>`` is the set of shared conversations (thread key ids) their words are
+in: the list ``/forget all`` walks. Its members name a channel and a platform thread, never the person.
+
+``{prefix}:joined:<hash>`` marks a platform thread the bot answered in (``Incoming.place``): follow-ups
+there need no mention. It lives as long as an idle conversation does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.domain import ThreadKey
+from bot.store.connect import RedisClient
+from bot.store.keys import Keys
+
+MARK = "ctx"
+BY = "by:"
+IN = "in:"
+
+# KEYS: thread. ARGV: mark ('' = keep), item ids (space-separated, '' = none), field 1 .. field n.
+# Only while the thread exists: a turn whose thread was forgotten meanwhile writes nothing back.
+RECORD = """
+if redis.call('HEXISTS', KEYS[1], 'thread_id') == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[1]) end
+if ARGV[2] ~= '' then
+  for i = 3, #ARGV do
+    local cur = redis.call('HGET', KEYS[1], ARGV[i])
+    if cur and cur ~= '' then
+      redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[2])
+    else
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[2])
+    end
+  end
+end
+return 1
+"""
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What one shared conversation records of one person."""
+
+    wrote: tuple[str, ...] = ()
+    """Items holding their own turns."""
+    quoted: tuple[str, ...] = ()
+    """Items holding someone else's turn that quoted them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voices:
+    """Everyone a shared conversation records, by digest."""
+
+    people: dict[str, Said] = field(default_factory=dict)
+
+    def speakers_besides(self, digest: str) -> bool:
+        """Whether anyone else wrote a turn here (else the conversation is theirs alone)."""
+        return any(d != digest and said.wrote for d, said in self.people.items())
+
+
+class SharedRecords:
+    """The store's part of shared conversations (see the module docstring)."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, *, idle_ttl: float, cluster: bool = False) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.idle_ttl = idle_ttl
+        self.cluster = cluster
+        self._record = redis.register_script(RECORD)
+
+    def person(self, digest: str) -> str:
+        """Set: the shared conversations one person's words are in."""
+        return f"{self.keys.prefix}:shared:{digest}"
+
+    def _joined(self, place: str) -> str:
+        return f"{self.keys.prefix}:joined:{hashlib.sha256(place.encode()).hexdigest()[:24]}"
+
+    # -- the message path --------------------------------------------------------------------------
+    async def mark(self, key: ThreadKey) -> str:
+        """The newest platform message already brought into this conversation ("" at first)."""
+        return _str(await self.redis.hget(self.keys.thread(key), MARK) or "")  # type: ignore[misc]
+
+    async def record(self, key: ThreadKey, *, mark: str, items: Sequence[str], wrote: str = "",
+                     quoted: Sequence[str] = ()) -> bool:
+        """Record the mark, and which items hold whose words; False when the thread no longer exists."""
+        fields = ([BY + wrote] if wrote else []) + [IN + d for d in quoted if d != wrote]
+        args = [mark, " ".join(items) if fields else "", *fields]
+        if not await self._record(keys=[self.keys.thread(key)], args=args):
+            return False
+        people = [d for d in (wrote, *quoted) if d]
+        if items and people:
+            ttl = max(1, int(self.idle_ttl * 1000))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for digest in dict.fromkeys(people):
+                    pipe.sadd(self.person(digest), key.id)
+                    pipe.pexpire(self.person(digest), ttl)
+                await pipe.execute()
+        return True
+
+    async def join(self, place: str) -> None:
+        """The bot answered in this platform thread: follow-ups there need no mention."""
+        await self.redis.set(self._joined(place), "1", px=max(1, int(self.idle_ttl * 1000)))
+
+    async def joined(self, place: str) -> bool:
+        return bool(await self.redis.exists(self._joined(place)))
+
+    # -- erasure -----------------------------------------------------------------------------------
+    async def conversations_of(self, digest: str) -> list[ThreadKey]:
+        """The shared conversations a person's words are in (malformed members skipped)."""
+        members = await self.redis.smembers(self.person(digest))  # type: ignore[misc]
+        out = []
+        for member in sorted(_str(m) for m in members):
+            try:
+                out.append(ThreadKey.parse(member))
+            except ValueError:
+                continue
+        return out
+
+    async def voices(self, key: ThreadKey) -> Voices:
+        raw = await self.redis.hgetall(self.keys.thread(key))  # type: ignore[misc]
+        people: dict[str, Said] = {}
+        for name, value in ((_str(k), _str(v)) for k, v in raw.items()):
+            for prefix in (BY, IN):
+                if name.startswith(prefix):
+                    digest = name[len(prefix):]
+                    said = people.get(digest, Said())
+                    ids = tuple(value.split())
+                    people[digest] = Said(said.wrote + ids, said.quoted) if prefix == BY \
+                        else Said(said.wrote, said.quoted + ids)
+        return Voices(people)
+
+    async def erase(self, key: ThreadKey, digest: str, *, keep_record: bool = False) -> int:
+        """Remove one person from a shared conversation here: their kept turns (and any waiting to be folded
+        into the memory), the thread's summary (it may repeat their words) and, unless ``keep_record`` (the
+        provider still holds their items), the record of their items. Returns the kept turns removed."""
+        lists = [self.keys.turns(key)]
+        fold = getattr(self.keys, "fold", None)
+        if callable(fold):
+            lists.append(str(fold(key)))
+        removed = 0
+        for name in lists:
+            raw = await self.redis.lrange(name, 0, -1)  # type: ignore[misc]
+            theirs = [_str(item) for item in raw if _by(item) == digest]
+            if theirs:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for item in dict.fromkeys(theirs):
+                        pipe.lrem(name, 0, item)
+                    counts = await pipe.execute()
+                removed += sum(int(c) for c in counts) if name == lists[0] else 0
+        fields = ["summary"] + ([] if keep_record else [BY + digest, IN + digest])
+        await self.redis.hdel(self.keys.thread(key), *fields)  # type: ignore[misc]
+        return removed
+
+    async def leave(self, digest: str, key: ThreadKey) -> None:
+        """The conversation holds nothing of this person any more (or no longer exists)."""
+        await self.redis.srem(self.person(digest), key.id)  # type: ignore[misc]
+
+
+def _by(item: Any) -> str:
+    try:
+        value = json.loads(item)
+    except (TypeError, ValueError):
+        return ""
+    return str(value.get("by") or "") if isinstance(value, dict) else ""
