@@ -1,0 +1,36 @@
+"""``python -m bot threads forget-workspace <platform> <workspace>``: erase every thread of one workspace.
+
+For a Slack workspace that uninstalled the app (or an operator's request): every conversation the index
+lists in that workspace, shared ones included, goes through the core's one deleter (lock, tombstone,
+remote delete, local delete), so an interrupted run leaves only what the janitor completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+from bot.runtime import Runtime
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    command = sub.add_parser("forget-workspace", help="erase every thread of one workspace (a Slack team, a "
+                             "Discord server)")
+    command.add_argument("platform")
+    command.add_argument("workspace")
+
+
+async def cmd_forget_workspace(runtime: Runtime, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    entries = await runtime.store.index_entries()
+    keys = sorted({k for k, _ in entries if k.platform == args.platform and k.workspace == args.workspace},
+                  key=lambda k: k.id)
+    threads = pending = 0
+    for key in keys:
+        result = await runtime.core.forget(key)
+        threads += result.threads
+        pending += result.remote_pending
+    print(f"Erased {threads} threads of {args.platform} workspace {args.workspace}.", file=out)
+    if pending:
+        print(f"{pending} remote deletions failed and stay queued; the janitor retries them.", file=err)
+        return 1
+    return 0
