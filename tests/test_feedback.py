@@ -144,8 +144,10 @@ async def test_a_discord_answer_ends_with_two_buttons_and_a_click_is_counted_and
     adapter = await start_bot()
     sent = await fake_discord.send_dm("hello there")
     [answer] = await wait_answer(fake_discord, sent["channel_id"])
-    edit = await fake_discord.wait_for(lambda: next(
-        (c for c in fake_discord.find("PATCH", rf"/channels/{sent['channel_id']}/messages/{answer['id']}")
+    channel = sent["channel_id"]
+    edit = await fake_discord.wait_for(lambda: next(  # in the final render: the post, or the last edit
+        (c for c in [*fake_discord.find("POST", rf"/channels/{channel}/messages"),
+                     *fake_discord.find("PATCH", rf"/channels/{channel}/messages/{answer['id']}")]
          if c.json and c.json.get("components")), None))
     [row] = edit.json["components"]
     ids = [button["custom_id"] for button in row["components"]]

@@ -10,6 +10,7 @@ digest and the message id are logged, nobody's text.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, cast
 
@@ -38,20 +39,11 @@ def feedback_view(digest: str) -> discord.ui.View:
 
 
 class FeedbackReply(DiscordReply):
-    """A :class:`DiscordReply` whose final answer ends with the feedback buttons."""
+    """A :class:`DiscordReply` whose final answer ends with the feedback buttons (in its final render: the
+    channel's edit budget covers them, no extra edit)."""
 
     def __init__(self, *args: Any, digest: str = "-", **kwargs: Any) -> None:
-        super().__init__(*args, digest=digest, **kwargs)
-        self.feedback_digest = digest
-
-    async def finish(self, text: str) -> None:
-        await super().finish(text)
-        if not self.sent or not text.strip():
-            return
-        try:
-            await self.sent[-1].edit(view=feedback_view(self.feedback_digest))
-        except discord.HTTPException as exc:  # the answer is there: the buttons are a courtesy
-            log.warning("could not add the feedback buttons under the answer for %s: %s", self.feedback_digest, exc)
+        super().__init__(*args, digest=digest, final_view=functools.partial(feedback_view, digest), **kwargs)
 
 
 class DiscordFeedback:

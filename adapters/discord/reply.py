@@ -63,8 +63,11 @@ class DiscordReply:
         limit: int = DISCORD_TEXT_LIMIT,
         edits: ChannelEdits | None = None,
         digest: str = "-",
+        final_view: Callable[[], discord.ui.View] | None = None,
     ) -> None:
         self._channel = channel
+        self._final_view = final_view
+        """Components the answer's last message ends with (the feedback buttons), in the final render."""
         self._destination = destination
         self._target: discord.abc.Messageable | None = None
         self._reference = reference
@@ -106,7 +109,7 @@ class DiscordReply:
         self._text = text
         self._edits.start_deadline(self.delivery)
         with self._edits.answering(self.delivery):
-            await self._render(text, final=True)
+            await self._render(text, final=True, view=self._final_view() if self._final_view else None)
         self._edits.late(self.delivery)
 
     async def fail(self, sentence: str) -> None:
@@ -161,23 +164,28 @@ class DiscordReply:
             self._target = await self._destination() if self._destination else self._channel
         return self._target
 
-    async def _render(self, text: str, *, final: bool) -> float | None:
-        """Show ``text``; a number: a streamed edit was skipped, try again after that many seconds."""
+    async def _render(self, text: str, *, final: bool, view: discord.ui.View | None = None) -> float | None:
+        """Show ``text`` (``view`` under its last message); a number: a streamed edit was skipped, try again
+        after that many seconds."""
         async with self._render_lock:
             chunks = [c for c in split_text(text, self._limit) if c.strip()] if text.strip() else []
             for index, chunk in enumerate(chunks):
+                last_view = view if index == len(chunks) - 1 else None
                 if index < len(self.sent):
-                    if self._shown[index] != chunk:
+                    if self._shown[index] != chunk or last_view is not None:
                         message = self.sent[index]
                         if final:
                             await self._edits.urgent(message.channel.id, self.delivery)
                         elif later := self._edits.luxury(message.channel.id):
                             return later
-                        await self._retried(partial(message.edit, content=chunk, allowed_mentions=NO_MENTIONS),
-                                            final=final)
+                        edit = partial(message.edit, content=chunk, allowed_mentions=NO_MENTIONS)
+                        if last_view is not None:
+                            edit = partial(edit, view=last_view)
+                        await self._retried(edit, final=final)
                         self._shown[index] = chunk
                     continue
-                self.sent.append(await self._retried(partial(self._send, chunk, first=index == 0), final=final))
+                self.sent.append(await self._retried(partial(self._send, chunk, first=index == 0, view=last_view),
+                                                     final=final))
                 self._shown.append(chunk)
             while len(self.sent) > len(chunks):
                 extra = self.sent.pop()
@@ -197,7 +205,7 @@ class DiscordReply:
                 log.info("Discord still refuses the answer for %s after discord.py's retries; once more",
                          self.delivery.digest)
 
-    async def _send(self, chunk: str, *, first: bool) -> discord.Message:
+    async def _send(self, chunk: str, *, first: bool, view: discord.ui.View | None = None) -> discord.Message:
         if first:
             # The typing indicator goes out before the answer, then stops (a message clears it anyway).
             with contextlib.suppress(TimeoutError):
@@ -206,5 +214,9 @@ class DiscordReply:
         target = await self._target_channel()
         if first and self._reference is not None and target is self._channel:
             reference = self._reference.to_reference(fail_if_not_exists=False)
+            if view is not None:
+                return await target.send(chunk, reference=reference, allowed_mentions=REPLY_MENTIONS, view=view)
             return await target.send(chunk, reference=reference, allowed_mentions=REPLY_MENTIONS)
+        if view is not None:
+            return await target.send(chunk, allowed_mentions=NO_MENTIONS, view=view)
         return await target.send(chunk, allowed_mentions=NO_MENTIONS)
