@@ -36,7 +36,7 @@ async def test_commands_declare_both_installs_and_every_context(
 ) -> None:
     await start_bot()
     commands = {c["name"]: c for c in fake_discord.commands[None]}
-    assert set(commands) == {"forget", "ask"}
+    assert {"forget", "ask"} <= set(commands)
     for command in commands.values():
         assert sorted(command["integration_types"]) == [0, 1]
         assert sorted(command["contexts"]) == [0, 1, 2]
