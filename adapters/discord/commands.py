@@ -18,7 +18,7 @@ from discord import app_commands
 
 from adapters.discord.ask import ask_command, interaction_key
 from adapters.discord.parse import PLATFORM
-from adapters.kit.texts import DISCORD_FORGET, forget_text, user_sentence
+from adapters.kit.texts import DISCORD_FORGET, forget_text, memory_text, user_sentence
 from bot.core import Core
 from bot.errors import Unavailable
 
@@ -36,7 +36,7 @@ class Flags(Protocol):
 
 
 def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[discord.Client]:
-    """The bot's command tree: ``/forget [all]`` and ``/ask prompt``, wherever the app is installed."""
+    """The bot's command tree: ``/forget [all]``, ``/memory`` and ``/ask prompt``, wherever the app is installed."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
     @app_commands.command(name="forget", description="Forget our conversation here, so the next message starts fresh")
@@ -48,6 +48,14 @@ def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[d
         await answer_forget(core, interaction, everything)
 
     tree.add_command(forget)
+
+    @app_commands.command(name="memory", description="What I remember of our conversation here (only you see it)")
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+    async def memory(interaction: discord.Interaction) -> None:
+        await answer_memory(core, interaction)
+
+    tree.add_command(memory)
     tree.add_command(ask_command(core))
 
     @tree.error
@@ -73,6 +81,19 @@ async def answer_forget(core: Core, interaction: discord.Interaction, everything
         await interaction.followup.send(text, ephemeral=True)
     except discord.HTTPException as exc:
         log.error("could not answer /forget: %s", exc)
+
+
+async def answer_memory(core: Core, interaction: discord.Interaction) -> None:
+    """``/memory``: defer privately, then say what is remembered of the conversation here."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = memory_text(*await core.memory.show(interaction_key(interaction)))
+    except Exception as exc:
+        text = user_sentence(exc, log, "/memory")
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.error("could not answer /memory: %s", exc)
 
 
 def command_hash(tree: app_commands.CommandTree[discord.Client]) -> str:

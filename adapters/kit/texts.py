@@ -85,3 +85,17 @@ def forget_text(texts: ForgetTexts, result: ForgetResult, *, everything: bool) -
         template = texts.here_many if n > 1 else texts.here
     text = template.format(n=n, s="" if n == 1 else "s")
     return text + texts.pending if result.remote_pending else text
+
+
+def memory_text(summary: str, kept: int, *, forget: str = "/forget") -> str:
+    """``/memory``: what the bot remembers of the conversation here, privately, and how to erase it."""
+    if not summary and not kept:
+        return "I don't remember anything of our conversation here."
+    parts = ["Here is what I remember of our conversation here."]
+    if summary:
+        parts.append(f"Summary of the earlier part: {summary}")
+    if kept:
+        plural = "s" if kept != 1 else ""
+        parts.append(f"I also keep the last {kept} message{plural} of it to pick up where we left off.")
+    parts.append(f"Use {forget} to erase all of it.")
+    return "\n".join(parts)

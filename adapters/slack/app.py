@@ -51,7 +51,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from adapters.kit.files import FileRef, deliver_with_files
 from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
-from adapters.kit.texts import SLACK_FORGET, forget_text, user_sentence
+from adapters.kit.texts import SLACK_FORGET, forget_text, memory_text, user_sentence
 from adapters.slack.auth import OneAuthTest
 from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
@@ -75,7 +75,7 @@ SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started",)
 ``assistant_thread_context_changed``: answers do not depend on the channel the user is viewing, and
 Bolt's default handler for it would make Slack calls inside the ack."""
 
-SLACK_COMMANDS: tuple[str, ...] = ("/forget",)
+SLACK_COMMANDS: tuple[str, ...] = ("/forget", "/memory")
 
 SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "channels:history", "chat:write",
                                      "commands", "files:read", "groups:history", "im:history", "mpim:history",
@@ -160,9 +160,9 @@ class SlackAdapter:
         self.registered_events.update(SLACK_EVENTS)
         self.feedback = SlackFeedback(self.core, self.calls, self.client, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
-        for command in SLACK_COMMANDS:
-            self.app.command(command)(self._on_forget)
-            self.registered_commands.add(command)
+        self.app.command("/forget")(self._on_forget)
+        self.app.command("/memory")(self._on_memory)
+        self.registered_commands.update(("/forget", "/memory"))
 
     # ---- listeners (they run before the ack, so they only parse and start a task) ---------------
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
@@ -197,6 +197,10 @@ class SlackAdapter:
         await ack()
         self.in_flight.spawn(self._forget(body, respond))
 
+    async def _on_memory(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        await ack()
+        self.in_flight.spawn(self._memory(body, respond))
+
     # ---- the work ------------------------------------------------------------------------------
     async def _answer(self, parsed: Parsed, *, retried: bool, files: tuple[FileRef, ...] = ()) -> None:
         incoming = parsed.incoming
@@ -230,20 +234,36 @@ class SlackAdapter:
                 await self._say_reset(request, result.reset)
         except Exception as exc:
             text = user_sentence(exc, log, "/forget")
-        delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), "/forget")
+        await self._reply_privately(body, respond, text, "/forget")
+
+    async def _reply_privately(self, body: dict[str, Any], respond: AsyncRespond | None, text: str,
+                               command: str) -> None:
+        """A slash command's answer only its caller sees: through response_url, else an ephemeral post."""
+        delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), command)
         try:
             if respond is not None and respond.response_url:
                 webhook = self.calls.webhook(respond.response_url)
                 sent = await self.calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
                     text=text, response_type="ephemeral"))
                 if sent.status_code != 200:
-                    log.error("could not answer /forget: response_url answered %d %s", sent.status_code, sent.body)
+                    log.error("could not answer %s: response_url answered %d %s", command, sent.status_code,
+                              sent.body)
             else:
                 channel = str(body.get("channel_id"))
                 await self.calls.urgent(delivery, "chat.postEphemeral", lambda: self.client.chat_postEphemeral(
                     channel=channel, user=str(body.get("user_id")), text=text), channel=channel)
         except DELIVERY_ERRORS as exc:
-            log.error("could not answer /forget: %s", exc)
+            log.error("could not answer %s: %s", command, exc)
+
+    async def _memory(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """``/memory``: what the bot remembers of the conversation where it is typed, privately."""
+        request = parse_forget({**body, "text": ""}, self.settings.thread_scope)
+        try:
+            assert request is not None
+            text = memory_text(*await self.core.memory.show(request.key))
+        except Exception as exc:
+            text = user_sentence(exc, log, "/memory")
+        await self._reply_privately(body, respond, text, "/memory")
 
     async def _say_reset(self, request: ForgetRequest, reset: tuple[str, ...]) -> None:
         """One visible line in each shared conversation ``/forget`` reset, naming who reset it."""
