@@ -76,8 +76,10 @@ async def test_a_text_file_reaches_the_model_with_its_name(slack: Slack, fake_op
     [answer] = await slack.answers("C7", event["ts"])
     await slack.adapter.settle()
     sent = user_text(turns(fake_openai)[0])
-    assert sent.startswith("total?\n\nA file shared with this message")
-    assert "[file: sales.csv]\n> name,qty\n> soap,3" in sent and answer.text.startswith("echo: total?")
+    # THREAD_SCOPE's default is now "shared" (issue 15): a channel thread's turns carry their speaker's name.
+    name = slack.fake.name_of("U1USER")
+    assert sent.startswith(f"{name}: total?\n\nA file shared with this message")
+    assert "[file: sales.csv]\n> name,qty\n> soap,3" in sent and answer.text.startswith(f"echo: {name}: total?")
 
 
 @pytest.mark.parametrize("backend", ["conversations", "chat"])

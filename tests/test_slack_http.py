@@ -133,16 +133,18 @@ async def test_mention_is_answered_in_its_thread_by_streaming(slack: Slack, fake
     event = mention_event(f"<@{BOT_USER_ID}> what is **up**?", channel="C7")
     assert await slack.event(event_envelope(event)) == 200
     [answer] = await slack.answers("C7", event["ts"])
-    assert answer.streamed and answer.text == "echo: what is **up**?"
+    # THREAD_SCOPE's default is now "shared" (issue 15): a channel thread's turns carry their speaker's name.
+    name = slack.fake.name_of("U1USER")
+    assert answer.streamed and answer.text == f"echo: {name}: what is **up**?"
     start = slack.fake.payloads("chat.startStream")[0]
     assert start["recipient_user_id"] == "U1USER" and start["recipient_team_id"] == TEAM_ID
 
     reply = mention_event(f"and <@{BOT_USER_ID}> more", channel="C7", thread_ts=event["ts"])
     assert await slack.event(event_envelope(reply)) == 200
     _, second = await slack.answers("C7", event["ts"], count=2)
-    assert second.text == "echo: and more"
+    assert second.text == f"echo: {name}: and more"
     await slack.adapter.settle()
-    assert len(fake_openai.conversations) == 1, "one conversation per user and channel by default"
+    assert len(fake_openai.conversations) == 1, "one conversation per Slack thread by default"
     assert slack.fake.count("chat.postMessage") == 0
 
 
