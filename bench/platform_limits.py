@@ -114,7 +114,8 @@ async def _one_run(opts: RigOptions, openai_url: str, index: int, *, workers: in
             [m.text for m in slack.in_thread(e["channel"], None)] == [f"echo: {e['text']}"] for e in dms
         ) + sum(
             [(m.text, m.streaming) for m in slack.in_thread(e["channel"], e["ts"])]
-            == [(f"echo: {e['text'].split('> ', 1)[1]}", False)] for e in mentions
+            # A channel thread is one shared conversation (THREAD_SCOPE=shared): the turn carries its speaker.
+            == [(f"echo: {slack.name_of(e['user'])}: {e['text'].split('> ', 1)[1]}", False)] for e in mentions
         )
         granted = Counter(c.method for c in slack.calls if c.method in CHAT and not c.refused)
         return {

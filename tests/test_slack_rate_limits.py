@@ -300,7 +300,8 @@ def assert_all_complete(fake: FakeSlack, dms: list[JSON], mentions: list[JSON]) 
         assert answer.text == markdown_to_mrkdwn(answer_to(event["text"], []))
     for event in mentions:
         [answer] = fake.in_thread(event["channel"], event["ts"])
-        asked = event["text"].replace(f"<@{BOT_USER_ID}> ", "")
+        # THREAD_SCOPE's default is now "shared" (issue 15): a channel thread's turns carry their speaker's name.
+        asked = f"{fake.name_of(event['user'])}: " + event["text"].replace(f"<@{BOT_USER_ID}> ", "")
         assert answer.streamed and not answer.streaming and answer.text == answer_to(asked, [])
     assert fake.early_retries() == [], "no call came back before its Retry-After"
     assert fake.duplicate_posts() == [], "no message was posted twice"
