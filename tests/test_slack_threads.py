@@ -237,6 +237,32 @@ async def test_two_people_share_one_conversation_and_forget_all_erases_only_one(
     assert len(fake_openai.active_conversations) == 1
 
 
+async def test_a_shared_conversation_re_created_from_kept_turns_is_erased_whole(
+    slack: Slack, fake_openai: FakeOpenAI
+) -> None:
+    fake = slack.fake
+    people(fake)
+    root = fake.user_says(f"<@{BOT_USER_ID}> note: gate code 7311", user=ADA, channel=CHANNEL, mention=True)
+    assert await slack.event(event_envelope(root)) == 200
+    await slack.answers(CHANNEL, root["ts"])
+    await slack.adapter.settle()
+    [lost] = fake_openai.active_conversations
+    fake_openai.delete_conversation(lost)  # gone on the provider: the next turn re-primes a new one
+    follow_up = fake.user_says("got it", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
+    assert await slack.event(event_envelope(follow_up)) == 200
+    await slack.answers(CHANNEL, root["ts"], count=2)
+    await slack.adapter.settle()
+    [conversation] = fake_openai.active_conversations.values()
+    assert [i for i in conversation.items if "7311" in str(i.get("content"))], "Ada's turn, copied in as a seed"
+
+    status, _ = await slack.command(command_form("/forget", "all", user=ADA, channel=CHANNEL,
+                                                 response_url=fake.response_url("all")))
+    assert status == 200
+    await fake.wait_for(lambda: len(fake.responses) == 1)
+    assert fake_openai.active_conversations == {}, "copies nobody can attribute: the conversation goes whole"
+    assert await leftovers(slack.runtime, [ADA, "7311"]) == []
+
+
 async def test_the_admin_cli_erases_a_speaker_the_same_way(slack: Slack, fake_openai: FakeOpenAI) -> None:
     fake = slack.fake
     people(fake)

@@ -12,8 +12,10 @@ Around the message path (:mod:`bot.core.message_path`):
 
 **Erasure** (``/forget all``, ``threads forget-user``): in every shared conversation a person's words are in,
 the items holding them are deleted on the provider (``conversations.items.delete``), their kept turns here,
-and the thread's memory summary (it may repeat them). A conversation nobody else wrote in is forgotten whole,
-through the one deleter. Items that quote the person in someone else's turn go too: nothing they wrote stays.
+and the thread's memory summary (it may repeat them). The answers to their turns go with them (they may repeat
+their words), and so do items that quote them in someone else's turn: nothing they wrote stays. A conversation
+nobody else wrote in is forgotten whole, through the one deleter, and so is one that was re-created from kept
+turns (lost, or rolled over): whose words its seeded copies hold is not recorded.
 """
 
 from __future__ import annotations
@@ -112,9 +114,10 @@ class SharedConversations:
         key, digest = msg.key, self.digest(msg)
         quoted = sorted({hash_user(key.platform, q.user) for q in prepared.turn.context if q.user and not q.is_bot})
         try:
-            if prepared.mark or (digest and answer.items):
+            reseeded = key.shared and answer.recovered
+            if prepared.mark or reseeded or (digest and answer.items):
                 await self.store.shared.record(key, mark=prepared.mark, items=answer.items, wrote=digest,
-                                               quoted=quoted)
+                                               quoted=quoted, reseeded=reseeded)
             if digest:
                 used = answer.usage.input_tokens + answer.usage.output_tokens
                 if used:
@@ -193,11 +196,13 @@ class SharedConversations:
                 return 0, 0
             voices = await self.store.shared.voices(key)
             said = voices.people.get(digest)
-            if not voices.speakers_besides(digest):
-                # Theirs alone: the whole conversation goes, in the deleter's one order.
+            if not voices.separable(digest):
+                # Theirs alone, or re-created from kept turns nobody can tell apart: it goes whole, in the
+                # deleter's one order.
                 done = await self.deleter.delete_held(key, record)
                 await self.store.shared.leave(digest, key)
-                log.info("erased a speaker's shared conversation %s whole (nobody else wrote in it)", key.digest)
+                log.info("erased a speaker's shared conversation %s whole (%s)", key.digest,
+                         "re-created from kept turns" if voices.reseeded else "nobody else wrote in it")
                 return 1, 0 if done else 1
             items = sorted(set(said.wrote + said.quoted)) if said else []
             gone = await self._delete_items(record.thread_id, record.backend, items, key)

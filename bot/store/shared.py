@@ -6,7 +6,9 @@ Per thread, in the thread's own hash (so it has the thread's TTL and goes with e
   what came after it);
 * ``by:<digest>``: the provider's ids of the input items a person wrote, space-separated;
 * ``in:<digest>``: the ids of the items that quote what a person wrote (someone else's turn that brought
-  their thread message along as context).
+  their thread message along as context);
+* ``reseeded``: the conversation was re-created from kept turns (it was lost, or outgrew the context): the
+  copies of earlier turns in it carry no record of whose they are, so erasing anyone takes it whole.
 
 ``<digest>`` is :func:`~bot.domain.hash_user`, one-way: no record names a person in clear. Kept user turns
 of a shared conversation carry the same digest (``"by"`` in their JSON), so erasure finds them.
@@ -34,18 +36,19 @@ MARK = "ctx"
 BY = "by:"
 IN = "in:"
 
-# KEYS: thread. ARGV: mark ('' = keep), item ids (space-separated, '' = none), field 1 .. field n.
-# Only while the thread exists: a turn whose thread was forgotten meanwhile writes nothing back.
+# KEYS: thread. ARGV: mark ('' = keep), reseeded ('1' | ''), item ids (space-separated, '' = none),
+# field 1 .. field n. Only while the thread exists: a turn whose thread was forgotten meanwhile writes nothing.
 RECORD = """
 if redis.call('HEXISTS', KEYS[1], 'thread_id') == 0 then return 0 end
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[1]) end
-if ARGV[2] ~= '' then
-  for i = 3, #ARGV do
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'reseeded', '1') end
+if ARGV[3] ~= '' then
+  for i = 4, #ARGV do
     local cur = redis.call('HGET', KEYS[1], ARGV[i])
     if cur and cur ~= '' then
-      redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[2])
+      redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[3])
     else
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[2])
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[3])
     end
   end
 end
@@ -72,10 +75,12 @@ class Voices:
     """Everyone a shared conversation records, by digest."""
 
     people: dict[str, Said] = field(default_factory=dict)
+    reseeded: bool = False
+    """Re-created from kept turns: whose words its earlier items hold is not known."""
 
-    def speakers_besides(self, digest: str) -> bool:
-        """Whether anyone else wrote a turn here (else the conversation is theirs alone)."""
-        return any(d != digest and said.wrote for d, said in self.people.items())
+    def separable(self, digest: str) -> bool:
+        """Whether one person can be erased alone: someone else wrote here, and every item's writer is known."""
+        return not self.reseeded and any(d != digest and said.wrote for d, said in self.people.items())
 
 
 class SharedRecords:
@@ -101,10 +106,11 @@ class SharedRecords:
         return _str(await self.redis.hget(self.keys.thread(key), MARK) or "")  # type: ignore[misc]
 
     async def record(self, key: ThreadKey, *, mark: str, items: Sequence[str], wrote: str = "",
-                     quoted: Sequence[str] = ()) -> bool:
-        """Record the mark, and which items hold whose words; False when the thread no longer exists."""
+                     quoted: Sequence[str] = (), reseeded: bool = False) -> bool:
+        """Record the mark, which items hold whose words, and whether the conversation was re-created from kept
+        turns; False when the thread no longer exists."""
         fields = ([BY + wrote] if wrote else []) + [IN + d for d in quoted if d != wrote]
-        args = [mark, " ".join(items) if fields else "", *fields]
+        args = [mark, "1" if reseeded else "", " ".join(items) if fields else "", *fields]
         if not await self._record(keys=[self.keys.thread(key)], args=args):
             return False
         people = [d for d in (wrote, *quoted) if d]
@@ -139,7 +145,9 @@ class SharedRecords:
     async def voices(self, key: ThreadKey) -> Voices:
         raw = await self.redis.hgetall(self.keys.thread(key))  # type: ignore[misc]
         people: dict[str, Said] = {}
+        reseeded = False
         for name, value in ((_str(k), _str(v)) for k, v in raw.items()):
+            reseeded = reseeded or (name == "reseeded" and value == "1")
             for prefix in (BY, IN):
                 if name.startswith(prefix):
                     digest = name[len(prefix):]
@@ -147,16 +155,13 @@ class SharedRecords:
                     ids = tuple(value.split())
                     people[digest] = Said(said.wrote + ids, said.quoted) if prefix == BY \
                         else Said(said.wrote, said.quoted + ids)
-        return Voices(people)
+        return Voices(people, reseeded)
 
     async def erase(self, key: ThreadKey, digest: str, *, keep_record: bool = False) -> int:
         """Remove one person from a shared conversation here: their kept turns (and any waiting to be folded
         into the memory), the thread's summary (it may repeat their words) and, unless ``keep_record`` (the
         provider still holds their items), the record of their items. Returns the kept turns removed."""
-        lists = [self.keys.turns(key)]
-        fold = getattr(self.keys, "fold", None)
-        if callable(fold):
-            lists.append(str(fold(key)))
+        lists = [self.keys.turns(key), self.keys.fold(key)]
         removed = 0
         for name in lists:
             raw = await self.redis.lrange(name, 0, -1)  # type: ignore[misc]
