@@ -158,6 +158,19 @@ async def test_a_mention_arriving_as_two_events_is_answered_once(slack: Slack, f
     assert fake_openai.count("POST", "/v1/responses") == 2
 
 
+async def test_redaction_covers_the_thread_a_turn_brings_along(start_slack: StartSlack,
+                                                              fake_openai: FakeOpenAI) -> None:
+    slack = await start_slack(redact_patterns="email")
+    root = slack.fake.user_says("write to ops-lead@corp.example about it", user=ADA, channel=CHANNEL)["ts"]
+    mention = slack.fake.user_says(f"<@{BOT_USER_ID}> who do I write to?", user=BRAM, channel=CHANNEL,
+                                   thread_ts=root, mention=True)
+    assert await slack.event(event_envelope(mention)) == 200
+    await slack.answers(CHANNEL, root)
+    await slack.adapter.settle()
+    [sent] = inputs(fake_openai)
+    assert "ops-lead@corp.example" not in sent and "write to" in sent
+
+
 async def test_follow_ups_can_be_turned_off(start_slack: StartSlack, fake_openai: FakeOpenAI) -> None:
     slack = await start_slack(slack_follow_ups="off")
     root = slack.fake.user_says(f"<@{BOT_USER_ID}> hi", user=ADA, channel=CHANNEL, mention=True)

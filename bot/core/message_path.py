@@ -212,13 +212,13 @@ class Core:
         async with self.store.lock(key, claim=msg.message_id, wait=self.lock_wait) as lock:
             await self._admit(self.shared.payer(msg))
             prepared = await self.shared.prepare(msg, turn)
-            turn = prepared.turn
+            turn = self.safety.redact(prepared.turn)  # the context gathered just now is redacted too
             if (flagged := await self.safety.screen_input(key, turn)) is not None:
                 return Answer(flagged, lock.mapping.thread_id)  # no assistant call, nothing kept
             held = None if self.safety.holds_answers else on_delta  # MODERATION=both: checked before shown
             answer = await self._answer(key, turn, lock.mapping, held, on_status)
             if (flagged := await self.safety.screen_answer(key, answer.text)) is not None:
-                answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage)
+                answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage, answer.items)
             await self.shared.record(msg, prepared, answer)
             turns = self.shared.kept(msg, kept_text(turn), answer.text)
             usage = answer.usage
