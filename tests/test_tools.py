@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from adapters.slack.progress import Tasks
 from bot.domain import Incoming, ThreadKey
 from bot.runtime import Runtime
 from tests.conftest import MakeRuntime
@@ -90,6 +91,21 @@ async def test_slack_stream_shows_the_search_as_a_task_and_the_answer_lists_the_
     assert (opened["id"], opened["status"]) == (done["id"], "in_progress") and done["status"] == "complete"
     assert turns(fake_openai)[0]["tools"] == [{"type": "web_search"}]
     assert calls(slack.runtime, "web_search", "completed") == 1
+
+
+def test_each_tool_status_is_a_task_of_its_own_completed_when_the_answer_goes_on() -> None:
+    tasks = Tasks()
+    assert tasks.text("hi") == {"markdown_text": "hi"} and tasks.text("") == {}
+    assert tasks.begin("connecting to docs…") == [
+        {"type": "task_update", "id": "tk-tool-1", "status": "in_progress", "title": "connecting to docs…"}]
+    assert tasks.begin("using docs (search_docs)…") == [
+        {"type": "task_update", "id": "tk-tool-1", "status": "complete"},
+        {"type": "task_update", "id": "tk-tool-2", "status": "in_progress", "title": "using docs (search_docs)…"}]
+    assert tasks.text("found") == {"chunks": [{"type": "task_update", "id": "tk-tool-2", "status": "complete"},
+                                              {"type": "markdown_text", "text": "found"}]}
+    tasks.done()
+    assert tasks.text("more") == {"markdown_text": "more"}
+    assert tasks.begin("searching the web…")[0]["id"] == "tk-tool-3"
 
 
 async def test_slack_assistant_thread_shows_the_search_as_its_status(

@@ -43,6 +43,7 @@ from adapters.kit.text import split_text
 from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
 from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
 from adapters.slack.parse import Target
+from adapters.slack.progress import Tasks
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -119,8 +120,8 @@ class SlackReply:
         """Texts of creating calls whose outcome is unknown (timed out): never sent again."""
         self._tool = self._tool_shown = ""
         """Tool progress ("searching the web…"), and what of it Slack shows (:meth:`on_status`)."""
-        self._task = 0
-        """Stream mode: the number of the ``task_update`` chunk still in progress (0: none)."""
+        self.tasks = Tasks()
+        """Stream mode: the ``task_update`` chunks of the tool statuses."""
         self._pump = Pump(self._push, interval=interval, errors=SEND_ERRORS, log=log, name="slack-reply")
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -222,12 +223,12 @@ class SlackReply:
                     self._stream_ts = str(started["ts"])
                 else:
                     ts = self._stream_ts
-                    chunks = self._chunks(pending)
+                    chunks = self.tasks.text(pending)
                     appended, later = await self.calls.luxury(self.delivery, "chat.appendStream", lambda: (
                         self.client.chat_appendStream(channel=self.target.channel, ts=ts, **chunks)))
                     if appended is None:
                         return later
-                    self._task = 0
+                    self.tasks.done()
                 self._streamed += len(pending)
                 return None
             except SlackApiError as exc:
@@ -241,9 +242,7 @@ class SlackReply:
             if status:
                 self._status_set = await self._status(status) or self._status_set
         elif self.mode == "stream" and status:
-            done = [self._task_chunk("complete")] if self._task else []
-            self._task += 1
-            chunks = [*done, self._task_chunk("in_progress", status)]
+            chunks = self.tasks.begin(status)
             ts = self._stream_ts
             try:
                 if ts is None:
@@ -263,18 +262,8 @@ class SlackReply:
                     self._fall_back(exc)  # no streaming here: the status goes in the post's preview
                     return await self._preview()
                 log.debug("could not show tool progress in the stream: %s", error)  # a luxury: stream without it
-                self._task = 0
+                self.tasks.done()
         return None
-
-    def _task_chunk(self, state: str, title: str = "") -> dict[str, str]:
-        chunk = {"type": "task_update", "id": f"tk-tool-{self._task}", "status": state}
-        return {**chunk, "title": title} if title else chunk
-
-    def _chunks(self, text: str) -> dict[str, Any]:
-        """``markdown_text``, or chunks that first complete the tool task in progress."""
-        if not self._task:
-            return {"markdown_text": text}
-        return {"chunks": [self._task_chunk("complete"), *([{"type": "markdown_text", "text": text}] if text else [])]}
 
     async def _preview(self) -> float | None:
         text = self._text + (f"\n\n*{self._tool}*" if self._tool and not self._show_status else "")
@@ -333,7 +322,7 @@ class SlackReply:
                 self._streamed += len(rest)
                 rest = ""
             ts = self._stream_ts
-            args = {**(self._chunks(rest) if rest or self._task else {}), **self._blocks(None, final)}
+            args = {**self.tasks.text(rest), **self._blocks(None, final)}
             await self._urgent("chat.stopStream", lambda: (
                 self.client.chat_stopStream(channel=self.target.channel, ts=ts, **args)))
             self._ts = ts
