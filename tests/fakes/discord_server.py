@@ -176,7 +176,7 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: JSON) -> int:
         """Send a DISPATCH to the session that owns it (guild shard, DMs on shard 0); returns deliveries."""
         delivered = 0
-        if event == "MESSAGE_CREATE":
+        if event == "MESSAGE_CREATE" and "id" in data:
             self.sent[data["id"]] = data
         for session in self._sessions:
             if session.identify is None or session.ws.closed or not self._owns(session, data):
