@@ -109,12 +109,17 @@ class SlackContext:
     def gather_for(self, source: Source, digest: str, *, speaker: bool) -> Gather:
         """The core's gather function for one message (see the module docstring)."""
 
+        async def nobody() -> str:
+            return ""
+
+        async def nothing() -> tuple[Quoted, ...]:
+            return ()
+
         async def gather(mark: str) -> Gathered:
-            name = asyncio.ensure_future(self.name(source.team, source.user)) if speaker else None
-            context: tuple[Quoted, ...] = ()
-            if source.root and source.root != source.ts and self.limit:
-                context = await self._context(source, mark, digest)
-            who = await name if name is not None else ""
+            in_thread = bool(source.root and source.root != source.ts and self.limit)
+            who, context = await asyncio.gather(
+                self.name(source.team, source.user) if speaker else nobody(),
+                self._context(source, mark, digest) if in_thread else nothing())
             return Gathered(context, newest(mark, source.ts), who)
 
         return gather
