@@ -15,6 +15,11 @@ from tests.support.threads import age
 KEY = ThreadKey("slack", "T1", "D1", "U1")
 
 
+async def waiting(rt: Runtime) -> list[str]:
+    """Kept items waiting to be folded into the summary."""
+    return (await rt.store.fold_pending(KEY))[2]
+
+
 def msg(text: str, mid: str) -> Incoming:
     return Incoming(KEY, text, mid, is_dm=True)
 
@@ -76,15 +81,15 @@ async def test_a_failed_fold_keeps_the_turns_for_the_next(
 ) -> None:
     rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2, openai_max_retries=0)
     await chat(rt, 2)  # four items kept: nothing has left the window yet
-    assert await rt.store.fold_pending(KEY) == []
+    assert await waiting(rt) == []
     answer = await rt.core.handle(msg("Turn 2", "m-2"))
     # The fold started by that answer has not reached the fake yet (nothing awaited since): fail it.
     fake_openai.fail_next(500, path_prefix="/v1/responses")
     await rt.core.memory.settle()
     assert answer is not None and answer.text == "echo: Turn 2"
-    assert len(await rt.store.fold_pending(KEY)) == 2 and await rt.store.summary(KEY) == ""
+    assert len(await waiting(rt)) == 2 and await rt.store.summary(KEY) == ""
     assert await rt.core.memory.fold(KEY)  # the next fold takes them
-    assert await rt.store.fold_pending(KEY) == [] and "zebracorn" in await rt.store.summary(KEY)
+    assert await waiting(rt) == [] and "zebracorn" in await rt.store.summary(KEY)
 
 
 async def test_summary_tokens_count_against_the_daily_budget(make_runtime: MakeRuntime) -> None:
@@ -99,5 +104,20 @@ async def test_summary_tokens_count_against_the_daily_budget(make_runtime: MakeR
 async def test_memory_off_keeps_todays_behaviour(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
     rt = await make_runtime(memory="off", keep_turns=4)
     await chat(rt, 8)
-    assert await rt.store.summary(KEY) == "" and await rt.store.fold_pending(KEY) == []
+    assert await rt.store.summary(KEY) == "" and await waiting(rt) == []
     assert fake_openai.count("POST", "/v1/responses") == 8
+
+
+async def test_a_fold_that_ends_after_forget_writes_nothing_back(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2)
+    await chat(rt, 2)
+    fake_openai.standalone_latency = 1.0  # the fold's summary call ends after what follows
+    await rt.core.handle(msg("Turn 2", "m-2"))  # two items left the window: a fold starts
+    await rt.core.forget(KEY)
+    await rt.core.handle(msg("a new conversation", "m-new"))
+    assert rt.core.memory._folds  # still folding the forgotten conversation
+    await rt.core.memory.settle()
+    fake_openai.standalone_latency = 0
+    assert await rt.store.summary(KEY) == ""  # the forgotten conversation's words did not come back

@@ -75,7 +75,7 @@ async def test_redis_killed_between_create_and_save_deletes_the_new_conversation
         made = set(fake_openai.conversations) - before
         assert len(made) == 1
         assert all(fake_openai.conversations[c].deleted for c in made)
-        assert not rt.core.unrecorded
+        assert not rt.core.unrecorded.pending
     finally:
         if proc.poll() is None:
             proc.kill()

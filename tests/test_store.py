@@ -100,11 +100,11 @@ async def test_waiting_for_the_lock_then_taking_it(store: Store) -> None:
 
 async def test_renewal_keeps_a_long_holder_and_its_claim(redis_url: str, prefix: str) -> None:
     client = Redis.from_url(redis_url, decode_responses=True)
-    short = Store(client, prefix=prefix, lock_ttl=0.3, dedupe_ttl=60)
+    short = Store(client, prefix=prefix, lock_ttl=1.2, dedupe_ttl=60)
     try:
         async with short.lock(KEY, claim="m1") as lock:
-            for _ in range(4):  # several lifetimes: only renewal keeps lock and claim
-                await asyncio.sleep(0.3)
+            for _ in range(3):  # several lifetimes: only renewal (every 0.4 s) keeps lock and claim
+                await asyncio.sleep(1.2)
                 with pytest.raises(LockBusy):
                     await short.lock(KEY).acquire()
             assert await client.get(short.keys.seen(KEY, "m1")) == f"p:{lock.token}"

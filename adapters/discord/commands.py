@@ -87,7 +87,7 @@ async def answer_memory(core: Core, interaction: discord.Interaction) -> None:
     """``/memory``: defer privately, then say what is remembered of the conversation here."""
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
-        text = memory_text(*await core.memory.show(interaction_key(interaction)))
+        text = memory_text(*await core.memory_of(interaction_key(interaction)))
     except Exception as exc:
         text = user_sentence(exc, log, "/memory")
     try:

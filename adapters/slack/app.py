@@ -259,8 +259,7 @@ class SlackAdapter:
         """``/memory``: what the bot remembers of the conversation where it is typed, privately."""
         request = parse_forget({**body, "text": ""}, self.settings.thread_scope)
         try:
-            assert request is not None
-            text = memory_text(*await self.core.memory.show(request.key))
+            text = memory_text(*await self.core.memory_of(request.key)) if request else FORGET_USAGE
         except Exception as exc:
             text = user_sentence(exc, log, "/memory")
         await self._reply_privately(body, respond, text, "/memory")

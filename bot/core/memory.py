@@ -21,6 +21,7 @@ from bot.domain import ThreadKey, Turn
 from bot.errors import BotError
 from bot.metrics import Metrics
 from bot.store import LockBusy, Recorded, Store, StoreError
+from bot.store.store import turns_of
 from bot.tokens import counter_for
 
 log = logging.getLogger("threadkeeper.memory")
@@ -66,16 +67,17 @@ class Memory:
         """Fold the waiting items into the summary; False when there was nothing to do or it failed."""
         try:
             async with self.store.fold_lock(key):
-                pending = await self.store.fold_pending(key)
-                if len(pending) < self.fold_every:
+                start = await self.store.fold_pending(key)
+                _, previous, raw = start
+                pending = turns_of(raw)
+                if len(raw) < self.fold_every or not pending:
                     return False
-                previous = await self.store.summary(key)
                 words = max(20, int(self.max_tokens * 0.7))
                 sent = await self.assistant.summarize([*as_seed(previous), *pending], words=words)
                 summary = bound(sent.text, self.max_tokens, self.count)
                 if not summary:
                     raise BotError("an empty summary")
-                saved = await self.store.save_summary(key, summary, len(pending))
+                saved = await self.store.save_summary(key, summary, start)
                 used = sent.usage.input_tokens + sent.usage.output_tokens
                 self.metrics.tokens.labels("input").inc(sent.usage.input_tokens)
                 self.metrics.tokens.labels("output").inc(sent.usage.output_tokens)

@@ -25,6 +25,7 @@ from bot.core.local_locks import KeyedLocks
 from bot.core.memory import Memory, as_seed
 from bot.core.policy import Policy
 from bot.core.shared import SharedConversations
+from bot.core.unrecorded import Unrecorded
 from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
@@ -39,8 +40,6 @@ ROLLOVER_TURNS = 6
 """Items re-primed into a thread that replaces one that outgrew the context window."""
 MODEL_RECHECK = 30.0
 """Seconds a wrong ``OPENAI_MODEL`` is answered without any assistant call before it is checked again."""
-UNRECORDED_RETRY = 30.0
-"""Seconds between tries to delete threads that were made but could not be recorded."""
 
 
 class Core:
@@ -64,8 +63,8 @@ class Core:
         self.safety = safety or Safety(patterns=parse_patterns(settings.redact_patterns), metrics=self.metrics)
         backends = {**dict(others or {}), assistant.name: assistant}
         self.deleter = Deleter(store, backends, assistant.name)
-        self.memory = Memory(store, assistant, settings, self.metrics)
         """Deletes threads in one order; knows every configured backend, so threads an earlier setting made go too."""
+        self.memory = Memory(store, assistant, settings, self.metrics)
         self._locks = KeyedLocks()
         self.shared = SharedConversations(store, self.deleter, settings, self._locks)
         """Context a turn brings along, who said what in shared conversations, and erasing one speaker."""
@@ -79,9 +78,8 @@ class Core:
         self._model_known = False
         self._model_bad_until = 0.0
         self._model_check: asyncio.Future[None] | None = None
-        self.unrecorded: set[str] = set()
+        self.unrecorded = Unrecorded(assistant.delete_thread)
         """Remote threads made but never recorded (Redis failed in between): deleted by this process."""
-        self._sweeper: asyncio.Task[None] | None = None
 
     # -- public API ------------------------------------------------------------------
     async def handle(self, msg: Incoming, on_delta: DeltaCallback | None = None,
@@ -159,15 +157,7 @@ class Core:
     async def close(self) -> None:
         """Stop folding; one last try at threads made but never recorded (the log names what is left)."""
         await self.memory.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        for thread_id in sorted(self.unrecorded):
-            try:
-                await self.assistant.delete_thread(thread_id)
-                self.unrecorded.discard(thread_id)
-            except Exception as exc:
-                log.error("left unrecorded thread %s on the provider (%s): delete it by hand", thread_id, exc)
+        await self.unrecorded.close()
 
     @property
     def in_flight(self) -> int:
@@ -190,6 +180,13 @@ class Core:
             redis = False
         ok = live and redis
         return ok, {**body, "ok": ok, "redis": redis}
+
+    async def memory_of(self, key: ThreadKey) -> tuple[str, int]:
+        """``/memory``: the thread's summary and how many kept items it has."""
+        try:
+            return await self.memory.show(key)
+        except StoreError as exc:
+            raise Unavailable(f"redis: {exc}") from None
 
     async def get_flag(self, name: str) -> str | None:
         """A small shared value (adapters' command-set hashes and the like)."""
@@ -314,33 +311,9 @@ class Core:
             await self.store.save_thread(key, thread_id, self.assistant.name, gone=gone)
         except BaseException:
             # Nothing could ever find this thread again: delete it now, or keep trying from here.
-            await asyncio.shield(self._drop_unrecorded(thread_id))
+            await asyncio.shield(self.unrecorded.drop(thread_id))
             raise
         return thread_id
-
-    async def _drop_unrecorded(self, thread_id: str) -> None:
-        try:
-            await self.assistant.delete_thread(thread_id)
-        except Exception as exc:
-            self.unrecorded.add(thread_id)
-            log.error("thread %s could not be recorded nor deleted (%s); retrying every %.0f s", thread_id, exc,
-                      UNRECORDED_RETRY)
-            if self._sweeper is None or self._sweeper.done():
-                self._sweeper = asyncio.create_task(self._sweep_unrecorded())
-            return
-        log.warning("deleted thread %s at once: it could not be recorded", thread_id)
-
-    async def _sweep_unrecorded(self) -> None:
-        while self.unrecorded:
-            await asyncio.sleep(UNRECORDED_RETRY)
-            for thread_id in sorted(self.unrecorded):
-                try:
-                    await self.assistant.delete_thread(thread_id)
-                except Exception as exc:
-                    log.warning("unrecorded thread %s still not deleted: %s", thread_id, exc)
-                    continue
-                self.unrecorded.discard(thread_id)
-                log.info("deleted unrecorded thread %s", thread_id)
 
     async def _send(self, thread_id: str, turn: UserTurn, key: ThreadKey, on_delta: DeltaCallback | None,
                     on_status: StatusCallback | None = None) -> Sent:

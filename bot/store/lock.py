@@ -127,9 +127,10 @@ class RedisLock:
         """Record an answered turn and release; falsy if the lock had lapsed (only the dedupe mark written)."""
         if self.thread is None:
             raise TypeError("only a thread's lock records turns")
-        self._released = True
         self._stop_renewing()
-        return await self.store.record_turn(self.thread, self.claim, self.token, turn)
+        recorded = await self.store.record_turn(self.thread, self.claim, self.token, turn)
+        self._released = True  # only now: after a failed record, release() must still unlock
+        return recorded
 
     async def release(self, mode: ReleaseMode | None = None) -> None:
         """Release early (idempotent); the block's end then does nothing more."""

@@ -74,14 +74,14 @@ end
 return {1, folding}
 """
 
-# KEYS: thread, fold. ARGV: summary, folded items.
+# KEYS: thread, fold. ARGV: summary, folded items, thread_id, previous summary, last folded item.
 # The summary replaces the old one and the folded items leave the fold list, in one step, and only
-# while the thread still exists (a fold that finishes after /forget writes nothing back).
+# while nothing changed since the fold read them: the same thread, the same summary, the same items
+# (a fold that finishes after /forget, or after one speaker's erasure, writes nothing back).
 SAVE_SUMMARY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
+if redis.call('HGET', KEYS[1], 'thread_id') ~= ARGV[3] then return 0 end
+if (redis.call('HGET', KEYS[1], 'summary') or '') ~= ARGV[4] then return 0 end
+if redis.call('LINDEX', KEYS[2], tonumber(ARGV[2]) - 1) ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[1], 'summary', ARGV[1])
 redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
 return 1

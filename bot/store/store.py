@@ -47,7 +47,7 @@ def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _turns(raw: list[Any]) -> list[Turn]:
+def turns_of(raw: list[Any]) -> list[Turn]:
     """Kept items as stored (JSON), skipping anything malformed."""
     out: list[Turn] = []
     for item in raw:
@@ -165,17 +165,23 @@ class Store(RetentionReads):
         return Recorded(bool(written), int(folding))
 
     # -- memory ----------------------------------------------------------------------------
-    async def fold_pending(self, key: ThreadKey) -> list[Turn]:
-        """Kept items that left the window and wait to be folded into the summary, oldest first."""
-        return _turns(await self.redis.lrange(self.keys.fold(key), 0, -1))  # type: ignore[misc]
+    async def fold_pending(self, key: ThreadKey) -> tuple[str, str, list[str]]:
+        """What a fold starts from: the thread id, its summary, and the kept items (raw) waiting to be folded."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.thread(key), ["thread_id", "summary"])
+            pipe.lrange(self.keys.fold(key), 0, -1)
+            (thread_id, summary), raw = await pipe.execute()
+        return _str(thread_id or ""), _str(summary or ""), [_str(r) for r in raw]
 
     async def summary(self, key: ThreadKey) -> str:
         return _str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
 
-    async def save_summary(self, key: ThreadKey, summary: str, folded: int) -> bool:
-        """Replace the summary and drop the ``folded`` oldest fold items; False if the thread is gone."""
+    async def save_summary(self, key: ThreadKey, summary: str, start: tuple[str, str, list[str]]) -> bool:
+        """Replace the summary and drop the folded items, if nothing changed since ``start`` (``fold_pending``)."""
+        thread_id, previous, folded = start
         keys = [self.keys.thread(key), self.keys.fold(key)]
-        return bool(await self.scripts.save_summary(keys=keys, args=[summary, folded]))
+        args: list[str | int] = [summary, len(folded), thread_id, previous, folded[-1] if folded else ""]
+        return bool(await self.scripts.save_summary(keys=keys, args=args))
 
     def fold_lock(self, key: ThreadKey) -> RedisLock:
         """One fold of a thread at a time, across workers; apart from the thread's lock, so answers go on."""
@@ -202,7 +208,7 @@ class Store(RetentionReads):
         await self.scripts.save(keys=keys, args=args)
 
     async def turns(self, key: ThreadKey) -> list[Turn]:
-        return _turns(await self.redis.lrange(self.keys.turns(key), 0, -1))  # type: ignore[misc]
+        return turns_of(await self.redis.lrange(self.keys.turns(key), 0, -1))  # type: ignore[misc]
 
     # -- reads ---------------------------------------------------------------------
     async def get_thread(self, key: ThreadKey) -> ThreadRecord | None:
