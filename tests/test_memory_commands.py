@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from tests.fakes.discord_fixtures import StartBot, fake_discord, start_bot, wait_answer  # noqa: F401
+from tests.fakes.discord_fixtures import StartBot, fake_discord, start_bot, wait_answer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import command_form, dm_event, event_envelope
-from tests.test_slack_http import Slack, fake_slack, slack, start_slack  # noqa: F401
+from tests.test_slack_http import Slack, fake_slack, slack, start_slack
+
+__all__ = ["fake_discord", "fake_slack", "slack", "start_bot", "start_slack"]  # fixtures
 
 
 async def memory_reply(slack: Slack, n: int) -> dict[str, object]:
@@ -28,7 +30,7 @@ async def test_slack_memory_shows_what_is_kept_then_nothing_after_forget(
     await slack.adapter.settle()
     kept = await memory_reply(slack, 2)
     assert "the last 2 messages" in str(kept["text"]) and "/forget" in str(kept["text"])
-    status, _ = await slack.command(command_form("/forget", "", channel="D5",
+    await slack.command(command_form("/forget", "", channel="D5",
                                                  response_url=slack.fake.response_url("forget")))
     await slack.fake.wait_for(lambda: any(name == "forget" for name, _ in slack.fake.responses))
     assert (await memory_reply(slack, 3))["text"] == "I don't remember anything of our conversation here."
