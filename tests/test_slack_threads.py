@@ -276,6 +276,27 @@ async def test_a_shared_conversation_re_created_from_kept_turns_is_erased_whole(
     assert await leftovers(slack.runtime, [ADA, "7311"]) == []
 
 
+async def test_on_the_chat_backend_forget_all_erases_one_speakers_turns_from_the_history(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    slack = await start_slack(assistant_backend="chat")
+    fake = slack.fake
+    people(fake)
+    root = fake.user_says(f"<@{BOT_USER_ID}> my locker is 5512", user=ADA, channel=CHANNEL, mention=True)
+    assert await slack.event(event_envelope(root)) == 200
+    await slack.answers(CHANNEL, root["ts"])
+    follow_up = fake.user_says("mine is 9001", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
+    assert await slack.event(event_envelope(follow_up)) == 200
+    await slack.answers(CHANNEL, root["ts"], count=2)
+    await slack.adapter.settle()
+    status, _ = await slack.command(command_form("/forget", "all", user=ADA, channel=CHANNEL,
+                                                 response_url=fake.response_url("all")))
+    assert status == 200
+    await fake.wait_for(lambda: len(fake.responses) == 1)
+    assert await leftovers(slack.runtime, [ADA, "5512"]) == [], "her turn and the answer repeating it, gone"
+    assert await leftovers(slack.runtime, ["9001"]) != [], "his remain"
+
+
 async def test_the_admin_cli_erases_a_speaker_the_same_way(slack: Slack, fake_openai: FakeOpenAI) -> None:
     fake = slack.fake
     people(fake)

@@ -30,7 +30,9 @@ class Sent:
     text: str
     usage: Usage = field(default_factory=Usage)
     items: tuple[str, ...] = ()
-    """For a shared key (``key.shared``): the ids of the turn's input items, so a speaker can be erased."""
+    """Ids that find this turn's items on the provider again (:meth:`Assistant.delete_items`), so one speaker of
+    a shared conversation can be erased: the Conversations backend gives its answer's output items (known from
+    the response itself, at no extra call), the chat backend a digest of the user message."""
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
     """(tool, outcome) of every tool call the model made: ``web_search``/``mcp:docs``, ``completed``/``failed``."""
 
@@ -57,7 +59,8 @@ class Assistant(Protocol):
         ...
 
     async def delete_items(self, thread_id: str, item_ids: Sequence[str]) -> None:
-        """Delete some items of a thread (a speaker erased from a shared conversation). Items already gone are fine."""
+        """Delete the turns ``item_ids`` (:attr:`Sent.items`) find, their input and their answer (a speaker erased
+        from a shared conversation). Turns already gone are fine."""
         ...
 
     async def summarize(self, turns: Sequence[Turn], *, words: int = 120) -> Sent:

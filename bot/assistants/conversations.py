@@ -105,6 +105,27 @@ def usage_of(usage: Any) -> Usage:
     )
 
 
+def output_ids(response: Any) -> tuple[str, ...]:
+    """The ids of a response's output items (they become the conversation's items of the answer)."""
+    output = getattr(response, "output", None)
+    return tuple(str(i.id) for i in output or () if isinstance(getattr(i, "id", None), str) and i.id)
+
+
+def turn_items(items: Sequence[Any], answers: set[str]) -> set[str]:
+    """Ids of the turns ``answers`` end: from the user message nearest before each answer item up to it.
+
+    ``items`` in the conversation's order (oldest first)."""
+    doomed: set[str] = set()
+    start: int | None = None
+    for index, item in enumerate(items):
+        if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user":
+            start = index
+        if item.id in answers:
+            first = start if start is not None else index
+            doomed.update(str(i.id) for i in items[first:index + 1] if i.id)
+    return doomed
+
+
 def text_of(response: Any, what: str) -> str:
     """The answer's text; an empty or shapeless answer is an Unavailable (logged), never a blank reply."""
     try:
@@ -220,10 +241,7 @@ class ConversationsAssistant:
             except MediaRefused as refused:
                 await plan.refused(refused, self.server)
                 continue
-            sent = plan.finish(sent)
-            if key.shared:
-                sent.items = await self._input_ids(thread_id)
-            return sent
+            return plan.finish(sent)
 
     async def _text_turn(self, plan: MediaPlan) -> UserTurn:
         return await text_turn(plan, FILE_TEXT_TOKENS, self.count)
@@ -237,7 +255,7 @@ class ConversationsAssistant:
             response = await run.call(self.server, self.client.responses.create, params)
             run.see_response(response)
             text = getattr(response, "output_text", "") if run.waiting else text_of(response, what)
-            return Sent(text, usage_of(getattr(response, "usage", None)))
+            return Sent(text, usage_of(getattr(response, "usage", None)), items=output_ids(response))
 
         for delay in (*self.locked_backoff, None):
             try:
@@ -279,11 +297,13 @@ class ConversationsAssistant:
         stream = await run.call(self.server, self.client.responses.create, {**params, "stream": True})
         parts: list[str] = []
         usage: Usage | None = None
+        items: tuple[str, ...] = ()
         async with stream:
             try:
                 async for event in stream:
                     usage = await self._on_event(event, parts, on_delta, run)
                     if usage is not None:
+                        items = output_ids(getattr(event, "response", None))
                         break
             except openai.APITimeoutError:
                 raise
@@ -294,7 +314,7 @@ class ConversationsAssistant:
         text = "".join(parts)
         if not text.strip() and not run.waiting:
             raise broken("streaming an answer", "an empty answer")
-        return Sent(text, usage)
+        return Sent(text, usage, items=items)
 
     @staticmethod
     async def _on_event(event: Any, parts: list[str], on_delta: DeltaCallback, run: ToolRun) -> Usage | None:
@@ -356,35 +376,20 @@ class ConversationsAssistant:
             return
 
     async def delete_items(self, thread_id: str, item_ids: Sequence[str]) -> None:
-        """Delete some items (and the uploads they refer to) of a conversation; a gone one is fine."""
-        try:
-            items = [item async for item in self.client.conversations.items.list(thread_id, limit=100)]
-        except openai.NotFoundError:
-            return
-        wanted = set(item_ids)
-        await delete_all([delete_file(self.client, f) for item in items if item.id in wanted for f in file_ids(item)])
-        await delete_all([self._delete_item(thread_id, item_id) for item_id in sorted(wanted)])
+        """Delete the turns whose answers ``item_ids`` are (with the uploads they refer to).
 
-    async def _input_ids(self, thread_id: str) -> tuple[str, ...]:
-        """The ids of the turn's items: its input (the newest user message) and the answer after it.
-
-        Turns of a conversation are serialised by its lock, so right after the answer the newest user item is
-        this turn's. One extra call, made only for shared conversations (a speaker there may be erased alone,
-        with the answers that repeat their words); the Responses answer itself carries no input ids.
+        A turn's items are its user message and everything after it up to its answer (tool calls, reasoning,
+        the answer): turns of a conversation are serialised by its lock, so the user message nearest before an
+        answer item is that turn's input. The answer's ids come free with the response; only erasing lists the
+        conversation's items.
         """
         try:
-            page = await self.client.conversations.items.list(thread_id, limit=20, order="desc")
-        except openai.APIError as exc:
-            log.warning("could not read the item ids of a turn (%s): erasing its speaker later will miss it",
-                        type(exc).__name__)
-            return ()
-        answer: list[str] = []
-        for item in page.data:
-            if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user" and item.id:
-                return (str(item.id), *answer)
-            if getattr(item, "id", None):
-                answer.append(str(item.id))
-        return ()
+            items = [item async for item in self.client.conversations.items.list(thread_id, limit=100, order="asc")]
+        except openai.NotFoundError:
+            return
+        doomed = turn_items(items, set(item_ids))
+        await delete_all([delete_file(self.client, f) for item in items if item.id in doomed for f in file_ids(item)])
+        await delete_all([self._delete_item(thread_id, item_id) for item_id in sorted(doomed)])
 
     async def summarize(self, turns: Sequence[Turn], *, words: int = 120) -> Sent:
         transcript = "\n".join(f"{t['role']}: {t['text']}" for t in turns)

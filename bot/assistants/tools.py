@@ -223,6 +223,7 @@ class ToolRun:
         """``once(params)``, then follow-ups that decline approval requests; the texts joined, sources appended."""
         texts: list[str] = []
         usage = Usage()
+        items: list[str] = []
         for _ in range(MAX_APPROVAL_ROUNDS + 1):
             try:
                 sent = await once(params)
@@ -231,6 +232,7 @@ class ToolRun:
                     raise
                 continue
             texts.append(sent.text)
+            items += sent.items
             usage = Usage(usage.input_tokens + sent.usage.input_tokens, usage.output_tokens + sent.usage.output_tokens,
                           usage.cached_tokens + sent.usage.cached_tokens)
             declines = self.declines()
@@ -241,4 +243,5 @@ class ToolRun:
         text = said[0] if len(said) == 1 else "\n\n".join(t.strip() for t in said)  # one answer: as it came
         if not text:
             raise broken("sending a message", "an empty answer (after the tools)")
-        return dataclasses.replace(Sent(with_sources(text, self.sources), usage), tool_calls=list(self.tool_calls))
+        return dataclasses.replace(Sent(with_sources(text, self.sources), usage, items=tuple(items)),
+                                   tool_calls=list(self.tool_calls))

@@ -4,8 +4,9 @@ Per thread, in the thread's own hash (so it has the thread's TTL and goes with e
 
 * ``ctx``: the newest platform message already brought into the conversation (the next turn reads only
   what came after it);
-* ``by:<digest>``: the provider's ids of the input items a person wrote, space-separated;
-* ``in:<digest>``: the ids of the items that quote what a person wrote (someone else's turn that brought
+* ``by:<digest>``: ids that find a person's turns on the provider again (:attr:`bot.assistants.base.Sent.items`:
+  for the Conversations backend, the ids of the answers' items), space-separated;
+* ``in:<digest>``: the same for the turns that quote what a person wrote (someone else's turn that brought
   their thread message along as context);
 * ``reseeded``: the conversation was re-created from kept turns (it was lost, or outgrew the context): the
   copies of earlier turns in it carry no record of whose they are, so erasing anyone takes it whole.
