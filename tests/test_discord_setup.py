@@ -55,7 +55,7 @@ async def test_global_commands_sync_only_when_the_set_changes(
     await first.close()
     second = await start_bot()
     assert fake_discord.count("PUT", global_path) == 1  # the second start found the same hash
-    assert [c["name"] for c in fake_discord.commands[None]] == ["forget", "ask"]
+    assert [c["name"] for c in fake_discord.commands[None]] == ["forget", "memory", "ask"]
     assert fake_discord.commands[None][0]["options"][0]["name"] == "all"
     await second.core.store.set_flag(flag_name(fake_discord.application_id), "an older command set")
     await second.close()
