@@ -54,6 +54,10 @@ def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, po
         env |= {"DISCORD_TOKEN": str(urls["discord_token"]), "DISCORD_API_BASE": str(urls["discord_api"])}
     else:
         env |= {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": str(urls["slack_api"])}
+        # The front door's traffic is a user mentioning the bot at the top of a channel of their own, again and
+        # again: one conversation per user and channel, as before the shared-thread default (issue 15), so the
+        # numbers stay comparable. Thread reading and speakers' names are measured by tests/test_slack_threads.py.
+        env["THREAD_SCOPE"] = "user"
         if door == "slack_socket":
             env["SLACK_APP_TOKEN"] = APP_TOKEN
     return env

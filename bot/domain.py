@@ -168,7 +168,9 @@ class Turn(TypedDict):
     """``user`` or ``assistant``."""
     text: str
     by: NotRequired[str]
-    """In a shared conversation, who wrote a user turn (:func:`hash_user`, one-way): erasure finds it."""
+    """In a shared conversation, who wrote the turn (:func:`hash_user`, one-way): erasing them takes it."""
+    about: NotRequired[list[str]]
+    """Whom the turn quoted (thread messages, replied-to messages; :func:`hash_user`): erasing them takes it."""
 
 
 @dataclass(frozen=True, slots=True)

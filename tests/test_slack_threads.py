@@ -171,6 +171,25 @@ async def test_redaction_covers_the_thread_a_turn_brings_along(start_slack: Star
     assert "ops-lead@corp.example" not in sent and "write to" in sent
 
 
+async def test_under_user_scope_each_thread_brings_its_own_earlier_messages(start_slack: StartSlack,
+                                                                           fake_openai: FakeOpenAI) -> None:
+    slack = await start_slack(thread_scope="user")
+    fake = slack.fake
+    people(fake)
+    older = fake.user_says("first thread: the VPN is down", user=BRAM, channel=CHANNEL)["ts"]
+    newer = fake.user_says("second thread: lunch at 1?", user=CHIDI, channel=CHANNEL)["ts"]
+    for root in (newer, older):  # the newer thread first: its mark must not hide the older thread's messages
+        mention = fake.user_says(f"<@{BOT_USER_ID}> thoughts?", user=ADA, channel=CHANNEL, thread_ts=root,
+                                 mention=True)
+        assert await slack.event(event_envelope(mention)) == 200
+        await slack.answers(CHANNEL, root)
+        await slack.adapter.settle()
+    first, second = inputs(fake_openai)
+    assert "lunch at 1?" in first and "the VPN is down" in second
+    assert first.endswith("thoughts?") and not first.endswith("Ada: thoughts?"), "one person's conversation"
+    assert len(fake_openai.active_conversations) == 1, "one conversation per person and channel"
+
+
 async def test_follow_ups_can_be_turned_off(start_slack: StartSlack, fake_openai: FakeOpenAI) -> None:
     slack = await start_slack(slack_follow_ups="off")
     root = slack.fake.user_says(f"<@{BOT_USER_ID}> hi", user=ADA, channel=CHANNEL, mention=True)

@@ -1,7 +1,8 @@
 """What a Slack message brings along: the earlier messages of its thread, and who wrote them.
 
 The core calls the gather function made here (:meth:`SlackContext.gather_for`) when it answers the message,
-under the conversation's lock, with the conversation's mark: the newest Slack message already brought in. So a
+under the conversation's lock, with the conversation's mark: the newest Slack message already brought in from
+its thread (``<root>/<ts>``: a conversation may span threads under ``THREAD_SCOPE=user``). So a
 redelivery the dedupe drops reads nothing, and two messages answered one after the other never bring the same
 lines twice.
 
@@ -116,11 +117,16 @@ class SlackContext:
             return ()
 
         async def gather(mark: str) -> Gathered:
+            # The mark is "<thread root>/<ts>": a conversation may span several threads (THREAD_SCOPE=user or
+            # channel), and a mark only says what was brought in from its own thread.
+            thread = source.root or source.ts
+            seen_in, _, seen = mark.rpartition("/")
+            since = seen if seen_in == thread else ""
             in_thread = bool(source.root and source.root != source.ts and self.limit)
             who, context = await asyncio.gather(
                 self.name(source.team, source.user) if speaker else nobody(),
-                self._context(source, mark, digest) if in_thread else nothing())
-            return Gathered(context, newest(mark, source.ts), who)
+                self._context(source, since, digest) if in_thread else nothing())
+            return Gathered(context, f"{thread}/{newest(since, source.ts)}", who)
 
         return gather
 

@@ -206,8 +206,7 @@ class ChatAssistant:
         await self.history.append(thread_id, [{"role": "user", "content": text},
                                                {"role": "assistant", "content": sent.text}])
         finished = plan.finish(sent)
-        if key.shared:
-            finished.items = (item_id(text),)
+        finished.items = (item_id(text),)
         return finished
 
     async def _answer(self, history: list[Message], plan: MediaPlan, on_delta: DeltaCallback | None,

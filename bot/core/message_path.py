@@ -208,7 +208,7 @@ class Core:
         turn = self.safety.redact(UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments))
         async with self.store.lock(key, claim=msg.message_id, wait=self.lock_wait) as lock:
             await self._admit(self.shared.payer(msg))
-            prepared = await self.shared.prepare(msg, turn)
+            prepared = await self.shared.prepare(msg, turn, lock.mapping.mark)
             turn = self.safety.redact(prepared.turn)  # the context gathered just now is redacted too
             if (flagged := await self.safety.screen_input(key, turn)) is not None:
                 return Answer(flagged, lock.mapping.thread_id)  # no assistant call, nothing kept
@@ -217,7 +217,7 @@ class Core:
             if (flagged := await self.safety.screen_answer(key, answer.text)) is not None:
                 answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage, answer.items)
             await self.shared.record(msg, prepared, answer)
-            turns = self.shared.kept(msg, kept_text(turn), answer.text)
+            turns = self.shared.kept(msg, turn, kept_text(turn), answer.text)
             usage = answer.usage
             try:
                 finished = FinishedTurn(answer.thread_id, self.assistant.name, turns, usage.input_tokens,

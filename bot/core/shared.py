@@ -10,8 +10,9 @@ Around the message path (:mod:`bot.core.message_path`):
   whose words (the speaker's own, and those of everyone the turn quoted), each person named only by
   :func:`~bot.domain.hash_user`; the platform thread is joined (follow-ups there need no mention).
 
-**Erasure** (``/forget all``, ``threads forget-user``): in every shared conversation a person's words are in,
-the items holding them are deleted on the provider (``conversations.items.delete``), their kept turns here,
+**Erasure** (``/forget all``, ``threads forget-user``): in every shared conversation a person's words are in
+(they wrote in it, or a turn quoted their thread message), the items holding them are deleted on the provider
+(``conversations.items.delete``), their kept turns here,
 and the thread's memory summary (it may repeat them). The answers to their turns go with them (they may repeat
 their words), and so do items that quote them in someone else's turn: nothing they wrote stays. A conversation
 nobody else wrote in is forgotten whole, through the one deleter, and so is one that was re-created from kept
@@ -80,16 +81,11 @@ class SharedConversations:
         """The writer of a shared conversation's turn, one-way; "" where the conversation is one person's."""
         return hash_user(msg.key.platform, msg.author) if msg.key.shared and msg.author else ""
 
-    async def prepare(self, msg: Incoming, turn: UserTurn) -> Prepared:
-        """``turn`` with the adapter's gathered context (read now, under the lock), fitted to the budget."""
+    async def prepare(self, msg: Incoming, turn: UserTurn, since: str) -> Prepared:
+        """``turn`` with the adapter's gathered context (read now, under the lock, after ``since``: the mark the
+        lock read with the mapping), fitted to the budget."""
         context, speaker, mark = turn.context, turn.speaker, ""
         if msg.gather is not None:
-            try:
-                since = await self.store.shared.mark(msg.key)
-            except StoreError as exc:
-                log.warning("could not read the context mark of %s (%s); reading the whole thread", msg.key.digest,
-                            exc)
-                since = ""
             try:
                 got = await msg.gather(since)
             except Exception:  # the adapter's reader: its failure must not cost the answer
@@ -101,29 +97,37 @@ class SharedConversations:
         fitted = fit_context(context, self.budget, self.count)
         return Prepared(replace(turn, speaker=speaker, context=fitted), mark)
 
-    def kept(self, msg: Incoming, asked: str, answered: str) -> list[Turn]:
-        """The kept turns of one message; in a shared conversation both carry the writer's digest, so erasing
-        them takes their words and the answer that may repeat them."""
+    def quoted(self, msg: Incoming, turn: UserTurn) -> list[str]:
+        """The people a turn quotes (not bots, not its own writer), one-way."""
+        writer = msg.author if msg.key.shared else msg.key.user
+        return sorted({hash_user(msg.key.platform, q.user) for q in turn.context
+                       if q.user and not q.is_bot and q.user != writer})
+
+    def kept(self, msg: Incoming, turn: UserTurn, asked: str, answered: str) -> list[Turn]:
+        """The kept turns of one message. Both carry, one-way, who wrote them (in a shared conversation) and whom
+        they quoted, so erasing any of them takes the words and the answer that may repeat them."""
+        kept = [Turn(role="user", text=asked), Turn(role="assistant", text=answered)]
         digest = self.digest(msg)
-        if not digest:
-            return [Turn(role="user", text=asked), Turn(role="assistant", text=answered)]
-        return [Turn(role="user", text=asked, by=digest), Turn(role="assistant", text=answered, by=digest)]
+        about = self.quoted(msg, turn) if digest else []
+        for item in kept:
+            if digest:
+                item["by"] = digest
+            if about:
+                item["about"] = about
+        return kept
 
     async def record(self, msg: Incoming, prepared: Prepared, answer: Answer) -> None:
-        """After the answer, before the turn is finished (the lock is still held). Failures only cost bookkeeping."""
+        """After the answer, before the turn is finished (the lock is still held). Failures only cost bookkeeping.
+
+        Who said what is recorded in shared conversations only: their key names nobody, so a person's list of
+        them never names anyone else (a one-person conversation's key names its owner)."""
         key, digest = msg.key, self.digest(msg)
-        quoted = sorted({hash_user(key.platform, q.user) for q in prepared.turn.context if q.user and not q.is_bot})
+        quoted = self.quoted(msg, prepared.turn) if digest else []
+        used = answer.usage.input_tokens + answer.usage.output_tokens
         try:
-            reseeded = key.shared and answer.recovered
-            if prepared.mark or reseeded or (digest and answer.items):
-                await self.store.shared.record(key, mark=prepared.mark, items=answer.items, wrote=digest,
-                                               quoted=quoted, reseeded=reseeded)
-            if digest:
-                used = answer.usage.input_tokens + answer.usage.output_tokens
-                if used:
-                    await self.store.add_tokens(self.payer(msg), used)
-            if msg.place:
-                await self.store.shared.join(msg.place)
+            await self.store.shared.record(key, mark=prepared.mark, items=answer.items if digest else (),
+                                           wrote=digest, quoted=quoted, reseeded=key.shared and answer.recovered,
+                                           place=msg.place, charge=(self.payer(msg), used) if digest else None)
         except StoreError as exc:
             log.warning("answered %s but could not record who said what (%s); erasing a speaker may miss this turn",
                         key.digest, exc)
@@ -196,9 +200,9 @@ class SharedConversations:
                 return 0, 0
             voices = await self.store.shared.voices(key)
             said = voices.people.get(digest)
-            if not voices.separable(digest):
-                # Theirs alone, or re-created from kept turns nobody can tell apart: it goes whole, in the
-                # deleter's one order.
+            if key.shared and said and said.wrote and (voices.reseeded or not voices.others_wrote(digest)):
+                # Theirs alone, or re-created from kept turns (copies of theirs nobody can tell apart): it goes
+                # whole, in the deleter's one order. Quoted only, or in someone's own conversation: their part.
                 done = await self.deleter.delete_held(key, record)
                 await self.store.shared.leave(digest, key)
                 log.info("erased a speaker's shared conversation %s whole (%s)", key.digest,
@@ -209,8 +213,9 @@ class SharedConversations:
             await self.store.shared.erase(key, digest, keep_record=not gone)
             if gone:
                 await self.store.shared.leave(digest, key)
-            log.info("erased a speaker from shared conversation %s (%d items)", key.digest, len(items))
-            return 1, 0 if gone else 1
+            log.info("erased a person's words from conversation %s (%d turns)", key.digest, len(items))
+            # Counted as theirs where they wrote; a conversation that only quoted them is someone else's.
+            return (1 if said and said.wrote else 0), 0 if gone else 1
 
     async def _delete_items(self, thread_id: str, backend: str, items: list[str], key: ThreadKey) -> bool:
         if not items:

@@ -140,7 +140,7 @@ class RedisLock:
     async def _acquire(self) -> tuple[str, Mapping]:
         args: list[str | int] = [self.token, _ms(self.ttl), "1" if self._claim else "0", _ms(2 * self.ttl)]
         reply = cast(list[str], await self.store.scripts.acquire(keys=self._keys, args=args))
-        return reply[0], Mapping(*reply[1:4]) if len(reply) >= 4 else Mapping()
+        return reply[0], Mapping(*reply[1:5]) if len(reply) >= 5 else Mapping()
 
     async def _renew_forever(self) -> None:
         while True:

@@ -71,3 +71,5 @@ class Mapping:
     backend: str = ""
     summary: str = ""
     """The thread's memory (a rolling summary of turns that left the window)."""
+    mark: str = ""
+    """The newest platform message already brought into the conversation (:mod:`bot.store.shared`)."""

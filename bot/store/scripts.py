@@ -9,7 +9,7 @@ only on a single Redis; on Cluster the store updates those in a second step.
 # The one lock of every thread (and of the janitor's lease, which passes the lock key alone).
 # With a claim, the message's marker becomes 'p:<token>' until answered, then 'done'. Idempotent for
 # one token, so a client retry after a lost reply cannot mistake our own claim for a duplicate.
-# Returns {'dup'}, {'busy'} or {'ok', thread_id, backend, summary}.
+# Returns {'dup'}, {'busy'} or {'ok', thread_id, backend, summary, context mark}.
 ACQUIRE = """
 if ARGV[3] == '1' and redis.call('GET', KEYS[3]) ~= 'p:' .. ARGV[1] then
   if not redis.call('SET', KEYS[3], 'p:' .. ARGV[1], 'NX', 'PX', ARGV[4]) then
@@ -22,10 +22,10 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   end
 end
 if KEYS[2] then
-  local v = redis.call('HMGET', KEYS[2], 'thread_id', 'backend', 'summary')
-  return {'ok', v[1] or '', v[2] or '', v[3] or ''}
+  local v = redis.call('HMGET', KEYS[2], 'thread_id', 'backend', 'summary', 'ctx')
+  return {'ok', v[1] or '', v[2] or '', v[3] or '', v[4] or ''}
 end
-return {'ok', '', '', ''}
+return {'ok', '', '', '', ''}
 """
 
 # KEYS: thread, turns, lock, seen, fold, [index, index_ids, user, daily_tokens]

@@ -14,8 +14,9 @@ Per thread, in the thread's own hash (so it has the thread's TTL and goes with e
 ``<digest>`` is :func:`~bot.domain.hash_user`, one-way: no record names a person in clear. Kept user turns
 of a shared conversation carry the same digest (``"by"`` in their JSON), so erasure finds them.
 
-Per person, ``{prefix}:shared:<digest>`` is the set of shared conversations (thread key ids) their words are
-in: the list ``/forget all`` walks. Its members name a channel and a platform thread, never the person.
+Per person, ``{prefix}:shared:<digest>`` is the set of shared conversations (thread key ids) their words are in
+(they wrote there, or a turn there quoted them): the list ``/forget all`` walks. Its members name a channel and a
+platform thread, never a person.
 
 ``{prefix}:joined:<hash>`` marks a platform thread the bot answered in (``Incoming.place``): follow-ups
 there need no mention. It lives as long as an idle conversation does.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,9 +81,9 @@ class Voices:
     reseeded: bool = False
     """Re-created from kept turns: whose words its earlier items hold is not known."""
 
-    def separable(self, digest: str) -> bool:
-        """Whether one person can be erased alone: someone else wrote here, and every item's writer is known."""
-        return not self.reseeded and any(d != digest and said.wrote for d, said in self.people.items())
+    def others_wrote(self, digest: str) -> bool:
+        """Whether anyone else wrote a turn here."""
+        return any(d != digest and said.wrote for d, said in self.people.items())
 
 
 class SharedRecords:
@@ -101,32 +103,34 @@ class SharedRecords:
     def _joined(self, place: str) -> str:
         return f"{self.keys.prefix}:joined:{hashlib.sha256(place.encode()).hexdigest()[:24]}"
 
-    # -- the message path --------------------------------------------------------------------------
-    async def mark(self, key: ThreadKey) -> str:
-        """The newest platform message already brought into this conversation ("" at first)."""
-        return _str(await self.redis.hget(self.keys.thread(key), MARK) or "")  # type: ignore[misc]
-
-    async def record(self, key: ThreadKey, *, mark: str, items: Sequence[str], wrote: str = "",
-                     quoted: Sequence[str] = (), reseeded: bool = False) -> bool:
-        """Record the mark, which items hold whose words, and whether the conversation was re-created from kept
-        turns; False when the thread no longer exists."""
+    # -- the message path (the mark itself is read with the thread's lock: ``Mapping.mark``) ------------
+    async def record(self, key: ThreadKey, *, mark: str = "", items: Sequence[str] = (), wrote: str = "",
+                     quoted: Sequence[str] = (), reseeded: bool = False, place: str = "",
+                     charge: tuple[ThreadKey, int] | None = None) -> bool:
+        """After an answer, in at most two round trips: the mark, which items hold whose words and whether the
+        conversation was re-created from kept turns (in the thread hash, only while it exists: False if not);
+        then the people's sets, the joined ``place``, and the writer's daily tokens (``charge``: their key)."""
         fields = ([BY + wrote] if wrote else []) + [IN + d for d in quoted if d != wrote]
-        args = [mark, "1" if reseeded else "", " ".join(items) if fields else "", *fields]
-        if not await self._record(keys=[self.keys.thread(key)], args=args):
-            return False
-        people = [d for d in (wrote, *quoted) if d]
-        if items and people:
-            ttl = max(1, int(self.idle_ttl * 1000))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for digest in dict.fromkeys(people):
-                    pipe.sadd(self.person(digest), key.id)
-                    pipe.pexpire(self.person(digest), ttl)
-                await pipe.execute()
+        if mark or reseeded or (fields and items):
+            args = [mark, "1" if reseeded else "", " ".join(items) if fields else "", *fields]
+            if not await self._record(keys=[self.keys.thread(key)], args=args):
+                return False
+        people = list(dict.fromkeys(d for d in (wrote, *quoted) if d)) if items else []
+        if not (people or place or (charge and charge[1])):
+            return True
+        ttl = max(1, int(self.idle_ttl * 1000))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for digest in people:
+                pipe.sadd(self.person(digest), key.id)
+                pipe.pexpire(self.person(digest), ttl)
+            if place:
+                pipe.set(self._joined(place), "1", px=ttl)
+            if charge and charge[1]:
+                tokens = self.keys.tokens(charge[0], time.strftime("%Y%m%d", time.gmtime()))
+                pipe.incrby(tokens, charge[1])
+                pipe.expire(tokens, 2 * 86400)
+            await pipe.execute()
         return True
-
-    async def join(self, place: str) -> None:
-        """The bot answered in this platform thread: follow-ups there need no mention."""
-        await self.redis.set(self._joined(place), "1", px=max(1, int(self.idle_ttl * 1000)))
 
     async def joined(self, place: str) -> bool:
         return bool(await self.redis.exists(self._joined(place)))
@@ -166,7 +170,7 @@ class SharedRecords:
         removed = 0
         for name in lists:
             raw = await self.redis.lrange(name, 0, -1)  # type: ignore[misc]
-            theirs = [_str(item) for item in raw if _by(item) == digest]
+            theirs = [_str(item) for item in raw if digest in _whose(item)]
             if theirs:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for item in dict.fromkeys(theirs):
@@ -182,9 +186,13 @@ class SharedRecords:
         await self.redis.srem(self.person(digest), key.id)  # type: ignore[misc]
 
 
-def _by(item: Any) -> str:
+def _whose(item: Any) -> set[str]:
+    """The people a kept turn holds words of: who wrote it (``by``) and whom it quoted (``about``)."""
     try:
         value = json.loads(item)
     except (TypeError, ValueError):
-        return ""
-    return str(value.get("by") or "") if isinstance(value, dict) else ""
+        return set()
+    if not isinstance(value, dict):
+        return set()
+    about = value.get("about")
+    return {str(d) for d in [value.get("by"), *(about if isinstance(about, list) else [])] if d}
