@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 PACKAGES = ("bot", "adapters")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -27,10 +27,11 @@ import aiohttp
 import pytest
 
 from bot.ops.metrics_http import start_metrics_server
-from tests.conftest import MakeRuntime, free_port, start_redis_server
 from tests.fakes.slack_server import FakeSlack
+from tests.support.fixtures import MakeRuntime, free_port, start_redis_server
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 DOWN = "redis://:hunter2-secret@127.0.0.1:1/0"
 TOKENS = {"OPENAI_API_KEY": "sk-test", "SLACK_BOT_TOKEN": "xoxb-test-token", "DISCORD_TOKEN": "discord-test-token"}
 COMMANDS = [["slack"], ["discord"], ["janitor"], ["threads", "stats"], ["console"]]

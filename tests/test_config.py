@@ -11,8 +11,9 @@ import pytest
 
 from bot.config import ConfigError, load_settings
 from bot.durations import DurationError, format_duration, parse_duration
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,9 @@ from dotenv import dotenv_values
 from bot.__main__ import _parser as cli_parser
 from bot.config import Settings, load_settings
 from bot.ops.admin import _parser as threads_parser
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 README = ROOT / "README.md"
 ENV_EXAMPLE = ROOT / ".env.example"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"

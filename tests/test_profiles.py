@@ -27,11 +27,11 @@ from bot.ops.safety_check import check_profiles
 from bot.profiles import McpServer, ProfileError, load_profiles, parse_profiles, read_profiles
 from bot.profiles.model import Profile
 from bot.runtime import Runtime
-from tests.conftest import MakeRuntime, settings_for_test
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import TEAM_ID, event_envelope
-from tests.test_settings_first_hour import bot, stderr_lines
-from tests.test_slack_http import StartSlack, fake_slack, start_slack  # noqa: F401
+from tests.support.cli import bot, stderr_lines
+from tests.support.fixtures import MakeRuntime, settings_for_test
+from tests.support.slack import StartSlack
 
 BASE = Profile("gpt-test", "Be brief.")
 SUPPORT = ThreadKey("slack", "T0123", "C0456", "U1")
@@ -256,7 +256,7 @@ async def test_the_chat_backend_applies_model_and_instructions(make_runtime: Mak
 
 
 async def test_a_new_slack_assistant_thread_gets_its_profiles_suggested_prompts(
-    start_slack: StartSlack, tmp_path: Path  # noqa: F811
+    start_slack: StartSlack, tmp_path: Path
 ) -> None:
     text = f"profiles:\n  - match: {{platform: slack, workspace: {TEAM_ID}}}\n    suggested_prompts:\n" \
            "      - {title: Open a ticket, message: Help me write a support ticket.}\n"

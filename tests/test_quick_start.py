@@ -36,8 +36,9 @@ import pytest
 
 from bot.config import Settings
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 README = ROOT / "README.md"
 PROMPT_READY = r"\x1b\[\?2004h"
 INSTALL_WITHIN = 300.0

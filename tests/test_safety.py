@@ -18,9 +18,9 @@ from bot.errors import Unavailable
 from bot.ops.safety_check import check_moderation, require_moderation
 from bot.runtime import Runtime
 from bot.safety import FLAGGED_ANSWER, FLAGGED_INPUT, Redactor, parse_patterns
-from tests.conftest import MakeRuntime, settings_for_test
 from tests.fakes.openai_server import FakeOpenAI, FakeOpenAIThread
-from tests.test_settings_first_hour import bot, stderr_lines
+from tests.support.cli import bot, stderr_lines
+from tests.support.fixtures import MakeRuntime, settings_for_test
 
 KEY = ThreadKey("slack", "T1", "C1", "U0RAWUSERID")
 EMAIL = "jane.doe+ops@example.co.uk"

@@ -10,41 +10,22 @@ environment built from scratch and, for ``.env``, a temporary working directory.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import ConfigError, load_settings, unknown_env_keys
 from bot.durations import DurationError, parse_duration
+from tests.support.cli import bot, stderr_lines
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 DURATIONS = ["OPENAI_TIMEOUT", "THREAD_IDLE_TTL", "LOCK_TTL", "DEDUPE_TTL", "JANITOR_INTERVAL", "SHUTDOWN_GRACE"]
 KEY_REQUIRED = "configuration error: OPENAI_API_KEY is required for this command but is not set"
 
 
-def bot(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, dotenv: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m bot ARGS`` in ``cwd``, with only PATH, HOME, PYTHONPATH and ``env``; ``dotenv`` goes to cwd/.env."""
-    if dotenv is not None:
-        (cwd / ".env").write_text(dotenv, encoding="utf-8")
-    environ = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(cwd), "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=cwd,
-        timeout=60,
-    )
 
 
-def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return result.stderr.strip().splitlines()
 
 
 def no_unit(name: str, number: str) -> str:

@@ -20,14 +20,12 @@ import aiohttp
 import pytest
 
 from bot.assistants.errors import UNREACHABLE_SENTENCE
-from tests.conftest import free_port
-from tests.fakes.discord_fixtures import fake_discord
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.slack_server import FakeSlack
+from tests.support.fixtures import free_port
+from tests.support.paths import REPO_ROOT
 
-__all__ = ["fake_discord"]  # fixture
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 BOLT_NOTE = "As you gave `client` as well, `token` will be unused"
 VOICE_NOTE = "voice will NOT be supported"
 

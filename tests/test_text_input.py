@@ -12,7 +12,7 @@ import pytest
 
 from bot.text import clean_input
 from tests.fakes.openai_server import FakeOpenAI
-from tests.test_console import base_env, run_console
+from tests.support.console import base_env, run_console
 
 FAMILY = "\U0001F468\u200D\U0001F469\u200D\U0001F467"
 """👨‍👩‍👧: one family, three people joined by ZERO WIDTH JOINER."""

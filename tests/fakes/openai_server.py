@@ -47,8 +47,6 @@ from .openai_state import (
 )
 from .openai_tools import ToolsApi
 
-__all__ = ["ConversationState", "FakeOpenAI", "FakeOpenAIThread", "RequestRecord", "Truncation"]
-
 ReplyFn = Callable[[str, list[JSON]], str]
 _INDEX = web.RequestKey("record_index", int)
 _BODY = web.RequestKey("body", dict)

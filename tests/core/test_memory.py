@@ -1,0 +1,123 @@
+"""Memory across a lost conversation: kept turns that leave the window are folded into a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from bot.domain import Incoming, ThreadKey
+from bot.ops import janitor
+from bot.runtime import Runtime
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.fixtures import MakeRuntime
+from tests.support.threads import age
+
+KEY = ThreadKey("slack", "T1", "D1", "U1")
+
+
+async def waiting(rt: Runtime) -> list[str]:
+    """Kept items waiting to be folded into the summary."""
+    return (await rt.store.fold_pending(KEY))[2]
+
+
+def msg(text: str, mid: str) -> Incoming:
+    return Incoming(KEY, text, mid, is_dm=True)
+
+
+async def chat(rt: Runtime, turns: int, *, first: str = "zebracorn") -> str:
+    thread = ""
+    for n in range(turns):
+        text = f"My project is called {first}." if n == 0 else f"Turn {n}: tell me more."
+        answer = await rt.core.handle(msg(text, f"{first}-{n}-{uuid.uuid4().hex[:6]}"))
+        assert answer is not None
+        thread = answer.thread_id
+        await rt.core.memory.settle()
+    return thread
+
+
+async def test_a_lost_conversation_is_reprimed_with_the_summary_then_the_kept_turns(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=10, memory_fold_every=6)
+    old = await chat(rt, 40)
+    summary = await rt.store.summary(KEY)
+    assert "zebracorn" in summary  # the fake's summariser echoes what it was given: turn 0 is remembered
+    fake_openai.delete_conversation(old)
+    answer = await rt.core.handle(msg("What is my project called?", "m-last"))
+    assert answer is not None and answer.recovered and answer.text == "echo: What is my project called?"
+    first_items = [i for i in fake_openai.conversations[answer.thread_id].items][:3]
+    texts = [str(i["content"]) for i in first_items]
+    assert "Summary of our earlier conversation" in texts[0] and "zebracorn" in texts[0]
+    assert "Turn 35" in texts[1] or "Turn 35" in texts[2]  # then the kept turns, oldest first
+
+
+async def test_a_slow_fold_never_delays_an_answer(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2)
+    await chat(rt, 3)
+    fake_openai.standalone_latency = 30  # the summary call hangs; answers must not wait for it
+    for n in range(3, 6):
+        answer = await asyncio.wait_for(rt.core.handle(msg(f"Turn {n}", f"m{n}")), 10)
+        assert answer is not None
+    assert rt.core.memory._folds  # a fold is still under way while the answers are all in
+    fake_openai.standalone_latency = 0
+
+
+async def test_forget_and_the_janitor_leave_no_memory(make_runtime: MakeRuntime) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2, thread_idle_ttl="1h")
+    await chat(rt, 6)
+    assert await rt.store.summary(KEY) and await rt.redis.exists(rt.store.keys.fold(KEY)) in (0, 1)
+    assert (await rt.core.memory.show(KEY))[0]
+    await rt.core.forget(KEY)
+    assert await rt.core.memory.show(KEY) == ("", 0)
+    assert not await rt.redis.exists(rt.store.keys.thread(KEY), rt.store.keys.fold(KEY))
+    await chat(rt, 6)
+    await age(rt, KEY, 7200)
+    await janitor.run_pass(rt)
+    assert await rt.core.memory.show(KEY) == ("", 0)
+
+
+async def test_a_failed_fold_keeps_the_turns_for_the_next(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2, openai_max_retries=0)
+    await chat(rt, 2)  # four items kept: nothing has left the window yet
+    assert await waiting(rt) == []
+    answer = await rt.core.handle(msg("Turn 2", "m-2"))
+    # The fold started by that answer has not reached the fake yet (nothing awaited since): fail it.
+    fake_openai.fail_next(500, path_prefix="/v1/responses")
+    await rt.core.memory.settle()
+    assert answer is not None and answer.text == "echo: Turn 2"
+    assert len(await waiting(rt)) == 2 and await rt.store.summary(KEY) == ""
+    assert await rt.core.memory.fold(KEY)  # the next fold takes them
+    assert await waiting(rt) == [] and "zebracorn" in await rt.store.summary(KEY)
+
+
+async def test_summary_tokens_count_against_the_daily_budget(make_runtime: MakeRuntime) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2, user_daily_tokens=10**9)
+    await chat(rt, 2)
+    before = await rt.store.tokens_today(KEY)
+    await chat(rt, 3, first="again")
+    folded = rt.metrics.render().decode()
+    assert await rt.store.tokens_today(KEY) > before and "threadkeeper_tokens_total" in folded
+
+
+async def test_memory_off_keeps_todays_behaviour(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
+    rt = await make_runtime(memory="off", keep_turns=4)
+    await chat(rt, 8)
+    assert await rt.store.summary(KEY) == "" and await waiting(rt) == []
+    assert fake_openai.count("POST", "/v1/responses") == 8
+
+
+async def test_a_fold_that_ends_after_forget_writes_nothing_back(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2)
+    await chat(rt, 2)
+    fake_openai.standalone_latency = 1.0  # the fold's summary call ends after what follows
+    await rt.core.handle(msg("Turn 2", "m-2"))  # two items left the window: a fold starts
+    await rt.core.forget(KEY)
+    await rt.core.handle(msg("a new conversation", "m-new"))
+    assert rt.core.memory._folds  # still folding the forgotten conversation
+    await rt.core.memory.settle()
+    fake_openai.standalone_latency = 0
+    assert await rt.store.summary(KEY) == ""  # the forgotten conversation's words did not come back
