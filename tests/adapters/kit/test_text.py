@@ -111,7 +111,8 @@ def test_clean_input_properties(text: str) -> None:
     assert unicodedata.is_normalized("NFC", cleaned)
     for char in cleaned:
         assert char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cs")
-        assert not ("\u200b" <= char <= "\u200f" or "\u202a" <= char <= "\u202e")
+        # The joiners U+200C and U+200D stay: emoji sequences and Persian/Indic spelling need them.
+        assert char in "\u200c\u200d" or not ("\u200b" <= char <= "\u200f" or "\u202a" <= char <= "\u202e")
         assert not ("\u2066" <= char <= "\u2069" or char == "\ufeff")
 
 
