@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 
 import discord
 import discord.http
@@ -102,9 +103,11 @@ class DiscordAdapter:
             raise exc
 
     async def drain(self, grace: float) -> None:
-        """Finish answers in flight (bounded): the core first, then our final edits."""
+        """Finish answers in flight within ``grace`` in all: the core first, then our final edits, which
+        may still wait their turn in a busy channel's edit budget."""
+        deadline = time.monotonic() + grace
         await self.core.drain(grace)
-        await self.in_flight.wait(max(1.0, grace / 5))
+        await self.in_flight.wait(max(1.0, deadline - time.monotonic()))
 
     async def close(self) -> None:
         self.edits.unwatch()
