@@ -32,27 +32,38 @@ def free_port() -> int:
 
 
 def start_redis_server(port: int | None = None, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway redis-server on loopback; returns (process, url)."""
+    """A throwaway redis-server on loopback; returns (process, url) once it answers PING.
+
+    A free port can be taken by another process between our probe and redis-server's bind (test runs
+    share this machine), and a loaded machine starts it slowly: a server that exits is started again on
+    another port, and each start gets a deadline of its own instead of a fixed number of tries.
+    """
     binary = shutil.which("redis-server")
     if not binary:
         pytest.skip("redis-server is not installed")
-    port = port or free_port()
-    workdir = tempfile.mkdtemp(prefix="tk-redis-")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen(
-        [*args, *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(200):
+    for _ in range(5):
+        chosen = port or free_port()
+        workdir = tempfile.mkdtemp(prefix="tk-redis-")
+        args = [binary, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", workdir]
+        proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=chosen, socket_connect_timeout=0.5, socket_timeout=0.5)
+        deadline = time.monotonic() + 30
         try:
-            if client.ping():
-                break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    client.close()
-    return proc, f"redis://127.0.0.1:{port}/0"
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    # Ours, not another run's server that holds the port (ours then exits).
+                    if client.ping() and client.info("server").get("process_id") == proc.pid:
+                        return proc, f"redis://127.0.0.1:{chosen}/0"
+                except redis.RedisError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        proc.kill()
+        proc.wait(5)
+        if port:
+            break
+    raise RuntimeError("could not start a throwaway redis-server")
 
 
 def _answers(url: str) -> bool:
