@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 import discord
@@ -65,35 +66,40 @@ def build_tree(client: discord.Client, core: Core) -> app_commands.CommandTree[d
     return tree
 
 
-async def answer_forget(core: Core, interaction: discord.Interaction, everything: bool) -> None:
-    """Defer at once (ephemeral: only the asker sees it), forget, then answer with a followup."""
+async def answer_privately(interaction: discord.Interaction, command: str, work: Callable[[], Awaitable[str]]) -> None:
+    """Defer at once (ephemeral: only the asker sees it), do the work, then answer with a followup."""
     await interaction.response.defer(ephemeral=True, thinking=True)
-    key = interaction_key(interaction)  # where the app is a user install: the user's own conversation
     try:
+        text = await work()
+    except Exception as exc:
+        text = user_sentence(exc, log, command)
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.error("could not answer %s: %s", command, exc)
+
+
+async def answer_forget(core: Core, interaction: discord.Interaction, everything: bool) -> None:
+    """``/forget [all]``; where the app is a user install, the user's own conversation."""
+
+    async def forget() -> str:
+        key = interaction_key(interaction)
         if everything:
             result = await core.forget_user(PLATFORM, key.workspace, key.user)
         else:
             result = await core.forget_channel(key)
-        text = forget_text(DISCORD_FORGET, result, everything=everything)
-    except Exception as exc:
-        text = user_sentence(exc, log, "/forget")
-    try:
-        await interaction.followup.send(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.error("could not answer /forget: %s", exc)
+        return forget_text(DISCORD_FORGET, result, everything=everything)
+
+    await answer_privately(interaction, "/forget", forget)
 
 
 async def answer_memory(core: Core, interaction: discord.Interaction) -> None:
-    """``/memory``: defer privately, then say what is remembered of the conversation here."""
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    try:
-        text = memory_text(*await core.memory_of(interaction_key(interaction)))
-    except Exception as exc:
-        text = user_sentence(exc, log, "/memory")
-    try:
-        await interaction.followup.send(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.error("could not answer /memory: %s", exc)
+    """``/memory``: what is remembered of the conversation here."""
+
+    async def remembered() -> str:
+        return memory_text(*await core.memory_of(interaction_key(interaction)))
+
+    await answer_privately(interaction, "/memory", remembered)
 
 
 def command_hash(tree: app_commands.CommandTree[discord.Client]) -> str:
