@@ -25,7 +25,7 @@ from discord import app_commands
 from adapters.discord.feedback import feedback_view
 from adapters.discord.parse import PLATFORM, forget_key
 from adapters.discord.reply import DISCORD_TEXT_LIMIT, NO_MENTIONS
-from adapters.kit.reply import Pump, deliver
+from adapters.kit.reply import Pump, PumpedText, deliver
 from adapters.kit.text import split_text
 from bot.core import Core
 from bot.domain import Incoming, ThreadKey
@@ -51,7 +51,7 @@ def interaction_key(interaction: discord.Interaction) -> ThreadKey:
     return forget_key(interaction)
 
 
-class InteractionReply:
+class InteractionReply(PumpedText):
     """One answer shown by editing an interaction's original response (a :class:`~adapters.kit.reply.Reply`)."""
 
     def __init__(self, interaction: discord.Interaction, *, interval: float = 1.0, digest: str = "-",
@@ -66,16 +66,6 @@ class InteractionReply:
     async def begin(self) -> None:
         if not self.interaction.response.is_done():
             await self.interaction.response.defer(thinking=True)
-
-    async def on_delta(self, delta: str) -> None:
-        self._text += delta
-        self._tool = ""
-        if self._text.strip():
-            self._pump.wake()
-
-    async def on_status(self, status: str) -> None:
-        self._tool = status
-        self._pump.wake()
 
     async def finish(self, text: str) -> None:
         await self._pump.stop()

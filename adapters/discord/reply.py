@@ -25,7 +25,7 @@ from typing import TypeVar
 import discord
 
 from adapters.discord.limits import ChannelEdits
-from adapters.kit.reply import Pump
+from adapters.kit.reply import Pump, PumpedText
 from adapters.kit.text import split_text
 
 log = logging.getLogger("threadkeeper.discord")
@@ -45,7 +45,7 @@ Destination = Callable[[], Awaitable[discord.abc.Messageable]]
 T = TypeVar("T")
 
 
-class DiscordReply:
+class DiscordReply(PumpedText):
     """One answer's messages in one channel: a :class:`~adapters.kit.reply.Reply`.
 
     ``channel`` gets the typing indicator; ``destination`` is awaited once, at the first send, for the
@@ -90,18 +90,6 @@ class DiscordReply:
         """Show "typing" until the first message goes out."""
         if self._typing is None:
             self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
-
-    async def on_delta(self, delta: str) -> None:
-        """Collect a streamed delta; the pump renders it (immediately the first time)."""
-        self._text += delta
-        self._tool = ""
-        if self._text.strip():
-            self._pump.wake()
-
-    async def on_status(self, status: str) -> None:
-        """A status line edited in place (the first message when nothing streamed yet)."""
-        self._tool = status
-        self._pump.wake()
 
     async def finish(self, text: str) -> None:
         """Render the final text (the core's ``answer.text``, which wins over the streamed deltas)."""

@@ -142,3 +142,24 @@ class Pump:
                 self._dirty.set()  # what was skipped is still to show
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(self._interval, later or 0.0))
+
+
+class PumpedText:
+    """The delta and status half of a :class:`Reply` whose text is shown through a :class:`Pump`: collect
+    the text (a delta clears the tool status line), mark it new, wake the pump."""
+
+    _text: str
+    _tool: str
+    _pump: Pump
+
+    async def on_delta(self, delta: str) -> None:
+        self._text += delta
+        self._tool = ""
+        if self._text.strip():
+            self._pump.wake()
+
+    async def on_status(self, status: str) -> None:
+        """A status line (a tool at work), shown in place until text comes."""
+        self._tool = status
+        self._pump.wake()
+
