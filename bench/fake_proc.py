@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -103,38 +104,75 @@ def _serve(conn: Connection, turn_latency: float, meta_latency: float, context_l
     conn.close()
 
 
-class FakeProcess:
-    """Handle on the fake's process. Blocking calls: from async code use ``asyncio.to_thread``."""
+class ChildProcess:
+    """A bench helper in a spawned process, driven over a pipe: ``(status, value)`` for each command.
+    Blocking calls: from async code use ``asyncio.to_thread``."""
 
-    def __init__(self, *, turn_latency: float = 0.0, meta_latency: float = 0.0, context_limit: int | None = None):
-        self._args = (turn_latency, meta_latency, context_limit)
+    what = "child process"
+
+    def __init__(self) -> None:
         self._conn: Connection | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._lock = threading.Lock()
-        self.base_url = ""
 
-    def start(self) -> str:
+    def _spawn(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> Connection:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, *self._args), name="bench-fake-openai", daemon=True)
+        self._proc = ctx.Process(target=target, args=(child, *args), name=name, daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent
+        return parent
+
+    def call(self, *cmd: Any, within: float | None = None) -> Any:
+        if self._conn is None:
+            raise RuntimeError(f"{self.what} not started")
+        with self._lock:
+            self._conn.send(cmd)
+            if within is not None and not self._conn.poll(within):
+                raise TimeoutError(f"the {self.what} did not answer {cmd[0]} within {within:.0f} s")
+            status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"{self.what} command {cmd[0]} failed: {value}")
+        return value
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self) -> None:
+        conn, proc = self._conn, self._proc
+        self._conn = self._proc = None
+        if conn is not None:
+            try:
+                conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            conn.close()
+        if proc is not None:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+
+
+class FakeProcess(ChildProcess):
+    """Handle on the fake OpenAI's process."""
+
+    what = "fake OpenAI process"
+
+    def __init__(self, *, turn_latency: float = 0.0, meta_latency: float = 0.0, context_limit: int | None = None):
+        super().__init__()
+        self._args = (turn_latency, meta_latency, context_limit)
+        self.base_url = ""
+
+    def start(self) -> str:
+        parent = self._spawn(_serve, self._args, "bench-fake-openai")
         if not parent.poll(30):
             self.stop()
             raise RuntimeError("the fake OpenAI process did not start within 30 s")
         self.base_url = str(parent.recv())
         return self.base_url
-
-    def call(self, *cmd: Any) -> Any:
-        if self._conn is None:
-            raise RuntimeError("fake process not started")
-        with self._lock:
-            self._conn.send(cmd)
-            status, value = self._conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"fake command {cmd[0]} failed: {value}")
-        return value
 
     def count(self, method: str, path_prefix: str) -> int:
         return int(self.call("count", method, path_prefix))
@@ -161,21 +199,6 @@ class FakeProcess:
 
     def truncations(self) -> int:
         return int(self.call("truncations"))
-
-    def stop(self) -> None:
-        conn, proc = self._conn, self._proc
-        self._conn = self._proc = None
-        if conn is not None:
-            try:
-                conn.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
-            conn.close()
-        if proc is not None:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
 
     def __enter__(self) -> FakeProcess:
         self.start()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
-import threading
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
@@ -24,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.fake_proc import ChildProcess
 from bench.front_fakes import Expected, TimedDiscord, TimedOpenAI, TimedSlack, Watch
 from tests.fakes import discord_payloads as dp
 from tests.fakes.slack_server import BOT_USER_ID, dm_event, event_envelope, mention_event, sign
@@ -215,52 +214,19 @@ def _serve(conn: Connection) -> None:
     conn.close()
 
 
-class FakesProcess:
-    """Handle on the fakes' process; blocking calls (from async code: ``asyncio.to_thread``)."""
+class FakesProcess(ChildProcess):
+    """Handle on the fakes' process."""
+
+    what = "fakes' process"
 
     def __init__(self) -> None:
-        self._conn: Connection | None = None
-        self._proc: multiprocessing.process.BaseProcess | None = None
-        self._lock = threading.Lock()
+        super().__init__()
         self.urls: JSON = {}
 
     def start(self) -> JSON:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), name="bench-front-fakes", daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        self._spawn(_serve, (), "bench-front-fakes")
         self.urls = dict(self.call("start"))
         return self.urls
 
-    def call(self, *cmd: Any, within: float = 900.0) -> Any:
-        if self._conn is None:
-            raise RuntimeError("fakes process not started")
-        with self._lock:
-            self._conn.send(cmd)
-            if not self._conn.poll(within):
-                raise TimeoutError(f"the fakes' process did not answer {cmd[0]} within {within:.0f} s")
-            status, value = self._conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"fakes command {cmd[0]} failed: {value}")
-        return value
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def stop(self) -> None:
-        conn, proc = self._conn, self._proc
-        self._conn = self._proc = None
-        if conn is not None:
-            try:
-                conn.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
-            conn.close()
-        if proc is not None:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
+    def call(self, *cmd: Any, within: float | None = 900.0) -> Any:
+        return super().call(*cmd, within=within)
