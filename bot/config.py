@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     moderation: Literal["off", "input", "both"] = "off"
     moderation_model: str = "omni-moderation-latest"
     redact_patterns: str | None = None
+    tool_approval_timeout: Annotated[float, BeforeValidator(_duration), Field(gt=0, le=600)] = 120.0
 
     # Slack
     slack_bot_token: SecretStr | None = None

@@ -18,6 +18,25 @@ StatusCallback = Callable[[str], Awaitable[None]]
 """Called with a short line on what the assistant is doing ("searching the web…"). Optional for adapters."""
 
 
+@dataclass(frozen=True, slots=True)
+class ToolApproval:
+    """A tool call the model wants to make that needs the asker's approval (an MCP tool not allowed as
+    read-only): what the approval prompt names. The arguments are the model's, untrusted."""
+
+    server: str
+    tool: str
+    arguments: str
+    token: str = ""
+    """Set by the core: what the prompt's buttons carry (random; the store binds it to the asker)."""
+
+
+ApprovalDecision = Literal["approved", "declined", "expired"]
+Approve = Callable[[ToolApproval], Awaitable[ApprovalDecision]]
+"""The core's callback for the assistant: ask the asker, wait (bounded) for their decision."""
+AskApproval = Callable[[ToolApproval], Awaitable[None]]
+"""The adapter's: show the asker a private prompt with Approve / Decline buttons (``token`` set)."""
+
+
 def _escape(part: str) -> str:
     """Keep ':' and the hash-tag braces out of key components."""
     return part.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
@@ -147,6 +166,9 @@ class Incoming:
     follow-ups need no mention."""
     gather: Gather | None = field(default=None, compare=False)
     """Reads the context (and the speaker's name) when the message is answered: see :class:`Gathered`."""
+    ask: AskApproval | None = field(default=None, compare=False)
+    """Shows the asker an approval prompt for a tool call (:mod:`bot.core.approvals`); None: tools that need
+    approval are declined."""
 
 
 @dataclass(frozen=True, slots=True)

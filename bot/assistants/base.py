@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.domain import DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn
+from bot.domain import Approve, DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn
 from bot.profiles import Profile
 
 
@@ -34,7 +34,8 @@ class Sent:
     a shared conversation can be erased: the Conversations backend gives its answer's output items (known from
     the response itself, at no extra call), the chat backend a digest of the user message."""
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
-    """(tool, outcome) of every tool call the model made: ``web_search``/``mcp:docs``, ``completed``/``failed``."""
+    """(tool, outcome) of every tool call the model made: ``web_search``/``mcp:docs``, ``completed``/``failed``, or
+    for one that needed approval ``approved``/``declined``/``expired``."""
 
 
 class Assistant(Protocol):
@@ -46,12 +47,13 @@ class Assistant(Protocol):
 
     async def send(
         self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None,
-        profile: Profile | None = None, on_status: StatusCallback | None = None,
+        profile: Profile | None = None, on_status: StatusCallback | None = None, approve: Approve | None = None,
     ) -> Sent:
         """Add the user's turn and return the answer. Raises ThreadGone, ContextOverflow, BotError.
 
         ``profile`` (model, instructions, tools) goes with this request only; None means the settings'.
-        ``on_status`` hears what the assistant is doing meanwhile ("searching the web…")."""
+        ``on_status`` hears what the assistant is doing meanwhile ("searching the web…"); ``approve`` asks the
+        asker about a tool call that needs approval (None: such calls are declined)."""
         ...
 
     async def delete_thread(self, thread_id: str) -> None:

@@ -39,7 +39,7 @@ from bot.assistants.files import IMAGE_TOKENS, MediaPlan, MediaRefused, data_url
 from bot.assistants.render import turn_text
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.config import Settings
-from bot.domain import Attachment, DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
+from bot.domain import Approve, Attachment, DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
 from bot.errors import TooLong, Unavailable
 from bot.profiles import Profile, base_profile
 from bot.tokens import counter_for, message_tokens
@@ -185,7 +185,7 @@ class ChatAssistant:
 
     async def send(
         self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None,
-        profile: Profile | None = None, on_status: StatusCallback | None = None,
+        profile: Profile | None = None, on_status: StatusCallback | None = None, approve: Approve | None = None,
     ) -> Sent:
         """Images go as ``image_url`` parts while the server takes them; PDFs as their text. The history
         keeps the turn's text (text files as sent, images as placeholders), never an image's bytes.

@@ -41,7 +41,7 @@ from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.assistants.tools import ToolRun
 from bot.assistants.uploads import INLINE_LIMIT, Uploads, delete_file, file_ids
 from bot.config import Settings
-from bot.domain import DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
+from bot.domain import Approve, DeltaCallback, StatusCallback, ThreadKey, Turn, Usage, UserTurn, hash_user
 from bot.errors import Unavailable
 from bot.profiles import Profile, base_profile
 from bot.tokens import counter_for
@@ -226,12 +226,12 @@ class ConversationsAssistant:
 
     async def send(
         self, thread_id: str, turn: UserTurn, *, key: ThreadKey, on_delta: DeltaCallback | None = None,
-        profile: Profile | None = None, on_status: StatusCallback | None = None,
+        profile: Profile | None = None, on_status: StatusCallback | None = None, approve: Approve | None = None,
     ) -> Sent:
         """Files go as media while the server takes them; a refused kind is dropped and the turn sent again.
         The profile's model, instructions and tools go with the request (:mod:`bot.assistants.tools`)."""
         plan = MediaPlan.start(turn, self.settings.assistant_vision, self.server, ("image", "pdf"))
-        run = ToolRun(profile or base_profile(self.settings), on_status)
+        run = ToolRun(profile or base_profile(self.settings), on_status, approve)
         while True:
             uploads = Uploads(self.client, self.server, inline_limit=self.inline_limit)
             user_input = await uploads.input(plan, self._text_turn)

@@ -5,8 +5,11 @@ One :class:`ToolRun` per turn:
 
 * **params**: the profile's tools as the Responses API takes them (:func:`tool_param`). MCP tools named in
   ``allowed_tools`` run without asking (``require_approval: {never: ...}``); any other tool of the server
-  needs approval, and approvals are *declined* (``mcp_approval_response`` with ``approve: false``): the
-  bot has no approval buttons yet, so nothing that changes anything runs behind the user's back.
+  needs approval: the turn's :data:`~bot.domain.Approve` callback asks the asker (a button, see
+  :mod:`bot.core.approvals`) while the status says "waiting for your approval…", and the follow-up
+  request carries ``mcp_approval_response`` with their decision. Without a callback, or with no decision
+  in time, the call is *declined* (``approve: false``): nothing that changes anything runs behind the
+  user's back, and the model is told.
 * **status**: tool events of the stream (``response.web_search_call.in_progress``,
   ``response.mcp_call.in_progress``...) become one short line for the adapters ("searching the web…").
 * **sources**: ``url_citation`` annotations are appended to the answer as Markdown links, which each
@@ -18,7 +21,7 @@ One :class:`ToolRun` per turn:
   :class:`~bot.assistants.server.ServerMemory` like any optional parameter.
 
 Every call is counted as ``(tool, outcome)`` in :attr:`Sent.tool_calls` (the core turns it into
-``threadkeeper_tool_calls_total``).
+``threadkeeper_tool_calls_total``): ``completed``/``failed``, and for approvals ``approved``/``declined``/``expired``.
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ import openai
 from bot.assistants.base import Sent
 from bot.assistants.errors import broken, error_text, is_tool_failure
 from bot.assistants.server import ServerMemory
-from bot.domain import StatusCallback, Usage
+from bot.domain import ApprovalDecision, Approve, StatusCallback, ToolApproval, Usage
 from bot.errors import Unavailable
 from bot.profiles import HostedTool, McpServer, Profile, Tool
 
 log = logging.getLogger("threadkeeper.assistant")
 
 MAX_APPROVAL_ROUNDS = 3
-"""Follow-up requests that decline approval requests, per turn (then the answer is what it is)."""
+"""Follow-up requests that answer approval requests, per turn (then the answer is what it is)."""
+WAITING = "waiting for your approval…"
 MAX_SOURCES = 8
 
 STATUS: dict[str, str] = {
@@ -94,16 +98,19 @@ def _get(obj: Any, name: str) -> Any:
 class ToolRun:
     """The tools of one turn: what is sent, seen and counted."""
 
-    def __init__(self, profile: Profile, on_status: StatusCallback | None = None) -> None:
+    def __init__(self, profile: Profile, on_status: StatusCallback | None = None,
+                 approve: Approve | None = None) -> None:
         self.profile = profile
         self.tools: list[Tool] = list(profile.tools)
         self.on_status = on_status
+        self.approve = approve
         self.sources: dict[str, str] = {}
         self.tool_calls: list[tuple[str, str]] = []
         self._items: dict[str, tuple[str, str]] = {}
         """Output item id -> (tool label, status label) of tool items seen in the stream."""
         self._counted: set[str] = set()
-        self._approvals: list[str] = []
+        self._approvals: list[tuple[str, str, ToolApproval]] = []
+        """Approval requests seen since the last call: (item id, tool label, what the prompt names)."""
         self._shown = ""
         self.failed_in_stream = False
 
@@ -185,10 +192,8 @@ class ToolRun:
             return
         self._counted.add(item_id)
         if kind == "mcp_approval_request":
-            self._approvals.append(item_id)
-            self.tool_calls.append((tool, "declined"))
-            log.info("declined %s on MCP server %s: it needs the user's approval, which the bot cannot ask for yet",
-                     _get(item, "name"), server)
+            request = ToolApproval(server, str(_get(item, "name") or ""), str(_get(item, "arguments") or ""))
+            self._approvals.append((item_id, tool, request))
         elif kind != "mcp_list_tools" or _get(item, "error"):
             failed = bool(_get(item, "error")) or _get(item, "status") in ("failed", "incomplete")
             self.tool_calls.append((tool, "failed" if failed else "completed"))
@@ -207,11 +212,22 @@ class ToolRun:
         await self.on_status(status)
 
     # -- approvals and the end ---------------------------------------------------------------------
-    def declines(self) -> list[dict[str, Any]]:
-        """Input items that decline the approval requests seen since the last call (and forget them)."""
-        items = [{"type": "mcp_approval_response", "approval_request_id": i, "approve": False}
-                 for i in self._approvals]
-        self._approvals.clear()
+    async def answers(self) -> list[dict[str, Any]]:
+        """Input items answering the approval requests seen since the last call, each decided by the asker
+        (one at a time) or declined where nobody can be asked; the requests are forgotten."""
+        pending, self._approvals = self._approvals, []
+        items = []
+        for item_id, tool, request in pending:
+            decision: ApprovalDecision = "declined"
+            if self.approve is None:
+                log.info("declined %s on MCP server %s: it needs an approval nobody can give here",
+                         request.tool, request.server)
+            else:
+                await self._status(WAITING)
+                decision = await self.approve(request)
+            self.tool_calls.append((tool, decision))
+            items.append({"type": "mcp_approval_response", "approval_request_id": item_id,
+                          "approve": decision == "approved"})
         return items
 
     @property
@@ -220,11 +236,11 @@ class ToolRun:
         return bool(self._approvals)
 
     async def respond(self, params: dict[str, Any], once: Callable[[dict[str, Any]], Awaitable[Sent]]) -> Sent:
-        """``once(params)``, then follow-ups that decline approval requests; the texts joined, sources appended."""
+        """``once(params)``, then follow-ups that answer approval requests; the texts joined, sources appended."""
         texts: list[str] = []
         usage = Usage()
         items: list[str] = []
-        for _ in range(MAX_APPROVAL_ROUNDS + 1):
+        for round_ in range(MAX_APPROVAL_ROUNDS + 1):
             try:
                 sent = await once(params)
             except Unavailable as exc:
@@ -235,10 +251,9 @@ class ToolRun:
             items += sent.items
             usage = Usage(usage.input_tokens + sent.usage.input_tokens, usage.output_tokens + sent.usage.output_tokens,
                           usage.cached_tokens + sent.usage.cached_tokens)
-            declines = self.declines()
-            if not declines:
+            if not self.waiting or round_ == MAX_APPROVAL_ROUNDS:
                 break
-            params = {**params, "input": declines}
+            params = {**params, "input": await self.answers()}
         said = [t for t in texts if t.strip()]
         text = said[0] if len(said) == 1 else "\n\n".join(t.strip() for t in said)  # one answer: as it came
         if not text:

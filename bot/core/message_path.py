@@ -20,13 +20,14 @@ from bot.assistants.base import Assistant, ContextOverflow, Sent, ThreadGone
 from bot.assistants.errors import UnknownModel
 from bot.assistants.render import kept_text
 from bot.config import Settings
+from bot.core.approvals import Approvals
 from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
 from bot.core.memory import Memory, as_seed
 from bot.core.policy import Policy
 from bot.core.shared import SharedConversations
 from bot.core.unrecorded import Unrecorded
-from bot.domain import Answer, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
+from bot.domain import Answer, Approve, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
 from bot.profiles import LiveProfiles, load_profiles
@@ -68,6 +69,8 @@ class Core:
         self._locks = KeyedLocks()
         self.shared = SharedConversations(store, self.deleter, settings, self._locks)
         """Context a turn brings along, who said what in shared conversations, and erasing one speaker."""
+        self.approvals = Approvals(store, timeout=settings.tool_approval_timeout)
+        """Tool calls the asker approves with a button (:mod:`bot.core.approvals`)."""
         # Longest a message waits for another worker's answer on the same thread: two sends with
         # every SDK retry (a recovery), plus slack.
         self.lock_wait = 2 * settings.openai_timeout * (settings.openai_max_retries + 1) + 60
@@ -213,7 +216,7 @@ class Core:
             if (flagged := await self.safety.screen_input(key, turn)) is not None:
                 return Answer(flagged, lock.mapping.thread_id)  # no assistant call, nothing kept
             held = None if self.safety.holds_answers else on_delta  # MODERATION=both: checked before shown
-            answer = await self._answer(key, turn, lock.mapping, held, on_status)
+            answer = await self._answer(key, turn, lock.mapping, held, on_status, self.approvals.approver(msg))
             if (flagged := await self.safety.screen_answer(key, answer.text)) is not None:
                 answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage, answer.items)
             await self.shared.record(msg, prepared, answer)
@@ -244,7 +247,7 @@ class Core:
             raise _Silent()
 
     async def _answer(self, key: ThreadKey, turn: UserTurn, mapping: Mapping, on_delta: DeltaCallback | None,
-                      on_status: StatusCallback | None = None) -> Answer:
+                      on_status: StatusCallback | None = None, approve: Approve | None = None) -> Answer:
         name = self.assistant.name
         thread_id, backend = mapping.thread_id, mapping.backend
         if mapping.summary and self.memory.enabled:
@@ -260,7 +263,7 @@ class Core:
             await self._check_model()
             thread_id = await self._create(key, [])
         try:
-            sent = await self._send(thread_id, turn, key, on_delta, on_status)
+            sent = await self._send(thread_id, turn, key, on_delta, on_status, approve)
             return Answer(sent.text, thread_id, usage=sent.usage, items=sent.items)
         except Misconfigured as exc:
             if isinstance(exc, UnknownModel):
@@ -283,7 +286,7 @@ class Core:
                 "thread %s is gone; recovered as %s with %d kept turns (%s)", old, thread_id, len(seed), key.digest
             )
         try:
-            sent = await self._send(thread_id, turn, key, on_delta, on_status)
+            sent = await self._send(thread_id, turn, key, on_delta, on_status, approve)
         except ThreadGone:
             raise Unavailable(f"new thread {thread_id} vanished at once") from None
         except ContextOverflow:
@@ -316,12 +319,12 @@ class Core:
         return thread_id
 
     async def _send(self, thread_id: str, turn: UserTurn, key: ThreadKey, on_delta: DeltaCallback | None,
-                    on_status: StatusCallback | None = None) -> Sent:
+                    on_status: StatusCallback | None = None, approve: Approve | None = None) -> Sent:
         profile = await self.profiles.resolve(key)  # per request: an edited profile needs no new thread
         started = time.perf_counter()
         try:
             sent = await self.assistant.send(thread_id, turn, key=key, on_delta=on_delta, profile=profile,
-                                             on_status=on_status)
+                                             on_status=on_status, approve=approve)
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
         for tool, outcome in sent.tool_calls:

@@ -5,8 +5,9 @@ streams what api.openai.com streams for them: ``web_search_call`` items with
 ``response.web_search_call.in_progress/searching/completed`` and ``url_citation`` annotations on the
 answer (:attr:`ToolsApi.web_sources`); ``file_search_call`` items; for an MCP server
 ``mcp_list_tools`` then an ``mcp_call`` of :attr:`ToolsApi.mcp_tool` (default: the first tool the request
-lets run without approval), or an ``mcp_approval_request`` and no answer when that tool needs approval.
-A follow-up whose input declines (``mcp_approval_response``) gets :data:`DECLINED_REPLY`.
+lets run without approval), or an ``mcp_approval_request`` (with :attr:`ToolsApi.mcp_arguments`) and no
+answer when that tool needs approval. A follow-up whose input declines (``mcp_approval_response``) gets
+:data:`DECLINED_REPLY`; one that approves gets the ``mcp_call`` of the approved request, then the answer.
 
 Switches (all off by default):
 
@@ -103,6 +104,9 @@ class ToolsApi:
         self.web_sources: list[tuple[str, str]] = [("https://docs.example.test/answer", "The answer, documented")]
         self.mcp_tool: str | None = None
         self.mcp_failure: str | None = None
+        self.mcp_arguments = "{}"
+        self.approval_requests: dict[str, JSON] = {}
+        """Every ``mcp_approval_request`` sent, by id."""
         self.moderation_api = True
         self.flagged_word = "forbidden-fruit"
         self.moderated: list[str] = []
@@ -124,6 +128,15 @@ class ToolsApi:
         declined = [i for i in new_items if i.get("type") == "mcp_approval_response" and not i.get("approve")]
         if declined:
             plan.reply = DECLINED_REPLY
+            return plan
+        approved = [i for i in new_items if i.get("type") == "mcp_approval_response" and i.get("approve")]
+        for answer in approved:
+            request = self.approval_requests[str(answer.get("approval_request_id"))]
+            plan.add({"type": "mcp_call", "id": new_id("mcp"), "server_label": request["server_label"],
+                      "name": request["name"], "arguments": request["arguments"], "output": "done", "error": None,
+                      "status": "completed", "approval_request_id": request["id"]},
+                     "response.mcp_call.in_progress", "response.mcp_call.completed")
+        if approved:
             return plan
         for tool in body.get("tools") or []:
             kind = tool.get("type")
@@ -152,8 +165,10 @@ class ToolsApi:
                   "tools": [{"name": name, "input_schema": {"type": "object"}}]},
                  "response.mcp_list_tools.in_progress", "response.mcp_list_tools.completed")
         if name not in never:
-            plan.add({"type": "mcp_approval_request", "id": new_id("mcpr"), "server_label": label, "name": name,
-                      "arguments": "{}"})
+            request = {"type": "mcp_approval_request", "id": new_id("mcpr"), "server_label": label, "name": name,
+                       "arguments": self.mcp_arguments}
+            self.approval_requests[request["id"]] = request
+            plan.add(request)
             plan.reply = ""
             return
         failed = self.mcp_failure == "call"

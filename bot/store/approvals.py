@@ -1,0 +1,92 @@
+"""Tool approvals shared by every worker: the prompt's buttons may be clicked at another process than the
+one waiting for them (Slack over HTTP with several workers, another Discord shard's process).
+
+One hash per open approval, named by a digest of its random token (the token itself is only in the
+prompt's buttons): who may decide it (a one-way digest of the asker), a label for the decided prompt
+("docs: create_ticket") and its state (``open``, ``1`` approved, ``0`` declined, ``expired``). A decision
+is one Lua script: only the asker, only once, only while open. The waiting worker polls the state and,
+at its deadline, closes the approval in one script, so a click that lands just then is either the
+decision it reads or told the request is gone, never both. The key lives a minute past the deadline, so a
+late click hears "no longer open" rather than nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Literal
+
+from bot.store.connect import RedisClient
+from bot.store.keys import Keys
+
+POLL = 0.2
+"""Seconds between two looks at an open approval's state (one HGET: a waiting answer costs next to nothing)."""
+LINGER = 60.0
+"""Seconds an approval's key outlives its deadline (a late click is told it is no longer open)."""
+
+Decided = Literal["decided", "not_yours", "gone"]
+
+DECIDE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', ''} end
+local fields = redis.call('HMGET', KEYS[1], 'asker', 'state', 'label')
+if fields[1] ~= ARGV[1] then return {'not_yours', ''} end
+if fields[2] ~= 'open' then return {'gone', fields[3]} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+return {'decided', fields[3]}
+"""
+
+OPEN = """
+redis.call('HSET', KEYS[1], 'asker', ARGV[1], 'label', ARGV[2], 'state', 'open')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+
+CLOSE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'open' then
+  redis.call('HSET', KEYS[1], 'state', 'expired')
+  return 'expired'
+end
+return state or 'expired'
+"""
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ApprovalStore:
+    """Open approvals: :meth:`open` by the waiting worker, :meth:`decide` by whichever gets the click."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, *, poll: float = POLL) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.poll = poll
+        self._open = redis.register_script(OPEN)
+        self._decide = redis.register_script(DECIDE)
+        self._close = redis.register_script(CLOSE)
+
+    def _key(self, token: str) -> str:
+        digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+        return f"{self.keys.prefix}:approval:{{{digest}}}"
+
+    async def open(self, token: str, asker: str, label: str, ttl: float) -> None:
+        """An approval ``asker`` (a one-way digest) may decide within ``ttl`` seconds (plus :data:`LINGER`)."""
+        await self._open(keys=[self._key(token)], args=[asker, label, int((ttl + LINGER) * 1000)])
+
+    async def decide(self, token: str, asker: str, approve: bool) -> tuple[Decided, str]:
+        """Record the decision if ``asker`` may make it and it is still open; the outcome and the label."""
+        outcome, label = await self._decide(keys=[self._key(token)], args=[asker, "1" if approve else "0"])
+        return _str(outcome), _str(label)  # type: ignore[return-value]
+
+    async def wait(self, token: str, within: float) -> bool | None:
+        """The decision (True: approved), or None when none came ``within`` seconds (the approval is closed)."""
+        key = self._key(token)
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            state = await self.redis.hget(key, "state")  # type: ignore[misc]
+            if state is None or _str(state) != "open":
+                break
+            await asyncio.sleep(min(self.poll, left))
+        state = _str(await self._close(keys=[key]))
+        return {"1": True, "0": False}.get(state)
