@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     slack_api_url: str | None = None
     port: int = Field(3000, ge=1, le=65535)
     slack_follow_ups: bool = True
+    slack_agent_view: bool = False
+    """The app uses the manifest's ``agent_view``: each top-level DM is answered in a thread of its own."""
 
     # Discord
     discord_token: SecretStr | None = None

@@ -52,6 +52,7 @@ from adapters.kit.files import FileRef, deliver_with_files
 from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, memory_text, user_sentence
+from adapters.slack.agent import SLACK_AGENT_EVENTS, SUGGESTED_PROMPTS, SlackAgent
 from adapters.slack.auth import OneAuthTest
 from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
@@ -70,10 +71,10 @@ SLACK_EVENTS: dict[str, str] = {"app_mention": "app_mention", "message.im": "mes
 """Bot events the adapter answers: manifest subscription name -> Bolt event type (``message.channels``,
 ``.groups`` and ``.mpim`` carry the follow-ups in threads the bot answered in)."""
 
-SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started",)
-"""AI-app pane events, handled through Bolt's ``AsyncAssistant`` middleware. Not
-``assistant_thread_context_changed``: answers do not depend on the channel the user is viewing, and
-Bolt's default handler for it would make Slack calls inside the ack."""
+SLACK_ASSISTANT_EVENTS: tuple[str, ...] = ("assistant_thread_started", "assistant_thread_context_changed")
+"""AI-app pane events, handled through Bolt's ``AsyncAssistant`` middleware; the context change by our own
+listener (:mod:`adapters.slack.agent`: Bolt's default would make Slack calls inside the ack). The agent
+experience's events are :data:`~adapters.slack.agent.SLACK_AGENT_EVENTS`."""
 
 SLACK_COMMANDS: tuple[str, ...] = ("/forget", "/memory")
 
@@ -82,12 +83,6 @@ SLACK_BOT_SCOPES: tuple[str, ...] = ("app_mentions:read", "assistant:write", "ch
                                      "users:read")
 """What the handlers above need (``*:history``: follow-ups and reading a thread; ``users:read``: speakers' names);
 ``slack-manifest.yml`` must ask for exactly these."""
-
-SUGGESTED_PROMPTS: list[dict[str, str]] = [
-    {"title": "Explain some code", "message": "Can you explain what this code does?"},
-    {"title": "Draft a message", "message": "Help me write a short, friendly announcement for my team."},
-    {"title": "Start over", "message": "Let's start a new topic."},
-]
 
 FORGET_USAGE = "Use `/forget` to forget our conversation here, or `/forget all` for all of them."
 
@@ -153,8 +148,10 @@ class SlackAdapter:
         assistant = AsyncAssistant(logger=log)
         assistant.thread_started(self._on_thread_started)
         assistant.user_message(self._on_event)
+        self.agent = SlackAgent(self.core, self.calls, self.in_flight, agent_view=self.settings.slack_agent_view)
+        self.agent.register(self.app, assistant)  # prompts, titles, the channel the user looks at
         self.app.use(assistant)
-        self.registered_events.update(SLACK_ASSISTANT_EVENTS)
+        self.registered_events.update(SLACK_ASSISTANT_EVENTS, SLACK_AGENT_EVENTS)
         for event_type in dict.fromkeys(SLACK_EVENTS.values()):  # Bolt runs the first matching listener only
             self.app.event(event_type)(self._on_event)
         self.registered_events.update(SLACK_EVENTS)
@@ -167,18 +164,20 @@ class SlackAdapter:
     # ---- listeners (they run before the ack, so they only parse and start a task) ---------------
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
         parsed = parse_event(body, context.bot_user_id, self.settings.thread_scope,
-                             follow_ups=self.settings.slack_follow_ups)
+                             follow_ups=self.settings.slack_follow_ups, agent_view=self.settings.slack_agent_view)
         if parsed is None:
             log.debug("ignored %s event %s", (body.get("event") or {}).get("type"), body.get("event_id"))
         else:
             retry = request.headers.get("x-slack-retry-num", [])
-            self.in_flight.spawn(self._answer(parsed, retried=bool(retry and retry[0] not in ("", "0")),
-                                              files=file_refs(body)))
+            retried = bool(retry and retry[0] not in ("", "0"))
+            parsed = self.agent.on_message(parsed, context.client, retried=retried)  # title, "this channel"
+            self.in_flight.spawn(self._answer(parsed, retried=retried, files=file_refs(body)))
         self.events_received += 1
 
     async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts,
                                  body: dict[str, Any]) -> None:
         thread = (body.get("event") or {}).get("assistant_thread") or {}
+        self.agent.thread_started(body)
         key = ThreadKey("slack", str(body.get("team_id") or ""), str(thread.get("channel_id") or ""),
                         str(thread.get("user_id") or ""))
         prompts = [{"title": p.title, "message": p.message}
@@ -218,6 +217,7 @@ class SlackAdapter:
             interval=self.update_interval,
             # A retry may race the first delivery's answer: never touch the status it shows.
             show_status=parsed.target.is_dm and not retried,
+            loading=self.agent.loading(parsed, retried=retried),  # channel threads, under agent_view
             final_blocks=functools.partial(feedback_blocks, parsed.incoming.key.digest),
         )
         await deliver_with_files(self.core, incoming, files, self.files.fetch, reply, log)

@@ -23,6 +23,10 @@ team + channel + user; ``thread`` puts the Slack thread into the channel part (`
 person; ``channel`` shares one conversation per channel (user ``*``). A top-level DM is its own thread, so under
 ``thread`` scope top-level DMs share the DM channel's key instead of starting a conversation per message.
 
+Under Slack's agent messaging experience (``SLACK_AGENT_VIEW``: the manifest's ``agent_view``) each top-level DM
+message opens a thread of its own: it is answered in that thread (:attr:`Parsed.opens_thread`), so under
+``thread`` scope it starts a conversation of its own, while the default scopes keep one conversation per person.
+
 :attr:`Incoming.is_dm <bot.domain.Incoming.is_dm>` is set for DM channels (their ids start with ``D``),
 which pass the core's channel allowlists.
 """
@@ -80,6 +84,8 @@ class Parsed:
     """Set for messages in channels: their thread is read when they are answered."""
     follow_up: bool = False
     """No mention: answer only if the bot already answered in this thread (``Incoming.place``)."""
+    opens_thread: bool = False
+    """A top-level DM under ``agent_view``: the first message of the thread its answer opens (it names it)."""
 
 
 def thread_key(scope: str, team: str, channel: str, user: str, thread_root: str | None, *,
@@ -131,7 +137,7 @@ def addressed_elsewhere(text: str, bot_user_id: str | None) -> bool:
 
 
 def parse_event(body: dict[str, Any], bot_user_id: str | None, scope: str, *,
-                follow_ups: bool = True) -> Parsed | None:
+                follow_ups: bool = True, agent_view: bool = False) -> Parsed | None:
     """An Events API envelope -> what to answer and where, or ``None`` to ignore it."""
     event = body.get("event")
     if not isinstance(event, dict):
@@ -149,7 +155,7 @@ def parse_event(body: dict[str, Any], bot_user_id: str | None, scope: str, *,
     raw = str(event.get("text") or "")
     follow_up = False
     if kind == "message" and event.get("channel_type") == "im":
-        is_dm, reply_in = True, thread_ts
+        is_dm, reply_in = True, thread_ts or (str(ts) if agent_view else None)
     elif kind == "message" and event.get("channel_type") in FOLLOWED:
         # A follow-up candidate: inside a thread, not for someone else, not a mention (its app_mention answers).
         if not follow_ups or not thread_ts or thread_ts == ts:
@@ -171,7 +177,8 @@ def parse_event(body: dict[str, Any], bot_user_id: str | None, scope: str, *,
     incoming = Incoming(key=key, text=text, message_id=message_id, direct=not follow_up, is_dm=private,
                         author=user if key.shared else "", place=place)
     source = None if private else Source(team, channel, thread_ts, str(ts), user)
-    return Parsed(incoming, Target(channel, reply_in, team, user, is_dm), source, follow_up)
+    opens = is_dm and agent_view and not thread_ts
+    return Parsed(incoming, Target(channel, reply_in, team, user, is_dm), source, follow_up, opens)
 
 
 @dataclass(frozen=True, slots=True)

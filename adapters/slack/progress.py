@@ -1,12 +1,96 @@
-"""Tool progress in a streamed Slack answer: ``task_update`` chunks ("searching the web…").
+"""Progress while a Slack answer is worked out: tool tasks in the stream, and the status under the thread.
 
-Each tool status opens a task; the next status, or the answer's next text, completes it. Pure
-bookkeeping: :class:`~adapters.slack.reply.SlackReply` sends the chunks.
+* :class:`Tasks`: tool progress in a streamed answer, ``task_update`` chunks ("searching the web…"). Each tool
+  status opens a task; the next status, or the answer's next text, completes it. Pure bookkeeping:
+  :class:`~adapters.slack.reply.SlackReply` sends the chunks.
+* :class:`Status`: ``assistant.threads.setStatus`` under the thread being answered: "thinking…" with Slack's
+  rotating ``loading_messages`` while the model works, cleared at the end. In DM (agent and assistant) threads
+  it also carries the tool progress; in channel threads it is only the loading line, where the workspace allows
+  it (:class:`ChannelStatus` remembers the ones that refused). A status is a hint: it waits at most
+  :data:`STATUS_WITHIN` for Slack's rate limits, and a failure is logged at DEBUG and forgotten.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.limits import Delivery, SlackCalls, Undelivered
+from adapters.slack.parse import Target
+
+log = logging.getLogger("threadkeeper.slack")
+
+THINKING = "thinking…"
+LOADING_MESSAGES: tuple[str, ...] = ("Reading your message…", "Thinking it through…", "Putting an answer together…",
+                                     "Checking the details…", "Almost there…")
+"""What Slack rotates under the thread while the model works (Slack takes at most 10)."""
+STATUS_WITHIN = 3.0
+"""How long setting or clearing the status may wait for Slack's rate limits (it is only a hint)."""
+STATUS_ERRORS: tuple[type[BaseException], ...] = (Undelivered, SlackClientError, aiohttp.ClientError, TimeoutError)
+TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+class ChannelStatus:
+    """Teams whose workspace refused a status in a channel thread (in memory: a restart asks again)."""
+
+    def __init__(self) -> None:
+        self._off: set[str] = set()
+
+    def enabled(self, team: str) -> bool:
+        return team not in self._off
+
+    def refused(self, team: str, error: str) -> None:
+        if error not in TRANSIENT and team not in self._off:
+            log.info("no assistant status in channel threads of team %s (%s)", team, error)
+            self._off.add(team)
+
+
+class Status:
+    """The status line under one thread while it is answered."""
+
+    def __init__(self, client: AsyncWebClient, calls: SlackCalls, target: Target, digest: str, *,
+                 channels: ChannelStatus | None = None) -> None:
+        self.client = client
+        self.calls = calls
+        self.target = target
+        self.digest = digest
+        self.channels = channels
+        """Set for a channel thread: its refusals are remembered for the team."""
+        self.shown = False
+
+    async def begin(self) -> None:
+        """Show "thinking…" with the rotating loading messages."""
+        if self.channels is None or self.channels.enabled(self.target.team):
+            self.shown = await self._set(THINKING, list(LOADING_MESSAGES))
+
+    async def show(self, status: str) -> None:
+        """Tool progress on the status line (DM threads)."""
+        self.shown = await self._set(status) or self.shown
+
+    async def clear(self) -> None:
+        if self.shown:
+            self.shown = False
+            await self._set("")
+
+    async def _set(self, status: str, loading: list[str] | None = None) -> bool:
+        """Set the status; whether it was set."""
+        channel, thread = self.target.channel, self.target.thread_ts or ""
+        delivery = Delivery(self.target.team, self.digest, time.monotonic() + STATUS_WITHIN)
+        try:
+            await self.calls.urgent(delivery, "assistant.threads.setStatus", lambda: (
+                self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread, status=status,
+                                                        loading_messages=loading)), channel=channel)
+        except STATUS_ERRORS as exc:
+            if isinstance(exc, SlackApiError) and self.channels is not None:
+                self.channels.refused(self.target.team, str(exc.response.get("error", "")))
+            log.debug("could not set the assistant status: %s", exc)
+            return False
+        return True
 
 
 class Tasks:

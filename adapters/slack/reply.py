@@ -43,7 +43,7 @@ from adapters.kit.text import split_text
 from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
 from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
 from adapters.slack.parse import Target
-from adapters.slack.progress import Tasks
+from adapters.slack.progress import ChannelStatus, Status, Tasks
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -55,10 +55,6 @@ DELIVERY_ERRORS: tuple[type[BaseException], ...] = (Undelivered, *SEND_ERRORS)
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
 """Stream errors that say nothing about whether the workspace supports streaming."""
-
-THINKING = "thinking…"
-STATUS_WITHIN = 3.0
-"""How long setting or clearing the AI-app status may wait for Slack's rate limits (it is only a hint)."""
 
 Call = Callable[[], Awaitable[AsyncSlackResponse]]
 
@@ -95,6 +91,7 @@ class SlackReply:
         digest: str = "-",
         interval: float = 1.0,
         show_status: bool = False,
+        loading: ChannelStatus | None = None,
         limit: int = SLACK_TEXT_LIMIT,
         final_blocks: Callable[[str | None], list[dict[str, Any]]] | None = None,
     ) -> None:
@@ -109,7 +106,9 @@ class SlackReply:
         self.final_blocks = final_blocks
         """Blocks the answer's last message ends with (the feedback buttons): given its text, or None on a stream."""
         self._show_status = show_status and target.thread_ts is not None
-        self._status_set = False
+        self.status = Status(client, self.calls, target, digest, channels=None if show_status else loading) \
+            if (show_status or loading is not None) and target.thread_ts else None
+        """The status under the thread: DM threads (with tool progress), or channel threads' loading line."""
         self.mode = "stream" if target.thread_ts and streams.enabled(target.team) else "post"
         self._text = ""
         self._stream_ts: str | None = None
@@ -126,9 +125,9 @@ class SlackReply:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def begin(self) -> None:
-        """Show "thinking…" in the AI-app pane while the assistant works."""
-        if self._show_status:
-            self._status_set = await self._status(THINKING)
+        """Show "thinking…" (and Slack's rotating loading messages) under the thread while the assistant works."""
+        if self.status is not None:
+            await self.status.begin()
 
     async def on_delta(self, delta: str) -> None:
         self._text += delta
@@ -181,28 +180,12 @@ class SlackReply:
     async def close(self) -> None:
         """Always called last: stop the pump, clear the status."""
         await self._pump.stop()
-        if self._status_set:
-            self._status_set = False
-            await self._status("")
+        if self.status is not None:
+            await self.status.clear()
 
     def _set_deadline(self) -> None:
         if self.delivery.deadline is None:
             self.delivery.deadline = time.monotonic() + self.calls.deliver_within
-
-    async def _status(self, status: str) -> bool:
-        """Set the status; whether it was set. Urgent, but worth only a short wait (:data:`STATUS_WITHIN`)."""
-        channel, thread = self.target.channel, self.target.thread_ts or ""
-        delivery = Delivery(self.target.team, self.digest, time.monotonic() + STATUS_WITHIN)
-        try:
-            await self.calls.urgent(
-                delivery, "assistant.threads.setStatus",
-                lambda: self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread, status=status),
-                channel=channel,
-            )
-        except DELIVERY_ERRORS as exc:
-            log.debug("could not set the assistant status: %s", exc)
-            return False
-        return True
 
     # ---- what the pump sends (luxuries) --------------------------------------------------------
     async def _push(self) -> float | None:
@@ -238,9 +221,9 @@ class SlackReply:
     async def _show_tool(self) -> float | None:
         """The tool line: as the AI-app status, or a ``task_update`` chunk (post mode: in :meth:`_preview`)."""
         status = self._tool_shown = self._tool
-        if self._show_status:
+        if self._show_status and self.status is not None:
             if status:
-                self._status_set = await self._status(status) or self._status_set
+                await self.status.show(status)
         elif self.mode == "stream" and status:
             chunks = self.tasks.begin(status)
             ts = self._stream_ts

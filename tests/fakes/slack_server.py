@@ -96,6 +96,15 @@ class FakeSlack:
         """When set, ``chat.startStream`` answers ``{"ok": false, "error": stream_error}``."""
         self.statuses: list[tuple[str, str, str]] = []
         """``assistant.threads.setStatus`` calls: (channel, thread_ts, status)."""
+        self.loading: list[list[str]] = []
+        """The ``loading_messages`` of each accepted ``setStatus`` call ([] when it had none)."""
+        self.status_in_channels = True
+        """Whether ``setStatus`` works outside DMs (False: ``channel_type_not_supported`` there)."""
+        self.titles: dict[tuple[str, str], str] = {}
+        """``assistant.threads.setTitle``: the title of each (DM channel, thread_ts)."""
+        self.prompts: dict[tuple[str, str], list[JSON]] = {}
+        """``assistant.threads.setSuggestedPrompts``: the prompts of each (channel, thread_ts or "": the agent's
+        conversation under ``agent_view``)."""
         self.socket_connections = 0
         self.token_teams: dict[str, str] = {}
         """Which workspace a token belongs to (rate limits are kept per team); unknown tokens: ``TEAM_ID``."""
@@ -369,9 +378,27 @@ class FakeSlack:
             return {"ok": True, "user": self._user(user_id)}
         if method == "conversations.replies":
             return self._replies(p)
+        if method.startswith("assistant.threads."):
+            return self._assistant(method, p)
+        return {"ok": True}
+
+    def _assistant(self, method: str, p: JSON) -> JSON:
+        """``assistant.threads.setStatus`` / ``setTitle`` / ``setSuggestedPrompts``, checked as Slack checks them."""
+        problems = _assistant_problems(method, p)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
+        channel, thread = str(p["channel_id"]), str(p.get("thread_ts") or "")
         if method == "assistant.threads.setStatus":
-            self.statuses.append((str(p.get("channel_id")), str(p.get("thread_ts")), str(p.get("status"))))
-            return {"ok": True}
+            if not self.status_in_channels and not channel.startswith("D"):
+                return {"ok": False, "error": "channel_type_not_supported"}
+            self.statuses.append((channel, thread, str(p["status"])))
+            self.loading.append(list(_json_list(p.get("loading_messages"))))
+        elif method == "assistant.threads.setTitle":
+            if not channel.startswith("D"):
+                return {"ok": False, "error": "not_allowed"}
+            self.titles[(channel, thread)] = str(p["title"])
+        elif method == "assistant.threads.setSuggestedPrompts":
+            self.prompts[(channel, thread)] = [dict(x) for x in _json_list(p["prompts"])]
         return {"ok": True}
 
     def _replies(self, p: JSON) -> JSON:
@@ -418,6 +445,31 @@ class FakeSlack:
             self._sockets.remove(ws)
             await self._notify()
         return ws
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A list argument, sent as JSON or as a JSON string in a form."""
+    value = json.loads(value) if isinstance(value, str) else value
+    return list(value) if isinstance(value, list) else []
+
+
+def _assistant_problems(method: str, p: JSON) -> list[str]:
+    """What Slack's ``invalid_arguments`` would list for an ``assistant.threads.*`` call."""
+    required = {"assistant.threads.setStatus": ("channel_id", "thread_ts", "status"),
+                "assistant.threads.setTitle": ("channel_id", "thread_ts", "title"),
+                "assistant.threads.setSuggestedPrompts": ("channel_id", "prompts")}.get(method, ("channel_id",))
+    problems = [f"[ERROR] missing required field: {name}" for name in required if p.get(name) is None]
+    if method == "assistant.threads.setTitle" and not str(p.get("title") or "").strip():
+        problems.append("[ERROR] title must not be empty")
+    loading = _json_list(p.get("loading_messages"))
+    if len(loading) > 10 or not all(isinstance(m, str) and m for m in loading):
+        problems.append("[ERROR] loading_messages: at most 10 non-empty strings")
+    if method == "assistant.threads.setSuggestedPrompts" and p.get("prompts") is not None:
+        prompts = _json_list(p["prompts"])
+        if not 1 <= len(prompts) <= 4 or not all(isinstance(x, dict) and x.get("title") and x.get("message")
+                                                 for x in prompts):
+            problems.append("[ERROR] prompts: 1 to 4 items, each with a title and a message")
+    return problems
 
 
 NAMES = ("Ada", "Bram", "Chidi", "Dana", "Emeka", "Freya", "Goran", "Hana", "Ines", "Jun")
