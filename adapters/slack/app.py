@@ -53,6 +53,7 @@ from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.tasks import InFlight, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, memory_text, user_sentence
 from adapters.slack.agent import SLACK_AGENT_EVENTS, SUGGESTED_PROMPTS, SlackAgent
+from adapters.slack.approvals import SlackApprovals
 from adapters.slack.auth import OneAuthTest
 from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
@@ -157,6 +158,8 @@ class SlackAdapter:
         self.registered_events.update(SLACK_EVENTS)
         self.feedback = SlackFeedback(self.core, self.calls, self.client, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
+        self.approvals = SlackApprovals(self.core, self.calls, self.client, self.in_flight)
+        self.approvals.register(self.app)  # Approve / Decline on tool calls that need it (block_actions)
         self.app.command("/forget")(self._on_forget)
         self.app.command("/memory")(self._on_memory)
         self.registered_commands.update(("/forget", "/memory"))
@@ -208,6 +211,7 @@ class SlackAdapter:
         if parsed.source is not None:
             gather = self.context.gather_for(parsed.source, incoming.key.digest, speaker=incoming.key.shared)
             incoming = dataclasses.replace(incoming, gather=gather)
+        incoming = dataclasses.replace(incoming, ask=self.approvals.prompter(parsed.target, incoming.key.digest))
         reply = SlackReply(
             self.client,
             parsed.target,
