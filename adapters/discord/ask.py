@@ -22,6 +22,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from adapters.discord.approvals import interaction_prompter
 from adapters.discord.feedback import feedback_view
 from adapters.discord.parse import PLATFORM, forget_key
 from adapters.discord.reply import DISCORD_TEXT_LIMIT, NO_MENTIONS
@@ -120,7 +121,7 @@ async def answer_ask(core: Core, interaction: discord.Interaction, prompt: str, 
     await interaction.response.defer(thinking=True)
     key = interaction_key(interaction)
     incoming = Incoming(key=key, text=prompt, message_id=f"interaction:{interaction.id}", direct=True,
-                        is_dm=key.workspace in (USER_INSTALL, "dm"))
+                        is_dm=key.workspace in (USER_INSTALL, "dm"), ask=interaction_prompter(interaction))
     reply = InteractionReply(interaction, interval=interval, digest=key.digest)
     try:
         await deliver(core, incoming, reply, log)

@@ -22,6 +22,7 @@ import discord.http
 import yarl
 from discord.gateway import DiscordWebSocket
 
+from adapters.discord.approvals import DiscordApprovals, channel_prompter
 from adapters.discord.commands import build_tree, sync_commands
 from adapters.discord.context import DiscordContext, is_reply
 from adapters.discord.feedback import DiscordFeedback, FeedbackReply
@@ -55,7 +56,8 @@ class DiscordAdapter:
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
         self.feedback = DiscordFeedback(core)
-        self.client.event(self.feedback.on_interaction)  # clicks on the feedback buttons under answers
+        self.approvals = DiscordApprovals(core)
+        self.client.event(self.on_interaction)  # clicks on the feedback buttons and on approval prompts
         self.tree = build_tree(self.client, core)
         self.connection: asyncio.Task[None] | None = None
         self.in_flight = InFlight(log)
@@ -124,6 +126,11 @@ class DiscordAdapter:
         log.info("connected to Discord as %s (%s) in %d server(s)", user, user.id if user else "?",
                  len(self.client.guilds))
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Component clicks: feedback under answers, Approve / Decline on tool calls (each ignores the other's)."""
+        await self.feedback.on_interaction(interaction)
+        await self.approvals.on_interaction(interaction)
+
     # -- messages ------------------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
@@ -152,6 +159,7 @@ class DiscordAdapter:
 
         reply = FeedbackReply(channel, destination=destination, reference=message if parsed.reply else None,
                              interval=self.edit_interval, edits=self.edits, digest=parsed.incoming.key.digest)
+        incoming = dataclasses.replace(incoming, ask=channel_prompter(reply.target))
         try:
             await deliver_with_files(self.core, incoming, file_refs(message), self.files.fetch, reply, log)
         except discord.HTTPException as exc:

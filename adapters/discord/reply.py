@@ -147,6 +147,10 @@ class DiscordReply(PumpedText):
         with self._edits.answering(self.delivery):
             return await self._render(self._text + (f"\n\n*{self._tool}*" if self._tool else ""), final=False)
 
+    async def target(self) -> discord.abc.Messageable:
+        """Where the answer goes (an approval prompt too): the destination, resolved at the first call."""
+        return await self._target_channel()
+
     async def _target_channel(self) -> discord.abc.Messageable:
         if self._target is None:
             self._target = await self._destination() if self._destination else self._channel

@@ -1,0 +1,107 @@
+"""Approval prompts for tool calls in Discord, and their clicks.
+
+When a tool call needs the asker's approval (:mod:`bot.core.approvals`), a prompt names the server, the
+tool and a short rendering of its arguments (:mod:`adapters.kit.approvals`, sent with mentions that ping
+nobody) over Approve / Decline buttons whose ``custom_id`` carries the approval's random token
+(``tk-approval:<yes|no>:<token>``, recognised in ``on_interaction`` by whatever process gets the click):
+
+* answering an interaction (``/ask``): an ephemeral follow-up, which only the asker sees;
+* answering a channel message: a message where the answer goes; anyone there sees it, so the store
+  checks that the clicker is the asker, and anyone else is told privately that only the asker can decide.
+
+A click is answered within Discord's 3 s (one Redis script first): the asker's replaces the prompt with
+what was decided, without its buttons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import discord
+
+from adapters.discord.reply import NO_MENTIONS
+from adapters.kit.approvals import FAILED, GONE, NOT_YOURS, decided_text, parts
+from bot.core import Core
+from bot.domain import AskApproval, ToolApproval
+from bot.errors import BotError
+
+log = logging.getLogger("threadkeeper.discord")
+
+PREFIX = "tk-approval:"
+
+
+def approval_text(request: ToolApproval) -> str:
+    server, tool, arguments = parts(request)
+    return (f"**Approve a tool call?** `{server}` wants to run `{tool}` with `{arguments}`\n"
+            "-# Only the person who asked can approve or decline it.")
+
+
+def approval_view(token: str) -> discord.ui.View:
+    """Approve / Decline; ``custom_id`` names the choice and the token (under Discord's 100 characters)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(style=discord.ButtonStyle.success, label="Approve",
+                                    custom_id=f"{PREFIX}yes:{token}"[:100]))
+    view.add_item(discord.ui.Button(style=discord.ButtonStyle.danger, label="Decline",
+                                    custom_id=f"{PREFIX}no:{token}"[:100]))
+    return view
+
+
+def channel_prompter(destination: Callable[[], Awaitable[discord.abc.Messageable]]) -> AskApproval:
+    """Prompts in the channel (or thread) the answer goes to; ``destination`` is the reply's own."""
+    async def ask(request: ToolApproval) -> None:
+        target = await destination()
+        await target.send(approval_text(request), view=approval_view(request.token), allowed_mentions=NO_MENTIONS)
+
+    return ask
+
+
+def interaction_prompter(interaction: discord.Interaction) -> AskApproval:
+    """Prompts as an ephemeral follow-up of the interaction being answered (``/ask``)."""
+    async def ask(request: ToolApproval) -> None:
+        await interaction.followup.send(approval_text(request), view=approval_view(request.token), ephemeral=True,
+                                        allowed_mentions=NO_MENTIONS)
+
+    return ask
+
+
+class DiscordApprovals:
+    """Answers clicks on approval prompts (called from the adapter's ``on_interaction``)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data = cast(dict[str, Any], interaction.data or {})
+        choice, _, token = str(data.get("custom_id") or "").removeprefix(PREFIX).partition(":")
+        if not str(data.get("custom_id") or "").startswith(PREFIX) or choice not in ("yes", "no"):
+            return
+        try:
+            outcome, label = await self.core.approvals.decide("discord", token, str(interaction.user.id),
+                                                              choice == "yes")
+        except BotError as exc:
+            log.warning("could not record an approval click: %s", exc)
+            await self._say(interaction, FAILED)
+            return
+        try:
+            if outcome == "decided":
+                text = decided_text("approved" if choice == "yes" else "declined", label)
+                await interaction.response.edit_message(content=text, view=None, allowed_mentions=NO_MENTIONS)
+            elif outcome == "not_yours":
+                log.info("refused an approval click by someone other than the asker")
+                await self._say(interaction, NOT_YOURS)
+            else:
+                await interaction.response.edit_message(content=GONE, view=None, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("could not answer an approval click: %s", exc)
+
+    @staticmethod
+    async def _say(interaction: discord.Interaction, text: str) -> None:
+        """One line only the clicker sees."""
+        try:
+            await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not answer an approval click: %s", exc)
