@@ -68,6 +68,8 @@ CALL_WITHIN = 5.0
 """How long a title or the prompts may wait for Slack's rate limits (they are courtesies)."""
 
 _THIS_CHANNEL = re.compile(r"\bthis\s+channel\b", re.IGNORECASE)
+_LABELLED = re.compile(r"<[^>|]*\|([^>]*)>")
+"""A link, channel or user group with its label (``<https://x.test|the docs>``): the label is kept."""
 _MARKUP = re.compile(r"<[^>]*>|[*_~`>#]+")
 
 V = TypeVar("V")
@@ -104,7 +106,7 @@ class Recent(Generic[V]):
 
 def title_for(text: str) -> str:
     """A thread's title from its first message: its first few words, without Slack markup."""
-    words = _MARKUP.sub(" ", text).split()
+    words = _MARKUP.sub(" ", _LABELLED.sub(r"\1", text)).split()
     title = " ".join(words[:TITLE_WORDS])
     if len(title) > TITLE_CHARS:
         title = title[: TITLE_CHARS - 1].rstrip() + "…"

@@ -312,7 +312,8 @@ class FakeSlack:
         elif request.content_type == "application/json":
             payload = await request.json()
         else:
-            payload = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            # slack_sdk sends some methods' arguments (assistant.threads.setTitle) in the query string of a POST
+            payload = {**request.query, **{k: v for k, v in (await request.post()).items() if isinstance(v, str)}}
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") or payload.get("token")
         call = Call(method, payload, token, at=self.clock())
