@@ -46,6 +46,12 @@ log = logging.getLogger("threadkeeper.assistant")
 MAX_APPROVAL_ROUNDS = 3
 """Follow-up requests that answer approval requests, per turn (then the answer is what it is)."""
 WAITING = "waiting for your approval…"
+REASONS = {
+    "declined": "The user declined this tool call; it was not run.",
+    "expired": "The user did not approve this tool call in time; it was not run.",
+    "unasked": "This tool call needs the user's approval, which cannot be asked for here; it was not run.",
+}
+"""What the model is told (``mcp_approval_response.reason``) when a call does not run."""
 MAX_SOURCES = 8
 
 STATUS: dict[str, str] = {
@@ -216,18 +222,20 @@ class ToolRun:
         """Input items answering the approval requests seen since the last call, each decided by the asker
         (one at a time) or declined where nobody can be asked; the requests are forgotten."""
         pending, self._approvals = self._approvals, []
-        items = []
+        items: list[dict[str, Any]] = []
         for item_id, tool, request in pending:
             decision: ApprovalDecision = "declined"
+            reason = REASONS["unasked"]
             if self.approve is None:
                 log.info("declined %s on MCP server %s: it needs an approval nobody can give here",
                          request.tool, request.server)
             else:
                 await self._status(WAITING)
                 decision = await self.approve(request)
+                reason = REASONS.get(decision, "")
             self.tool_calls.append((tool, decision))
-            items.append({"type": "mcp_approval_response", "approval_request_id": item_id,
-                          "approve": decision == "approved"})
+            item = {"type": "mcp_approval_response", "approval_request_id": item_id, "approve": decision == "approved"}
+            items.append({**item, "reason": reason} if reason else item)
         return items
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from adapters.slack.progress import Tasks
+from bot.assistants.tools import REASONS
 from bot.domain import Incoming, ThreadKey
 from bot.runtime import Runtime
 from tests.fakes.discord_server import FakeDiscord
@@ -206,7 +207,7 @@ async def test_a_failing_mcp_server_still_yields_an_answer(
     assert len({t["conversation"] for t in turns(fake_openai)}) == 1, "the conversation goes on"
 
 
-async def test_a_tool_that_needs_approval_is_declined(
+async def test_a_tool_that_needs_approval_is_declined_where_nobody_can_be_asked(
     make_runtime: MakeRuntime, fake_openai: FakeOpenAI, profiles_file: str
 ) -> None:
     runtime = await make_runtime(profiles_file=profiles_file)
@@ -217,7 +218,7 @@ async def test_a_tool_that_needs_approval_is_declined(
     assert request["type"] == "mcp_approval_request" and request["name"] == "create_ticket"
     assert follow_up["conversation"] == first["conversation"]
     assert follow_up["input"] == [{"type": "mcp_approval_response", "approval_request_id": request["id"],
-                                   "approve": False}]
+                                   "approve": False, "reason": REASONS["unasked"]}]
     assert calls(runtime, "mcp:docs", "declined") == 1 and calls(runtime, "mcp:docs", "completed") == 0
 
 

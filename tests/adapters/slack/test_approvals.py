@@ -16,6 +16,7 @@ import pytest
 
 from adapters.kit.approvals import GONE, NOT_YOURS
 from adapters.slack.approvals import APPROVE_ACTION, DECLINE_ACTION
+from bot.assistants.tools import REASONS
 from bot.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_tools import DECLINED_REPLY
@@ -148,7 +149,8 @@ async def test_the_asker_declines_and_the_model_is_told(
     assert await post_click(slack, click(DECLINE_ACTION, token, user=ASKER, response_url=url)) == 200
     [answer] = await slack.answers("C8", event["ts"])
     assert answer.text == DECLINED_REPLY
-    assert turns(fake_openai)[-1]["input"][0]["approve"] is False
+    [declined] = turns(fake_openai)[-1]["input"]
+    assert declined["approve"] is False and declined["reason"] == REASONS["declined"], "the model is told"
     await slack.adapter.settle()
     assert slack.fake.responses[-1][1]["text"] == "Declined: `docs: create_ticket`"
     assert calls(slack.runtime, "declined") == 1 and calls(slack.runtime, "completed") == 0
@@ -161,7 +163,8 @@ async def test_no_click_in_time_is_declined_and_the_answer_goes_on(
     event, prompt = await ask_in_c8(slack)
     [answer] = await slack.answers("C8", event["ts"])
     assert answer.text == DECLINED_REPLY, "the user sees the answer continue"
-    assert turns(fake_openai)[-1]["input"][0]["approve"] is False, "the model is told"
+    [expired] = turns(fake_openai)[-1]["input"]
+    assert expired["approve"] is False and expired["reason"] == REASONS["expired"], "the model is told"
     assert calls(slack.runtime, "expired") == 1
 
     token = blocks_of(prompt)[1]["elements"][0]["value"]
