@@ -128,8 +128,13 @@ def channel_hint(channel: str, allowed: bool) -> str:
     return '(Slack note: "this channel" is a channel this bot is not allowed to read or answer in.)'
 
 
-def viewed_channel(event: dict[str, Any]) -> tuple[str, str] | None:
-    """``(user, channel)`` a context event reports ("" channel: the user looks at no channel), or ``None``."""
+def viewed_channel(body: dict[str, Any]) -> tuple[str, str] | None:
+    """``(user, channel)`` a context event reports ("" channel: the user looks at no channel), or ``None``.
+
+    ``app_context_changed`` names its user in ``event.user``; Slack's own example carries it only in the
+    envelope's ``authorizations`` (the one that is not a bot), which is read when the event has none.
+    """
+    event = body.get("event") or {}
     if event.get("type") == "app_context_changed":
         entities = (event.get("context") or {}).get("entities") or []
         channel = ""
@@ -141,7 +146,8 @@ def viewed_channel(event: dict[str, Any]) -> tuple[str, str] | None:
                 channel = str(value.get("channel_id") or "")
             if channel:
                 break
-        user = str(event.get("user") or "")
+        people = [a.get("user_id") for a in body.get("authorizations") or [] if not a.get("is_bot")]
+        user = str(event.get("user") or next(iter(people), None) or "")
     else:  # assistant_thread_started / assistant_thread_context_changed
         thread = event.get("assistant_thread") or {}
         user = str(thread.get("user_id") or "")
@@ -184,8 +190,7 @@ class SlackAgent:
 
     def saw_context(self, body: dict[str, Any]) -> None:
         """Remember (or forget) the channel a context event says the user is looking at."""
-        event = body.get("event") or {}
-        seen = viewed_channel(event)
+        seen = viewed_channel(body)
         if seen is None:
             return
         user, channel = seen

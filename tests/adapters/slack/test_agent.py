@@ -153,6 +153,17 @@ async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     await agent.adapter.settle()
     assert "C0LOOKED" not in model_inputs(fake_openai)[-1]
 
+    # Slack's own example of the event names the person only in the envelope's authorizations
+    anonymous = context_changed("C0AGAIN")
+    del anonymous["user"]
+    envelope = event_envelope(anonymous)
+    envelope["authorizations"] = [{"enterprise_id": None, "team_id": TEAM_ID, "user_id": "U1USER", "is_bot": False,
+                                   "is_enterprise_install": False}]
+    assert await agent.event(envelope) == 200
+    assert await agent.event(event_envelope(dm_event("and this channel?", channel="D7"))) == 200
+    await agent.adapter.settle()
+    assert "<#C0AGAIN>" in model_inputs(fake_openai)[-1]
+
 
 async def test_the_assistant_pane_context_change_is_remembered_too(agent: Slack, fake_openai: FakeOpenAI) -> None:
     changed = {"type": "assistant_thread_context_changed", "event_ts": "1710000300.000003",
