@@ -102,7 +102,7 @@ def _stdout_to_devnull() -> None:
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "console": ("openai_api_key",),
-    "slack": ("openai_api_key", "slack_bot_token"),
+    "slack": ("openai_api_key",),  # and SLACK_BOT_TOKEN, or the OAuth settings: the adapter says which is missing
     "discord": ("openai_api_key", "discord_token"),
 }
 """Settings each command cannot start without."""

@@ -54,6 +54,8 @@ def secrets_of(settings: Settings) -> list[str]:
             settings.slack_bot_token,
             settings.slack_signing_secret,
             settings.slack_app_token,
+            settings.slack_client_secret,
+            settings.token_encryption_key,
             settings.discord_token,
         )
         if s is not None

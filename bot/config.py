@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     slack_follow_ups: bool = True
     slack_agent_view: bool = False
     """The app uses the manifest's ``agent_view``: each top-level DM is answered in a thread of its own."""
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_redirect_uri: str | None = None
+    token_encryption_key: SecretStr | None = None
 
     # Discord
     discord_token: SecretStr | None = None
@@ -203,6 +207,11 @@ class Settings(BaseSettings):
     @property
     def rate(self) -> tuple[int, float] | None:
         return parse_rate(self.rate_limit) if self.rate_limit else None
+
+    @property
+    def slack_oauth(self) -> bool:
+        """Slack's install flow (many workspaces, tokens from installations) instead of one SLACK_BOT_TOKEN."""
+        return bool(self.slack_client_id or self.slack_client_secret)
 
     @property
     def shard_ids(self) -> list[int] | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.assistants.base import Assistant
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.core import Core
+from bot.crypto import Sealer
 from bot.metrics import Metrics
 from bot.profiles import LiveProfiles, load_profiles
 from bot.safety import Safety, parse_patterns
 from bot.store import RedisClient, Store, make_redis
+from bot.store.installations import Installations
 from bot.store.pacing import SharedLanes
 
 
@@ -64,6 +66,8 @@ class Runtime:
     others: dict[str, Assistant] = field(default_factory=dict)
     pacer: SharedLanes | None = None
     """Platform rate-limit lanes shared by every worker (the adapters pace their calls with them)."""
+    installations: Installations | None = None
+    """Slack installations and install states (OAuth), when ``TOKEN_ENCRYPTION_KEY`` is set."""
 
     async def close(self) -> None:
         await self.core.close()
@@ -87,7 +91,18 @@ def build_runtime(settings: Settings, *, redis: RedisClient | None = None) -> Ru
     profiles = LiveProfiles(settings, load_profiles(settings))
     core = Core(store, assistant, settings, metrics=metrics, others=others, profiles=profiles,
                 safety=make_safety(settings, metrics))
-    return Runtime(settings, client, store, assistant, core, metrics, others, pacer=SharedLanes(client, store.keys))
+    return Runtime(settings, client, store, assistant, core, metrics, others, pacer=SharedLanes(client, store.keys),
+                   installations=make_installations(settings, client, store))
+
+
+def make_installations(settings: Settings, redis: RedisClient, store: Store) -> Installations | None:
+    """The installations port, sealed with ``TOKEN_ENCRYPTION_KEY``; None without a usable key (the Slack
+    adapter then refuses to start with OAuth on, and ``doctor`` says what is wrong with the key)."""
+    key = settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else ""
+    try:
+        return Installations(redis, store.keys, Sealer(key)) if key.strip() else None
+    except ConfigError:
+        return None
 
 
 __all__ = ["Runtime", "build_runtime", "make_store", "redis_for"]

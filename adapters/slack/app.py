@@ -2,7 +2,8 @@
 
 ``python -m bot slack`` calls :func:`run`. Socket Mode when ``SLACK_APP_TOKEN`` is set; otherwise
 HTTP on ``PORT`` with events, commands and interactivity at ``/slack/events`` (Bolt verifies the
-signing secret) and ``/healthz`` (served in Socket Mode too).
+signing secret) and ``/healthz`` (served in Socket Mode too). With ``SLACK_CLIENT_ID``, any number of workspaces
+install the app (:mod:`adapters.slack.oauth`); each event is answered with its workspace's ``context.client``.
 
 Every event is acknowledged at once: the listeners only parse and start a task of this adapter's
 own (so shutdown can wait for it), and the answer is worked out there, never inside the ack. Duplicate
@@ -59,6 +60,7 @@ from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
 from adapters.slack.files import file_refs, slack_fetcher
 from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
+from adapters.slack.oauth import SLACK_LIFECYCLE_EVENTS, serve_install_pages, slack_access
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
 from adapters.slack.reply import DELIVERY_ERRORS, SEND_ERRORS, SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
@@ -105,31 +107,32 @@ class SlackAdapter:
         self.core = runtime.core
         self.update_interval = update_interval
         self.host = host
-        if settings.slack_bot_token is None:
-            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack bot but is not set")
+        if settings.slack_bot_token is None and not settings.slack_oauth:
+            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack bot but is not set (or SLACK_CLIENT_ID and "
+                              "SLACK_CLIENT_SECRET for many workspaces)")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         if self.app_token is None and settings.slack_signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
         self.mode = "socket" if self.app_token else "http"
         base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
         self.client = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(),
+            token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             base_url=base_url if base_url.endswith("/") else base_url + "/",
         )
+        """Each request's ``context.client`` is made from it (session, retries) with that workspace's token."""
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        self.access = slack_access(settings, runtime.installations, self.client, self._learn, SLACK_BOT_SCOPES)
+        """Bolt's authorization: start()'s one ``auth.test``, or with OAuth each workspace's installation."""
         # process_before_response: the listeners below only parse and start a task, so running them
         # before the ack costs nothing, and "acknowledged" then means "the work has started".
-        self.auth = OneAuthTest(self.client)
-        """Bolt's authorization from start()'s ``auth.test``: one call per process (:mod:`adapters.slack.auth`)."""
-        self.app = AsyncApp(client=self.client, signing_secret=secret, name=BOLT_LOGGER, authorize=self.auth,
-                            process_before_response=True, request_verification_enabled=self.mode == "http")
+        self.app = AsyncApp(client=self.client, signing_secret=secret, name=BOLT_LOGGER, process_before_response=True,
+                            authorize=self.access.authorize, oauth_settings=self.access.oauth,
+                            request_verification_enabled=self.mode == "http")
         self.calls = SlackCalls(Pacer(runtime.pacer or LocalLanes()), metrics=runtime.metrics,
                                 deliver_within=deliver_within)
         """Paced, retried calls (the client's retry handlers are theirs: no blind re-post of a message)."""
         self.calls.install(self.client)
-        self.files = slack_fetcher(settings, self.client.token or "")
-        """Downloads the files shared with a message (:mod:`adapters.slack.files`)."""
-        self.context = SlackContext(self.client, self.calls, limit=settings.thread_context_messages)
+        self.context = SlackContext(self.calls, limit=settings.thread_context_messages)
         """Reads the thread a message is in, and people's names (:mod:`adapters.slack.context`)."""
         self.streams = StreamSupport()
         self.registered_events: set[str] = set()
@@ -156,8 +159,10 @@ class SlackAdapter:
         for event_type in dict.fromkeys(SLACK_EVENTS.values()):  # Bolt runs the first matching listener only
             self.app.event(event_type)(self._on_event)
         self.registered_events.update(SLACK_EVENTS)
-        self.feedback = SlackFeedback(self.core, self.calls, self.client, self.in_flight)
+        self.feedback = SlackFeedback(self.core, self.calls, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
+        self.access.uninstalls(self.core, self.in_flight).register(self.app)  # app_uninstalled, tokens_revoked
+        self.registered_events.update(SLACK_LIFECYCLE_EVENTS)
         self.approvals = SlackApprovals(self.core, self.calls, self.client, self.in_flight)
         self.approvals.register(self.app)  # Approve / Decline on tool calls that need it (block_actions)
         self.app.command("/forget")(self._on_forget)
@@ -174,7 +179,7 @@ class SlackAdapter:
             retry = request.headers.get("x-slack-retry-num", [])
             retried = bool(retry and retry[0] not in ("", "0"))
             parsed = self.agent.on_message(parsed, context.client, retried=retried)  # title, "this channel"
-            self.in_flight.spawn(self._answer(parsed, retried=retried, files=file_refs(body)))
+            self.in_flight.spawn(self._answer(parsed, context.client, retried=retried, files=file_refs(body)))
         self.events_received += 1
 
     async def _on_thread_started(self, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts,
@@ -195,25 +200,30 @@ class SlackAdapter:
         except SEND_ERRORS as exc:
             log.warning("could not greet a new assistant thread: %s", exc)
 
-    async def _on_forget(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    async def _on_forget(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None,
+                         context: AsyncBoltContext) -> None:
         await ack()
-        self.in_flight.spawn(self._forget(body, respond))
+        self.in_flight.spawn(self._forget(body, respond, context.client))
 
-    async def _on_memory(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    async def _on_memory(self, ack: Any, body: dict[str, Any], respond: AsyncRespond | None,
+                         context: AsyncBoltContext) -> None:
         await ack()
-        self.in_flight.spawn(self._memory(body, respond))
+        self.in_flight.spawn(self._memory(body, respond, context.client))
 
     # ---- the work ------------------------------------------------------------------------------
-    async def _answer(self, parsed: Parsed, *, retried: bool, files: tuple[FileRef, ...] = ()) -> None:
+    async def _answer(self, parsed: Parsed, client: AsyncWebClient, *, retried: bool,
+                      files: tuple[FileRef, ...] = ()) -> None:
+        """Answer with ``client``: the token of the event's workspace."""
         incoming = parsed.incoming
         if parsed.follow_up and not await self.core.shared.joined(incoming.place):
             return  # a thread the bot was never called into: not read, not answered
         if parsed.source is not None:
-            gather = self.context.gather_for(parsed.source, incoming.key.digest, speaker=incoming.key.shared)
+            gather = self.context.gather_for(parsed.source, incoming.key.digest, speaker=incoming.key.shared,
+                                             client=client)
             incoming = dataclasses.replace(incoming, gather=gather)
         incoming = dataclasses.replace(incoming, ask=self.approvals.prompter(parsed.target, incoming.key.digest))
         reply = SlackReply(
-            self.client,
+            client,
             parsed.target,
             streams=self.streams,
             calls=self.calls,
@@ -224,9 +234,10 @@ class SlackAdapter:
             loading=self.agent.loading(parsed, retried=retried),  # channel threads, under agent_view
             final_blocks=functools.partial(feedback_blocks, parsed.incoming.key.digest),
         )
-        await deliver_with_files(self.core, incoming, files, self.files.fetch, reply, log)
+        fetch = slack_fetcher(self.settings, client.token or "").fetch  # the workspace's token, to Slack's hosts only
+        await deliver_with_files(self.core, incoming, files, fetch, reply, log)
 
-    async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    async def _forget(self, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient) -> None:
         scope = self.settings.thread_scope
         request = parse_forget(body, scope)
         try:
@@ -235,13 +246,13 @@ class SlackAdapter:
             else:
                 result = await self._do_forget(request)
                 text = forget_text(SLACK_FORGET, result, everything=request.everything)
-                await self._say_reset(request, result.reset)
+                await self._say_reset(request, result.reset, client)
         except Exception as exc:
             text = user_sentence(exc, log, "/forget")
-        await self._reply_privately(body, respond, text, "/forget")
+        await self._reply_privately(body, respond, text, "/forget", client)
 
     async def _reply_privately(self, body: dict[str, Any], respond: AsyncRespond | None, text: str,
-                               command: str) -> None:
+                               command: str, client: AsyncWebClient) -> None:
         """A slash command's answer only its caller sees: through response_url, else an ephemeral post."""
         delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), command)
         try:
@@ -254,32 +265,32 @@ class SlackAdapter:
                               sent.body)
             else:
                 channel = str(body.get("channel_id"))
-                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: self.client.chat_postEphemeral(
+                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
                     channel=channel, user=str(body.get("user_id")), text=text), channel=channel)
         except DELIVERY_ERRORS as exc:
             log.error("could not answer %s: %s", command, exc)
 
-    async def _memory(self, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    async def _memory(self, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient) -> None:
         """``/memory``: what the bot remembers of the conversation where it is typed, privately."""
         request = parse_forget({**body, "text": ""}, self.settings.thread_scope)
         try:
             text = memory_text(*await self.core.memory_of(request.key)) if request else FORGET_USAGE
         except Exception as exc:
             text = user_sentence(exc, log, "/memory")
-        await self._reply_privately(body, respond, text, "/memory")
+        await self._reply_privately(body, respond, text, "/memory", client)
 
-    async def _say_reset(self, request: ForgetRequest, reset: tuple[str, ...]) -> None:
+    async def _say_reset(self, request: ForgetRequest, reset: tuple[str, ...], client: AsyncWebClient) -> None:
         """One visible line in each shared conversation ``/forget`` reset, naming who reset it."""
         if not reset:
             return
-        name = await self.context.name(request.team, request.user)
+        name = await self.context.name(request.team, request.user, client)
         text = f"{name} reset this conversation: my next answer here starts fresh."
         delivery = self.calls.delivery(request.team, "/forget")
         for where in reset:
             channel, _, root = where.partition("/")
 
             def post(channel: str = channel, root: str = root) -> Awaitable[AsyncSlackResponse]:
-                return self.client.chat_postMessage(channel=channel, thread_ts=root or None, text=text)
+                return client.chat_postMessage(channel=channel, thread_ts=root or None, text=text)
 
             try:
                 await self.calls.urgent(delivery, "chat.postMessage", post, channel=channel)
@@ -300,11 +311,11 @@ class SlackAdapter:
         """Check the tokens (one-line :class:`ConfigError` if Slack refuses), then serve and connect."""
         if self.client.session is None:  # one connection pool for every Web API call (else one per call)
             self.client.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        identity = await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
-        self.auth.remember(identity)
-        self.calls.team = str(identity.get("team_id") or self.calls.team)
-        self.context.identify(str(identity.get("user_id") or ""), str(identity.get("bot_id") or ""),
-                              str(identity.get("user") or ""))
+        if isinstance(self.access.auth, OneAuthTest):  # one workspace: its token is checked before serving
+            identity = await self._check("SLACK_BOT_TOKEN", self.client.auth_test())
+            self.access.auth.remember(identity)
+            self.calls.team = str(identity.get("team_id") or self.calls.team)
+            self._learn(identity)
         wss_url = None
         if self.app_token is not None:
             opened = await self._check("SLACK_APP_TOKEN", self.client.apps_connections_open(app_token=self.app_token))
@@ -313,6 +324,8 @@ class SlackAdapter:
         web_app.router.add_get("/healthz", self._healthz)
         if self.mode == "http":
             web_app.router.add_post("/slack/events", self._http_events)
+        if self.app.oauth_flow is not None:
+            serve_install_pages(web_app, self.app.oauth_flow)
         self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.settings.port)
@@ -323,6 +336,11 @@ class SlackAdapter:
             self.socket.client.wss_uri = wss_url  # the URL just checked: no second apps.connections.open
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack adapter running (%s mode, port %d)", self.mode, self.settings.port)
+
+    def _learn(self, identity: AsyncSlackResponse) -> None:
+        """The bot's own ids in a workspace (``auth.test``): its messages there are not read as context."""
+        self.context.identify(str(identity.get("user_id") or ""), str(identity.get("bot_id") or ""),
+                              str(identity.get("user") or ""))
 
     async def _check(self, name: str, call: Coroutine[Any, Any, AsyncSlackResponse]) -> AsyncSlackResponse:
         try:

@@ -88,26 +88,27 @@ class _Thread:
 
 
 class SlackContext:
-    """Reads threads and names for one adapter (one bot token)."""
+    """Reads threads and names for one adapter, each with the client of the workspace it is in (its token)."""
 
-    def __init__(self, client: AsyncWebClient, calls: SlackCalls, *, limit: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.client = client
+    def __init__(self, calls: SlackCalls, *, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.calls = calls
         self.limit = limit
         """``THREAD_CONTEXT_MESSAGES``: 0 reads no thread at all."""
-        self.bot_user_id = ""
-        self.bot_id = ""
-        self.bot_name = ""
+        self._bot_users: dict[str, str] = {}
+        """The bot's user id in each workspace it is in -> its name there."""
+        self._bot_ids: set[str] = set()
         self._clock = clock
         self._names: dict[str, tuple[str, bool, float]] = {}
         self._threads: OrderedDict[tuple[str, str], _Thread] = OrderedDict()
 
     def identify(self, user_id: str, bot_id: str, name: str) -> None:
-        """The bot itself (``auth.test``): its messages are skipped, mentions of it read as ``@name``."""
-        self.bot_user_id, self.bot_id, self.bot_name = user_id, bot_id, name
+        """The bot itself in a workspace (``auth.test``): its messages are skipped, mentions of it read as ``@name``."""
+        if user_id:
+            self._bot_users[user_id] = name
+        if bot_id:
+            self._bot_ids.add(bot_id)
 
-    def gather_for(self, source: Source, digest: str, *, speaker: bool) -> Gather:
+    def gather_for(self, source: Source, digest: str, *, speaker: bool, client: AsyncWebClient) -> Gather:
         """The core's gather function for one message (see the module docstring)."""
 
         async def nobody() -> str:
@@ -124,32 +125,32 @@ class SlackContext:
             since = seen if seen_in == thread else ""
             in_thread = bool(source.root and source.root != source.ts and self.limit)
             who, context = await asyncio.gather(
-                self.name(source.team, source.user) if speaker else nobody(),
-                self._context(source, since, digest) if in_thread else nothing())
+                self.name(source.team, source.user, client) if speaker else nobody(),
+                self._context(source, since, digest, client) if in_thread else nothing())
             return Gathered(context, f"{thread}/{newest(since, source.ts)}", who)
 
         return gather
 
     # -- names -------------------------------------------------------------------------------------
-    async def name(self, team: str, user: str) -> str:
+    async def name(self, team: str, user: str, client: AsyncWebClient) -> str:
         """A person's display name ("someone" when Slack will not say)."""
         cached = self._names.get(user)
         if cached is not None and cached[2] > self._clock():
             return cached[0]
-        await self._look_up(team, [user])
+        await self._look_up(team, [user], client)
         cached = self._names.get(user)
         return cached[0] if cached is not None else SOMEONE
 
-    async def _look_up(self, team: str, users: Iterable[str]) -> None:
+    async def _look_up(self, team: str, users: Iterable[str], client: AsyncWebClient) -> None:
         now = self._clock()
         missing = sorted({u for u in users if u and (u not in self._names or self._names[u][2] <= now)})
         if missing:
-            await asyncio.gather(*(self._user_info(team, u) for u in missing))
+            await asyncio.gather(*(self._user_info(team, u, client) for u in missing))
 
-    async def _user_info(self, team: str, user: str) -> None:
+    async def _user_info(self, team: str, user: str, client: AsyncWebClient) -> None:
         delivery = Delivery(team, "-", time.monotonic() + READ_WITHIN)
         try:
-            response = await self.calls.urgent(delivery, "users.info", lambda: self.client.users_info(user=user))
+            response = await self.calls.urgent(delivery, "users.info", lambda: client.users_info(user=user))
         except DELIVERY_ERRORS as exc:
             log.info("could not look up a Slack user's name (%s); calling them %r", _error(exc), SOMEONE)
             return
@@ -168,19 +169,20 @@ class SlackContext:
                 return
 
     # -- threads -----------------------------------------------------------------------------------
-    async def _context(self, source: Source, mark: str, digest: str) -> tuple[Quoted, ...]:
+    async def _context(self, source: Source, mark: str, digest: str, client: AsyncWebClient) -> tuple[Quoted, ...]:
         assert source.root is not None
-        messages = await self._read(source, mark, digest)
+        messages = await self._read(source, mark, digest, client)
         earlier = [m for m in messages
                    if after(m["ts"], mark) and after(source.ts, m["ts"]) and self._readable(m)][-self.limit:]
         for message in earlier:
             if message.get("user") and message.get("user_profile"):
                 self._learn(str(message["user"]), message["user_profile"])
         # Authors are looked up (cache misses only); people merely mentioned are named only when already known.
-        await self._look_up(source.team, {str(m["user"]) for m in earlier if m.get("user") and not _by_bot(m)})
+        await self._look_up(source.team, {str(m["user"]) for m in earlier if m.get("user") and not _by_bot(m)},
+                            client)
         return tuple(self._quote(m) for m in earlier)
 
-    async def _read(self, source: Source, mark: str, digest: str) -> list[dict[str, Any]]:
+    async def _read(self, source: Source, mark: str, digest: str, client: AsyncWebClient) -> list[dict[str, Any]]:
         """The thread's messages after ``mark``, as far as Slack lets us read them now (oldest first)."""
         key = (source.channel, str(source.root))
         now = self._clock()
@@ -200,7 +202,7 @@ class SlackContext:
         delivery = Delivery(source.team, digest, time.monotonic() + READ_WITHIN)
         try:
             response = await self.calls.urgent(delivery, "conversations.replies",
-                                               lambda: self.client.conversations_replies(**params))
+                                               lambda: client.conversations_replies(**params))
         except DELIVERY_ERRORS as exc:
             known = self._since(thread, mark)
             reason = "rate-limited" if isinstance(exc, Undelivered) or ratelimited(exc) else _error(exc)
@@ -223,8 +225,7 @@ class SlackContext:
         """Someone else writing (not the bot itself, not a join or an edit notice)."""
         if message.get("subtype") in SKIPPED_SUBTYPES:
             return False
-        if (self.bot_user_id and message.get("user") == self.bot_user_id) or \
-                (self.bot_id and message.get("bot_id") == self.bot_id):
+        if message.get("user") in self._bot_users or message.get("bot_id") in self._bot_ids:
             return False
         return bool(str(message.get("text") or "").strip() or message.get("files"))
 
@@ -247,8 +248,8 @@ class SlackContext:
         """Mentions read as names: ``<@U1>`` becomes ``@Ada`` (``@someone`` when the name is not known here)."""
         def name(match: re.Match[str]) -> str:
             user = match.group(1)
-            if user == self.bot_user_id:
-                return f"@{self.bot_name}" if self.bot_name else ""
+            if user in self._bot_users:
+                return f"@{self._bot_users[user]}" if self._bot_users[user] else ""
             known = self._names.get(user)
             return f"@{known[0]}" if known else f"@{SOMEONE}"
 

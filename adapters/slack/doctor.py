@@ -1,4 +1,5 @@
-"""``doctor``'s Slack checks: the bot token, its scopes, and the transport (HTTP or Socket Mode)."""
+"""``doctor``'s Slack checks: the bot token, its scopes, and the transport (HTTP or Socket Mode); with OAuth,
+the app's credentials, the encryption key and how many workspaces installed the app (:mod:`.oauth_doctor`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import SLACK_BOT_SCOPES
+from adapters.slack.oauth_doctor import check_oauth
 from bot.checks import Line, secret
 from bot.config import Settings
 
@@ -29,6 +31,8 @@ SLACK_TOKEN_ERRORS = frozenset(
 
 
 async def check_slack(settings: Settings, limit: float) -> list[Line]:
+    if settings.slack_oauth:
+        return await check_oauth(settings, limit)
     token = secret(settings.slack_bot_token)
     if token is None:
         if secret(settings.slack_app_token) or secret(settings.slack_signing_secret):

@@ -14,6 +14,8 @@ import logging
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.tasks import InFlight
 from adapters.kit.text import split_text
@@ -50,20 +52,20 @@ def feedback_blocks(digest: str, text: str | None) -> list[dict[str, Any]]:
 class SlackFeedback:
     """Listens for the buttons' clicks on a Bolt app; counts them and thanks the clicker privately."""
 
-    def __init__(self, core: Core, calls: SlackCalls, client: Any, in_flight: InFlight) -> None:
+    def __init__(self, core: Core, calls: SlackCalls, in_flight: InFlight) -> None:
         self.core = core
         self.calls = calls
-        self.client = client
         self.in_flight = in_flight
 
     def register(self, app: AsyncApp) -> None:
         app.action(FEEDBACK_ACTION)(self._on_click)
 
-    async def _on_click(self, ack: Any, body: dict[str, Any]) -> None:
+    async def _on_click(self, ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        self.in_flight.spawn(self._record(body))
+        self.in_flight.spawn(self._record(body, context.client))
 
-    async def _record(self, body: dict[str, Any]) -> None:
+    async def _record(self, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Count the click, then thank the clicker with the token of their workspace (``client``)."""
         actions = body.get("actions") or []
         action: dict[str, Any] = next((a for a in actions if a.get("action_id") == FEEDBACK_ACTION), {})
         value = str(action.get("value") or "")
@@ -77,9 +79,9 @@ class SlackFeedback:
             log.warning("could not keep the feedback on %s: %s", message, exc)
             counted = True  # the metric counted it: still thank them
         if counted:
-            await self._thank(body, channel, THANKS[value])
+            await self._thank(body, channel, THANKS[value], client)
 
-    async def _thank(self, body: dict[str, Any], channel: str, text: str) -> None:
+    async def _thank(self, body: dict[str, Any], channel: str, text: str, client: AsyncWebClient) -> None:
         team = str((body.get("team") or {}).get("id") or self.calls.team)
         delivery = self.calls.delivery(team, "feedback")
         user = str((body.get("user") or {}).get("id") or "")
@@ -91,7 +93,7 @@ class SlackFeedback:
                 if sent.status_code != 200:
                     log.warning("could not thank for feedback: response_url answered %d", sent.status_code)
             else:
-                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: self.client.chat_postEphemeral(
+                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
                     channel=channel, user=user, text=text), channel=channel)
         except Exception as exc:  # a thank-you is a courtesy: never let it fail the task loudly
             log.warning("could not thank for feedback: %s", exc)

@@ -19,6 +19,7 @@ ones that create or append (:data:`POSTING`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -128,7 +129,9 @@ class SlackCalls:
 
     @staticmethod
     def scope(team: str) -> str:
-        return f"slack:{team}"
+        """A workspace's lanes, named by a digest of it: no Redis key names a team (nothing stays of one that
+        uninstalled the app)."""
+        return f"slack:{hashlib.sha256(team.encode()).hexdigest()[:16]}"
 
     def delivery(self, team: str, digest: str) -> Delivery:
         """A delivery whose urgent calls must get through within :attr:`deliver_within` from now."""

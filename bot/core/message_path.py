@@ -27,6 +27,7 @@ from bot.core.memory import Memory, as_seed
 from bot.core.policy import Policy
 from bot.core.shared import SharedConversations
 from bot.core.unrecorded import Unrecorded
+from bot.core.workspaces import forget_workspace
 from bot.domain import Answer, Approve, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
@@ -140,6 +141,10 @@ class Core:
         own = await self._forget_many(await self._user_keys(ThreadKey(platform, workspace, "-", user)))
         shared = await self.shared.erase(platform, workspace, user, wait=self.lock_wait)  # shared conversations
         return ForgetResult(own.threads + shared.threads, own.remote_pending + shared.remote_pending)
+
+    async def forget_workspace(self, platform: str, workspace: str) -> ForgetResult:
+        """Every thread of one workspace (uninstalled, or ``threads forget-workspace``): :mod:`bot.core.workspaces`."""
+        return await forget_workspace(self.store, self.forget, platform, workspace)
 
     async def forget_channel(self, key: ThreadKey) -> ForgetResult:
         """``/forget`` in a channel: the caller's conversation there and those in its platform threads

@@ -2,7 +2,9 @@
 
 For a Slack workspace that uninstalled the app (or an operator's request): every conversation the index
 lists in that workspace, shared ones included, goes through the core's one deleter (lock, tombstone,
-remote delete, local delete), so an interrupted run leaves only what the janitor completes.
+remote delete, local delete), so an interrupted run leaves only what the janitor completes. The Slack adapter
+does the same when a workspace uninstalls the app (``app_uninstalled``, ``tokens_revoked``):
+:meth:`bot.core.Core.forget_workspace`.
 """
 
 from __future__ import annotations
@@ -21,14 +23,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 async def cmd_forget_workspace(runtime: Runtime, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    entries = await runtime.store.index_entries()
-    keys = sorted({k for k, _ in entries if k.platform == args.platform and k.workspace == args.workspace},
-                  key=lambda k: k.id)
-    threads = pending = 0
-    for key in keys:
-        result = await runtime.core.forget(key)
-        threads += result.threads
-        pending += result.remote_pending
+    result = await runtime.core.forget_workspace(args.platform, args.workspace)
+    threads, pending = result.threads, result.remote_pending
     print(f"Erased {threads} threads of {args.platform} workspace {args.workspace}.", file=out)
     if pending:
         print(f"{pending} remote deletions failed and stay queued; the janitor retries them.", file=err)

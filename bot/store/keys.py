@@ -113,3 +113,17 @@ class Keys:
     def pace_notice(self, scope: str) -> str:
         """Set for a minute by the scope's first refusal: one warning per workspace per minute."""
         return self._k("pacenote", f"{{{scope}}}")
+
+    # Platform installations (Slack OAuth), named by a one-way digest of the workspace
+    def installation(self, digest: str) -> str:
+        """One workspace's installation, sealed with ``TOKEN_ENCRYPTION_KEY`` (see ``bot.store.installations``)."""
+        return self._k("install", digest)
+
+    @property
+    def installations(self) -> str:
+        """Set of the installed workspaces' digests (``doctor`` counts them)."""
+        return self._k("install", "all")
+
+    def oauth_state(self, digest: str) -> str:
+        """An install flow's state, begun by one worker and finished by any (a digest of the state)."""
+        return self._k("oauthstate", digest)

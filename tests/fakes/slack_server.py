@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 from .file_hosts import SlackFileHost
 from .rate_limits import Clock, Refusal, SlackLimits
+from .slack_oauth import FakeOAuth
 
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
@@ -108,6 +109,8 @@ class FakeSlack:
         self.socket_connections = 0
         self.token_teams: dict[str, str] = {}
         """Which workspace a token belongs to (rate limits are kept per team); unknown tokens: ``TEAM_ID``."""
+        self.oauth = FakeOAuth(self.token_teams, BOT_USER_ID, APP_ID)
+        """The install flow: consent codes and ``oauth.v2.access`` (``slack_oauth.py``)."""
         self.limits = SlackLimits(clock)
         self.files = SlackFileHost(lambda: self.base)
         """Private file downloads (``url_private_download``): see ``file_hosts.py``."""
@@ -316,6 +319,11 @@ class FakeSlack:
             payload = {**request.query, **{k: v for k, v in (await request.post()).items() if isinstance(v, str)}}
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") or payload.get("token")
+        if method == "oauth.v2.access":  # the app's credentials (HTTP Basic), not a token
+            self.calls.append(Call(method, payload, None, at=self.clock()))
+            granted = self.oauth.access(payload, auth)
+            await self._notify()
+            return web.json_response(granted)
         call = Call(method, payload, token, at=self.clock())
         self.calls.append(call)
         channel = str(payload.get("channel") or payload.get("channel_id") or "")
@@ -328,6 +336,8 @@ class FakeSlack:
             body: JSON = {"ok": False, "error": failures.pop(0)}
         else:
             body = self._answer(method, payload)
+            if method == "auth.test":  # a token from the install flow speaks for its own team
+                body["team_id"] = self.token_teams.get(token or "", TEAM_ID)
         await self._notify()
         return web.json_response(body)
 

@@ -8,6 +8,7 @@ import yaml
 
 from adapters.slack import SLACK_ASSISTANT_EVENTS, SLACK_BOT_SCOPES, SLACK_COMMANDS, SLACK_EVENTS, SlackAdapter
 from adapters.slack.agent import MAX_PROMPTS, SLACK_AGENT_EVENTS, SUGGESTED_PROMPTS
+from adapters.slack.oauth import SLACK_LIFECYCLE_EVENTS
 from tests.support.fixtures import MakeRuntime
 from tests.support.paths import REPO_ROOT
 
@@ -28,7 +29,7 @@ async def test_manifest_events_and_commands_are_exactly_the_registered_ones(make
     commands = [c["command"] for c in manifest["features"]["slash_commands"]]
     assert len(bot_events) == len(set(bot_events)) and len(commands) == len(set(commands))
     assert set(bot_events) == adapter.registered_events == \
-        set(SLACK_EVENTS) | set(SLACK_ASSISTANT_EVENTS) | set(SLACK_AGENT_EVENTS)
+        set(SLACK_EVENTS) | set(SLACK_ASSISTANT_EVENTS) | set(SLACK_AGENT_EVENTS) | set(SLACK_LIFECYCLE_EVENTS)
     assert set(commands) == adapter.registered_commands == set(SLACK_COMMANDS)
     assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(SLACK_BOT_SCOPES)
 
