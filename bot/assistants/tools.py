@@ -47,8 +47,8 @@ MAX_APPROVAL_ROUNDS = 3
 """Follow-up requests that answer approval requests, per turn (then the answer is what it is)."""
 WAITING = "waiting for your approval…"
 REASONS = {
-    "declined": "The user declined this tool call; it was not run.",
-    "expired": "The user did not approve this tool call in time; it was not run.",
+    "declined": "The user did not approve this tool call; it was not run.",
+    "expired": "The user did not answer the approval request in time; this tool call was not run.",
     "unasked": "This tool call needs the user's approval, which cannot be asked for here; it was not run.",
 }
 """What the model is told (``mcp_approval_response.reason``) when a call does not run."""

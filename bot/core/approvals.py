@@ -56,7 +56,9 @@ class Approvals:
                 log.warning("could not ask for approval of %s in %s (redis: %s); declined", label, digest, exc)
                 return "declined"
             except Exception as exc:  # the prompt could not be shown: nobody can approve it
-                log.warning("could not show the approval prompt for %s in %s (%s); declined", label, digest, exc)
+                why = (str(exc).splitlines() or [""])[0][:200]
+                log.warning("could not show the approval prompt for %s in %s (%s: %s); declined", label, digest,
+                            type(exc).__name__, why)
                 return "declined"
             outcome: ApprovalDecision = "expired" if decision is None else "approved" if decision else "declined"
             log.info("tool %s %s by the asker in %s", label, outcome, digest)

@@ -8,6 +8,7 @@ adapters (two workers): the click is signed and posted to the other one.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -174,3 +175,20 @@ async def test_no_click_in_time_is_declined_and_the_answer_goes_on(
     [(_, late)] = slack.fake.responses
     assert late["text"] == GONE and late["replace_original"] is True
     assert len(turns(fake_openai)) == 2, "a late approval runs nothing"
+
+
+async def test_a_prompt_that_cannot_be_shown_declines_and_the_answer_goes_on(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, profiles_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack = await start_slack(profiles_file=profiles_file)
+    slack.fake.fail_next("chat.postEphemeral", "user_not_in_channel")
+    event = mention_event(f"<@{BOT_USER_ID}> open a ticket", channel="C8", user=ASKER)
+    with caplog.at_level(logging.WARNING, logger="threadkeeper.core"):
+        assert await slack.event(event_envelope(event)) == 200
+        [answer] = await slack.answers("C8", event["ts"])
+    assert answer.text == DECLINED_REPLY
+    assert turns(fake_openai)[-1]["input"][0]["approve"] is False
+    assert calls(slack.runtime, "declined") == 1
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "threadkeeper.core"]
+    assert warning.startswith("could not show the approval prompt for docs: create_ticket")
+
