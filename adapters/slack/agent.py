@@ -12,7 +12,7 @@ Under the manifest's ``agent_view`` (``SLACK_AGENT_VIEW``), and for the older as
   assistant-pane thread this process saw start. Once per thread, never for a redelivery.
 * **"This channel".** ``app_context_changed`` (agent) and ``assistant_thread_context_changed`` /
   ``assistant_thread_started`` (pane) say which channel the user is looking at; it is kept in this process,
-  per person, for :data:`VIEW_TTL` (at most :data:`VIEWS_MAX` people). Only a message that says "this channel"
+  per person, for :data:`VIEW_TTL` (at most :data:`VIEWS_MAX` people). Only a DM that says "this channel"
   gets it, as one line after the user's words (:func:`channel_hint`), and only when the allowlists
   (``ALLOWED_SLACK_TEAMS`` / ``ALLOWED_SLACK_CHANNELS``) would let the bot answer there; otherwise the line
   says the channel is off limits without naming it. The channel itself is never read here.
@@ -221,8 +221,9 @@ class SlackAgent:
         return dataclasses.replace(parsed, incoming=incoming)
 
     def hint(self, incoming: Incoming) -> str:
-        """The "this channel" line for a message, or "" (it does not say "this channel", or nothing is known)."""
-        if not refers_to_this_channel(incoming.text):
+        """The "this channel" line for a DM to the agent, or "" (it does not say "this channel", nothing is known,
+        or it was written in a channel: there "this channel" is that one)."""
+        if not incoming.is_dm or not refers_to_this_channel(incoming.text):
             return ""
         key = incoming.key
         channel = self.views.get((key.workspace, incoming.author or key.user))

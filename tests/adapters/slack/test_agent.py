@@ -164,6 +164,11 @@ async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     await agent.adapter.settle()
     assert "<#C0AGAIN>" in model_inputs(fake_openai)[-1]
 
+    mention = mention_event(f"<@{BOT_USER_ID}> summarise this channel", channel="C7")
+    assert await agent.event(event_envelope(mention)) == 200
+    await agent.adapter.settle()
+    assert "C0AGAIN" not in model_inputs(fake_openai)[-1], "written in a channel, \"this channel\" is that one"
+
 
 async def test_the_assistant_pane_context_change_is_remembered_too(agent: Slack, fake_openai: FakeOpenAI) -> None:
     changed = {"type": "assistant_thread_context_changed", "event_ts": "1710000300.000003",

@@ -37,6 +37,20 @@ def test_a_dm_in_an_ai_pane_thread_is_answered_in_that_thread_and_keyed_by_it_un
     assert parsed.target.thread_ts == "5.5" and parsed.incoming.key.channel == "D1/5.5"
 
 
+@pytest.mark.parametrize(("scope", "channel"), [("shared", "D1"), ("user", "D1"), ("thread", "D1/{ts}")])
+def test_under_agent_view_a_top_level_dm_opens_its_own_thread(scope: str, channel: str) -> None:
+    first = dm_event("hi", channel="D1", user="U7")
+    parsed = parse_event(event_envelope(first), BOT_USER_ID, scope, agent_view=True)
+    assert parsed is not None and parsed.opens_thread
+    assert parsed.target.thread_ts == first["ts"] and parsed.incoming.key.channel == channel.format(ts=first["ts"])
+    reply = dm_event("more", channel="D1", user="U7", thread_ts=first["ts"])
+    again = parse_event(event_envelope(reply), BOT_USER_ID, scope, agent_view=True)
+    assert again is not None and not again.opens_thread, "a message inside the thread opens nothing"
+    assert again.incoming.key == parsed.incoming.key, "and continues the same conversation"
+    mention = parse_event(event_envelope(mention_event(f"<@{BOT_USER_ID}> hi")), BOT_USER_ID, scope, agent_view=True)
+    assert mention is not None and not mention.opens_thread
+
+
 def test_a_mention_is_answered_in_its_own_thread_or_the_thread_it_is_in() -> None:
     top = mention_event(f"<@{BOT_USER_ID}> hi", channel="C1", ts="7.1")
     parsed = parse_event(event_envelope(top), BOT_USER_ID, "user")
