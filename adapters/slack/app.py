@@ -163,7 +163,7 @@ class SlackAdapter:
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
         self.access.uninstalls(self.core, self.in_flight).register(self.app)  # app_uninstalled, tokens_revoked
         self.registered_events.update(SLACK_LIFECYCLE_EVENTS)
-        self.approvals = SlackApprovals(self.core, self.calls, self.client, self.in_flight)
+        self.approvals = SlackApprovals(self.core, self.calls, self.in_flight)
         self.approvals.register(self.app)  # Approve / Decline on tool calls that need it (block_actions)
         self.app.command("/forget")(self._on_forget)
         self.app.command("/memory")(self._on_memory)
@@ -221,7 +221,8 @@ class SlackAdapter:
             gather = self.context.gather_for(parsed.source, incoming.key.digest, speaker=incoming.key.shared,
                                              client=client)
             incoming = dataclasses.replace(incoming, gather=gather)
-        incoming = dataclasses.replace(incoming, ask=self.approvals.prompter(parsed.target, incoming.key.digest))
+        ask = self.approvals.prompter(parsed.target, incoming.key.digest, client)
+        incoming = dataclasses.replace(incoming, ask=ask)
         reply = SlackReply(
             client,
             parsed.target,

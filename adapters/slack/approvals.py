@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -59,34 +60,34 @@ def approval_message(request: ToolApproval) -> tuple[str, list[dict[str, Any]]]:
 class SlackApprovals:
     """Shows the prompts of this worker's answers; records the clicks on anyone's."""
 
-    def __init__(self, core: Core, calls: SlackCalls, client: AsyncWebClient, in_flight: InFlight) -> None:
+    def __init__(self, core: Core, calls: SlackCalls, in_flight: InFlight) -> None:
         self.core = core
         self.calls = calls
-        self.client = client
         self.in_flight = in_flight
 
     def register(self, app: AsyncApp) -> None:
         app.action(ACTIONS)(self._on_click)
 
-    def prompter(self, target: Target, digest: str) -> AskApproval:
-        """What the core calls to show ``target.user`` (the asker) a prompt, in the answer's thread."""
+    def prompter(self, target: Target, digest: str, client: AsyncWebClient) -> AskApproval:
+        """What the core calls to show ``target.user`` (the asker) a prompt, in the answer's thread (``client``: the
+        token of the answer's workspace)."""
         async def ask(request: ToolApproval) -> None:
             text, blocks = approval_message(request)
 
             def post() -> Awaitable[AsyncSlackResponse]:
-                return self.client.chat_postEphemeral(channel=target.channel, user=target.user, text=text,
-                                                      blocks=blocks, thread_ts=target.thread_ts)
+                return client.chat_postEphemeral(channel=target.channel, user=target.user, text=text,
+                                                 blocks=blocks, thread_ts=target.thread_ts)
 
             await self.calls.urgent(self.calls.delivery(target.team, digest), "chat.postEphemeral", post,
                                     channel=target.channel)
 
         return ask
 
-    async def _on_click(self, ack: Any, body: dict[str, Any]) -> None:
+    async def _on_click(self, ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        self.in_flight.spawn(self._decide(body))
+        self.in_flight.spawn(self._decide(body, context.client))
 
-    async def _decide(self, body: dict[str, Any]) -> None:
+    async def _decide(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action: dict[str, Any] = next((a for a in body.get("actions") or []
                                        if ACTIONS.match(str(a.get("action_id") or ""))), {})
         approve = action.get("action_id") == APPROVE_ACTION
@@ -95,17 +96,17 @@ class SlackApprovals:
             outcome, label = await self.core.approvals.decide("slack", str(action.get("value") or ""), user, approve)
         except BotError as exc:
             log.warning("could not record an approval click: %s", exc)
-            await self._answer(body, FAILED, replace=False)
+            await self._answer(body, FAILED, client, replace=False)
             return
         if outcome == "decided":
-            await self._answer(body, decided_text("approved" if approve else "declined", label), replace=True)
+            await self._answer(body, decided_text("approved" if approve else "declined", label), client, replace=True)
         elif outcome == "not_yours":
             log.info("refused an approval click by someone other than the asker")
-            await self._answer(body, NOT_YOURS, replace=False)
+            await self._answer(body, NOT_YOURS, client, replace=False)
         else:
-            await self._answer(body, GONE, replace=True)
+            await self._answer(body, GONE, client, replace=True)
 
-    async def _answer(self, body: dict[str, Any], text: str, *, replace: bool) -> None:
+    async def _answer(self, body: dict[str, Any], text: str, client: AsyncWebClient, *, replace: bool) -> None:
         """The clicker alone sees ``text``: the prompt replaced by it (``replace``), or a line of its own."""
         team = str((body.get("team") or {}).get("id") or self.calls.team)
         delivery = self.calls.delivery(team, "approval")
@@ -120,7 +121,7 @@ class SlackApprovals:
             container = body.get("container") or {}
             channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
             user = str((body.get("user") or {}).get("id") or "")
-            await self.calls.urgent(delivery, "chat.postEphemeral", lambda: self.client.chat_postEphemeral(
+            await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
                 channel=channel, user=user, text=text), channel=channel)
         except DELIVERY_ERRORS as exc:
             log.warning("could not answer an approval click: %s", exc)
