@@ -26,6 +26,7 @@ Every call is counted as ``(tool, outcome)`` in :attr:`Sent.tool_calls` (the cor
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -219,21 +220,24 @@ class ToolRun:
 
     # -- approvals and the end ---------------------------------------------------------------------
     async def answers(self) -> list[dict[str, Any]]:
-        """Input items answering the approval requests seen since the last call, each decided by the asker
-        (one at a time) or declined where nobody can be asked; the requests are forgotten."""
+        """Input items answering the approval requests seen since the last call, decided by the asker (all
+        prompts at once, so a turn waits one timeout per round) or declined where nobody can be asked; the
+        requests are forgotten."""
         pending, self._approvals = self._approvals, []
-        items: list[dict[str, Any]] = []
-        for item_id, tool, request in pending:
-            decision: ApprovalDecision = "declined"
-            reason = REASONS["unasked"]
-            if self.approve is None:
+        if not pending:
+            return []
+        if self.approve is None:
+            for _, _, request in pending:
                 log.info("declined %s on MCP server %s: it needs an approval nobody can give here",
                          request.tool, request.server)
-            else:
-                await self._status(WAITING)
-                decision = await self.approve(request)
-                reason = REASONS.get(decision, "")
+            decisions: list[ApprovalDecision] = ["declined"] * len(pending)
+        else:
+            await self._status(WAITING)
+            decisions = list(await asyncio.gather(*(self.approve(request) for _, _, request in pending)))
+        items: list[dict[str, Any]] = []
+        for (item_id, tool, _), decision in zip(pending, decisions, strict=True):
             self.tool_calls.append((tool, decision))
+            reason = REASONS["unasked"] if self.approve is None else REASONS.get(decision, "")
             item = {"type": "mcp_approval_response", "approval_request_id": item_id, "approve": decision == "approved"}
             items.append({**item, "reason": reason} if reason else item)
         return items

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from bot.assistants.tools import MAX_APPROVAL_ROUNDS
 from bot.domain import SHARED, ApprovalDecision, Approve, Incoming, ToolApproval, hash_user
 from bot.errors import Unavailable
 from bot.store import Store, StoreError
@@ -37,6 +38,11 @@ class Approvals:
     def __init__(self, store: Store, *, timeout: float) -> None:
         self.store = ApprovalStore(store.redis, store.keys)
         self.timeout = timeout
+
+    @property
+    def longest(self) -> float:
+        """The longest one answer may wait for approvals (each round's prompts are shown together)."""
+        return MAX_APPROVAL_ROUNDS * self.timeout
 
     def approver(self, msg: Incoming) -> Approve | None:
         """The callback for ``msg``'s tool approvals; None when nobody can be asked (they are declined)."""

@@ -73,8 +73,8 @@ class Core:
         self.approvals = Approvals(store, timeout=settings.tool_approval_timeout)
         """Tool calls the asker approves with a button (:mod:`bot.core.approvals`)."""
         # Longest a message waits for another worker's answer on the same thread: two sends with
-        # every SDK retry (a recovery), plus slack.
-        self.lock_wait = 2 * settings.openai_timeout * (settings.openai_max_retries + 1) + 60
+        # every SDK retry (a recovery), the asker's approvals, plus slack.
+        self.lock_wait = 2 * settings.openai_timeout * (settings.openai_max_retries + 1) + self.approvals.longest + 60
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
