@@ -14,6 +14,7 @@ tool calls that need approval are declined, as they always were.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 
@@ -56,7 +57,7 @@ class Approvals:
             label = f"{request.server}: {request.tool}"
             try:
                 await self.store.open(token, hash_user(platform, asker), label[:200], self.timeout)
-                await ask(ToolApproval(request.server, request.tool, request.arguments, token))
+                await ask(dataclasses.replace(request, token=token))
                 decision = await self.store.wait(token, within=self.timeout)
             except StoreError as exc:
                 log.warning("could not ask for approval of %s in %s (redis: %s); declined", label, digest, exc)
@@ -67,7 +68,7 @@ class Approvals:
                             type(exc).__name__, why)
                 return "declined"
             outcome: ApprovalDecision = "expired" if decision is None else "approved" if decision else "declined"
-            log.info("tool %s %s by the asker in %s", label, outcome, digest)
+            log.info("tool %s: %s (the asker's approval, in %s)", label, outcome, digest)
             return outcome
 
         return approve
