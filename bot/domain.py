@@ -33,8 +33,12 @@ class ToolApproval:
 ApprovalDecision = Literal["approved", "declined", "expired"]
 Approve = Callable[[ToolApproval], Awaitable[ApprovalDecision]]
 """The core's callback for the assistant: ask the asker, wait (bounded) for their decision."""
-AskApproval = Callable[[ToolApproval], Awaitable[None]]
-"""The adapter's: show the asker a private prompt with Approve / Decline buttons (``token`` set)."""
+Expire = Callable[[], Awaitable[None]]
+"""Called when no decision came in time: the prompt says so, without its buttons (platform errors are the
+adapter's to log, never raised)."""
+AskApproval = Callable[[ToolApproval], Awaitable[Expire | None]]
+"""The adapter's: show the asker a private prompt with Approve / Decline buttons (``token`` set); what to call
+if it expires, where the platform lets the prompt be changed."""
 
 
 def _escape(part: str) -> str:

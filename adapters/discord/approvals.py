@@ -10,7 +10,7 @@ nobody) over Approve / Decline buttons whose ``custom_id`` carries the approval'
   checks that the clicker is the asker, and anyone else is told privately that only the asker can decide.
 
 A click is answered within Discord's 3 s (one Redis script first): the asker's replaces the prompt with
-what was decided, without its buttons.
+what was decided, without its buttons. A prompt nobody answered in time says so, without its buttons.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, cast
 import discord
 
 from adapters.discord.reply import NO_MENTIONS
-from adapters.kit.approvals import FAILED, GONE, NOT_YOURS, decided_text, parts
+from adapters.kit.approvals import EXPIRED, FAILED, GONE, NOT_YOURS, decided_text, parts
 from bot.core import Core
-from bot.domain import AskApproval, ToolApproval
+from bot.domain import AskApproval, Expire, ToolApproval
 from bot.errors import BotError
 
 log = logging.getLogger("threadkeeper.discord")
@@ -48,20 +48,32 @@ def approval_view(token: str) -> discord.ui.View:
     return view
 
 
+def expiry(prompt: discord.Message | discord.WebhookMessage) -> Expire:
+    """When no decision came in time: the prompt says so, without its buttons."""
+    async def expire() -> None:
+        try:
+            await prompt.edit(content=EXPIRED, view=None, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("could not mark an approval prompt as expired: %s", exc)
+
+    return expire
+
+
 def channel_prompter(destination: Callable[[], Awaitable[discord.abc.Messageable]]) -> AskApproval:
     """Prompts in the channel (or thread) the answer goes to; ``destination`` is the reply's own."""
-    async def ask(request: ToolApproval) -> None:
+    async def ask(request: ToolApproval) -> Expire:
         target = await destination()
-        await target.send(approval_text(request), view=approval_view(request.token), allowed_mentions=NO_MENTIONS)
+        return expiry(await target.send(approval_text(request), view=approval_view(request.token),
+                                        allowed_mentions=NO_MENTIONS))
 
     return ask
 
 
 def interaction_prompter(interaction: discord.Interaction) -> AskApproval:
     """Prompts as an ephemeral follow-up of the interaction being answered (``/ask``)."""
-    async def ask(request: ToolApproval) -> None:
-        await interaction.followup.send(approval_text(request), view=approval_view(request.token), ephemeral=True,
-                                        allowed_mentions=NO_MENTIONS)
+    async def ask(request: ToolApproval) -> Expire:
+        return expiry(await interaction.followup.send(approval_text(request), view=approval_view(request.token),
+                                                      ephemeral=True, allowed_mentions=NO_MENTIONS, wait=True))
 
     return ask
 

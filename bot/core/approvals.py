@@ -57,7 +57,7 @@ class Approvals:
             label = f"{request.server}: {request.tool}"
             try:
                 await self.store.open(token, hash_user(platform, asker), label[:200], self.timeout)
-                await ask(dataclasses.replace(request, token=token))
+                expire = await ask(dataclasses.replace(request, token=token))
                 decision = await self.store.wait(token, within=self.timeout)
             except StoreError as exc:
                 log.warning("could not ask for approval of %s in %s (redis: %s); declined", label, digest, exc)
@@ -67,6 +67,8 @@ class Approvals:
                 log.warning("could not show the approval prompt for %s in %s (%s: %s); declined", label, digest,
                             type(exc).__name__, why)
                 return "declined"
+            if decision is None and expire is not None:
+                await expire()
             outcome: ApprovalDecision = "expired" if decision is None else "approved" if decision else "declined"
             log.info("tool %s: %s (the asker's approval, in %s)", label, outcome, digest)
             return outcome

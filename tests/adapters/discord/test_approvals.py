@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from adapters.discord.approvals import PREFIX
-from adapters.kit.approvals import NOT_YOURS
+from adapters.kit.approvals import EXPIRED, NOT_YOURS
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_server import Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_tools import DECLINED_REPLY
 from tests.support.discord import StartBot
 
 JSON = dict[str, Any]
@@ -133,3 +134,24 @@ async def test_ask_prompts_ephemerally_and_a_decline_tells_the_model(
     assert turns(fake_openai)[-1]["input"][0]["approve"] is False
     labels = {"tool": "mcp:docs", "outcome": "declined"}
     assert adapter.core.metrics.registry.get_sample_value("threadkeeper_tool_calls_total", labels) == 1
+
+
+async def test_a_prompt_nobody_answers_says_so_and_the_answer_goes_on(
+    fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI, profiles_file: str
+) -> None:
+    adapter = await start_bot(edit_interval=0.05, profiles_file=profiles_file, tool_approval_timeout=0.3)
+    channel = fake_discord.channel_id
+    await fake_discord.send_guild("open a ticket", mention_bot=True)
+    [post] = await fake_discord.wait_for(lambda: [c for c in fake_discord.find("POST", rf"/channels/{channel}/messages")
+                                                  if (c.json or {}).get("components")] or None)
+    prompt = next(m for m in fake_discord.bot_messages(channel) if m["content"] == (post.json or {})["content"])
+    [edit] = await fake_discord.wait_for(
+        lambda: fake_discord.find("PATCH", rf"/channels/{channel}/messages/{prompt['id']}") or None)
+    assert edit.json is not None
+    shown = (edit.json["content"], edit.json["components"], edit.json["allowed_mentions"])
+    assert shown == (EXPIRED, [], {"parse": []}), "said so, without the buttons, pinging nobody"
+    [answer] = [m for m in fake_discord.bot_messages(channel) if m["id"] != prompt["id"]]
+    await fake_discord.wait_for(lambda: answer["content"] == DECLINED_REPLY or None)
+    labels = {"tool": "mcp:docs", "outcome": "expired"}
+    assert adapter.core.metrics.registry.get_sample_value("threadkeeper_tool_calls_total", labels) == 1
+
