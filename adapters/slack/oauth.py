@@ -47,6 +47,7 @@ from bot.checks import secret
 from bot.config import ConfigError, Settings
 from bot.core import Core
 from bot.crypto import KEY_HINT, Sealer
+from bot.errors import BotError
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -263,7 +264,12 @@ class Uninstalls:
             if bot is not None and self.revoked is not None:
                 self.revoked(bot.bot_token)
             await self.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
-        result = await self.core.forget_workspace(PLATFORM, team)
+        try:
+            result = await self.core.forget_workspace(PLATFORM, team)
+        except BotError as exc:
+            log.error("Slack workspace %s removed the app, but its threads could not all be erased (%s): run "
+                      "python -m bot threads forget-workspace slack %s", team, exc, team)
+            return
         pending = f"; {result.remote_pending} remote deletions stay queued for the janitor" \
             if result.remote_pending else ""
         log.info("Slack workspace %s removed the app: its installation is gone and %d threads erased%s",

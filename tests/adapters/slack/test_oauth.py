@@ -219,6 +219,20 @@ async def test_tokens_revoked_of_the_bot_erases_the_workspace_and_of_people_only
     assert await bot.runtime.installations.count() == 0
 
 
+async def test_with_one_token_app_uninstalled_still_erases_that_workspace(
+    slack: Slack, fake_openai: FakeOpenAI
+) -> None:
+    assert await slack.event(event_envelope(dm_event("remember me", channel="D3"))) == 200
+    await slack.answers("D3", None)
+    await slack.adapter.settle()
+    [conversation] = fake_openai.conversations.values()
+    gone = event_envelope({"type": "app_uninstalled", "event_ts": "1710000999.000200"})
+    assert await slack.event(gone) == 200
+    await slack.adapter.settle()
+    assert conversation.deleted and await slack.runtime.store.index_entries() == []
+    assert slack.runtime.installations is None
+
+
 async def test_oauth_refuses_to_start_half_set_up(make_runtime: MakeRuntime, fake_slack: FakeSlack) -> None:
     base = {"slack_signing_secret": SECRET, "slack_api_url": fake_slack.api_url}
     cases = {
