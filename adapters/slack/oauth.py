@@ -135,9 +135,7 @@ class RedisInstallations(AsyncInstallationStore):
     async def async_delete_installation(self, *, enterprise_id: str | None, team_id: str | None,
                                         user_id: str | None = None) -> None:
         if user_id is None:  # a user's own token is never kept: only the workspace's installation goes
-            await self.port.delete(PLATFORM, workspace_of(enterprise_id, team_id, False))
-            if enterprise_id:
-                await self.port.delete(PLATFORM, workspace_of(enterprise_id, team_id, True))
+            await self.port.delete(PLATFORM, workspace_of(enterprise_id, team_id, team_id is None))
 
 
 def _when(record: dict[str, Any]) -> float:
@@ -182,14 +180,15 @@ def authorize_url(settings: Settings) -> str:
     return urljoin(settings.slack_api_url or "https://slack.com/api/", AUTHORIZE_PATH)
 
 
-def oauth_settings(settings: Settings, port: InstallationsPort, scopes: tuple[str, ...]) -> AsyncOAuthSettings:
+def oauth_settings(settings: Settings, installations: RedisInstallations,
+                   scopes: tuple[str, ...]) -> AsyncOAuthSettings:
     """Bolt's OAuth settings for this deployment (``SLACK_CLIENT_ID`` and its secret must be set)."""
     secret = settings.slack_client_secret.get_secret_value() if settings.slack_client_secret else None
     return AsyncOAuthSettings(
         client_id=settings.slack_client_id, client_secret=secret, scopes=list(scopes), user_scopes=[],
         redirect_uri=settings.slack_redirect_uri, install_page_rendering_enabled=False,
-        authorization_url=authorize_url(settings), installation_store=RedisInstallations(port),
-        installation_store_bot_only=True, state_store=RedisStates(port), state_expiration_seconds=STATE_TTL,
+        authorization_url=authorize_url(settings), installation_store=installations, installation_store_bot_only=True,
+        state_store=RedisStates(installations.port), state_expiration_seconds=STATE_TTL,
         callback_options=AsyncCallbackOptions(success=_installed, failure=_failed), logger=log,
     )
 
@@ -263,7 +262,7 @@ class Uninstalls:
                                                           is_enterprise_install=org_wide)
             if bot is not None and self.revoked is not None:
                 self.revoked(bot.bot_token)
-            await self.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
+            await self.installations.async_delete_all(enterprise_id=enterprise, team_id=None if org_wide else team)
         try:
             result = await self.core.forget_workspace(PLATFORM, team)
         except BotError as exc:
@@ -303,7 +302,7 @@ def slack_access(settings: Settings, port: InstallationsPort | None, client: Asy
     check_oauth(settings, port)
     assert port is not None  # check_oauth refuses a missing one
     installations = RedisInstallations(port)
-    return Access(Installed(installations, learn=learn), installations, oauth_settings(settings, port, scopes))
+    return Access(Installed(installations, learn=learn), installations, oauth_settings(settings, installations, scopes))
 
 
 __all__ = ["SLACK_LIFECYCLE_EVENTS", "Access", "InstallationsPort", "RedisInstallations", "RedisStates", "Uninstalls",

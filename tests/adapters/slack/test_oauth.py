@@ -170,6 +170,11 @@ async def test_a_bad_state_or_code_gets_a_clear_page_and_a_log_line(
     state, _ = await begin(bot)
     status, page = await finish(bot, bot.fake.oauth.grant(NEW), state, cookie="another-browser")
     assert status == 400 and "invalid_browser" in page
+
+    async with bot.http.get(f"{bot.url}/slack/oauth_redirect", params={"error": "access_denied", "state": state},
+                            headers={"Cookie": f"{COOKIE}={state}"}) as resp:  # the installer said no on Slack's page
+        assert resp.status == 200 and "access_denied" in await resp.text()
+    assert "a Slack install failed (access_denied): the installer cancelled" in caplog.text
     assert bot.runtime.installations is not None and await bot.runtime.installations.count() == 0
 
 
