@@ -14,8 +14,10 @@ Under the manifest's ``agent_view`` (``SLACK_AGENT_VIEW``), and for the older as
   ``assistant_thread_started`` (pane) say which channel the user is looking at; it is kept in this process,
   per person, for :data:`VIEW_TTL` (at most :data:`VIEWS_MAX` people). Only a DM that says "this channel"
   gets it, as one line after the user's words (:func:`channel_hint`), and only when the allowlists
-  (``ALLOWED_SLACK_TEAMS`` / ``ALLOWED_SLACK_CHANNELS``) would let the bot answer there; otherwise the line
-  says the channel is off limits without naming it. The channel itself is never read here.
+  (``ALLOWED_SLACK_TEAMS`` / ``ALLOWED_SLACK_CHANNELS``) would let the bot answer there: then the channel's
+  newest messages come along as quoted material, read when the message is answered
+  (:meth:`~adapters.slack.context.SlackContext.channel`, from the conversation's mark on). Otherwise the line
+  says the channel is off limits without naming it, and nothing of it is read.
 
 Every listener only records or starts a task of the adapter's own (:class:`~adapters.kit.tasks.InFlight`):
 Slack calls are made outside the ack, paced through :class:`~adapters.slack.limits.SlackCalls`, with the
@@ -38,11 +40,13 @@ from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.tasks import InFlight
+from adapters.slack.context import SlackContext
 from adapters.slack.limits import Delivery, SlackCalls
 from adapters.slack.parse import PLATFORM, Parsed, team_of
 from adapters.slack.progress import STATUS_ERRORS, ChannelStatus
+from bot.config import Settings
 from bot.core import Core
-from bot.domain import Incoming, ThreadKey
+from bot.domain import Gather, Gathered, Incoming, ThreadKey
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -123,8 +127,8 @@ def refers_to_this_channel(text: str) -> bool:
 def channel_hint(channel: str, allowed: bool) -> str:
     """The one line the model gets about "this channel"."""
     if allowed:
-        return (f'(Slack note: "this channel" is the channel the user has open, <#{channel}>. Its messages are not '
-                "part of this conversation.)")
+        return (f'(Slack note: "this channel" is the channel the user has open, <#{channel}>; its newest messages '
+                "the bot could read are quoted above.)")
     return '(Slack note: "this channel" is a channel this bot is not allowed to read or answer in.)'
 
 
@@ -158,12 +162,14 @@ def viewed_channel(body: dict[str, Any]) -> tuple[str, str] | None:
 class SlackAgent:
     """The agent experience for one adapter: its listeners, what they remember, and the calls they start."""
 
-    def __init__(self, core: Core, calls: SlackCalls, in_flight: InFlight, *, agent_view: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, core: Core, calls: SlackCalls, in_flight: InFlight, context: SlackContext, settings: Settings,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
         self.core = core
         self.calls = calls
         self.in_flight = in_flight
-        self.agent_view = agent_view
+        self.context = context
+        """Reads the channel the user has open, when they ask about it and the allowlists permit it."""
+        self.agent_view = settings.slack_agent_view
         self.views: Recent[str] = Recent(VIEW_TTL, VIEWS_MAX, clock=clock)
         """(team, user) -> the channel they look at."""
         self.untitled: Recent[bool] = Recent(VIEW_TTL, VIEWS_MAX, clock=clock)
@@ -214,24 +220,39 @@ class SlackAgent:
             first = parsed.opens_thread or self.untitled.pop((target.channel, target.thread_ts)) is not None
             if first:
                 self.in_flight.spawn(self._name_thread(client, parsed, title_for(parsed.incoming.text)))
-        hint = self.hint(parsed.incoming)
-        if not hint:
+        channel, allowed = self.this_channel(parsed.incoming)
+        if not channel:
             return parsed
-        incoming = dataclasses.replace(parsed.incoming, text=f"{parsed.incoming.text}\n\n{hint}")
+        incoming = parsed.incoming
+        incoming = dataclasses.replace(incoming, text=f"{incoming.text}\n\n{channel_hint(channel, allowed)}")
+        if allowed and client is not None and incoming.gather is None:
+            incoming = dataclasses.replace(incoming, gather=self._reader(target.team, channel, incoming, client))
         return dataclasses.replace(parsed, incoming=incoming)
 
-    def hint(self, incoming: Incoming) -> str:
-        """The "this channel" line for a DM to the agent, or "" (it does not say "this channel", nothing is known,
-        or it was written in a channel: there "this channel" is that one)."""
+    def this_channel(self, incoming: Incoming) -> tuple[str, bool]:
+        """For a DM to the agent that says "this channel": the channel the user has open, and whether the
+        allowlists permit it; ``("", False)`` otherwise (nothing known, or written in a channel: there "this
+        channel" is that one)."""
         if not incoming.is_dm or not refers_to_this_channel(incoming.text):
-            return ""
+            return "", False
         key = incoming.key
         channel = self.views.get((key.workspace, incoming.author or key.user))
         if not channel:
-            return ""
+            return "", False
         there = ThreadKey(key.platform, key.workspace, channel, key.user)
-        allowed = self.core.policy.allows(Incoming(key=there, text="", message_id="", is_dm=channel.startswith("D")))
-        return channel_hint(channel, allowed)
+        return channel, self.core.policy.allows(Incoming(key=there, text="", message_id="",
+                                                         is_dm=channel.startswith("D")))
+
+    def _reader(self, team: str, channel: str, incoming: Incoming, client: AsyncWebClient) -> Gather:
+        """The core's gather for a "this channel" DM: the channel's newest messages since the conversation's mark
+        (``<channel>/<ts>``: what it already brought in from that channel)."""
+        async def gather(mark: str) -> Gathered:
+            seen_in, _, seen = mark.rpartition("/")
+            since = seen if seen_in == channel else ""
+            quoted, upto = await self.context.channel(team, channel, since, incoming.key.digest, client)
+            return Gathered(quoted, f"{channel}/{upto}" if upto else mark)
+
+        return gather
 
     def loading(self, parsed: Parsed, *, retried: bool) -> ChannelStatus | None:
         """Where a channel thread's answer may show the loading status (agent experience only; not on retries)."""

@@ -152,7 +152,7 @@ class SlackAdapter:
         assistant = AsyncAssistant(logger=log)
         assistant.thread_started(self._on_thread_started)
         assistant.user_message(self._on_event)
-        self.agent = SlackAgent(self.core, self.calls, self.in_flight, agent_view=self.settings.slack_agent_view)
+        self.agent = SlackAgent(self.core, self.calls, self.in_flight, self.context, self.settings)
         self.agent.register(self.app, assistant)  # prompts, titles, the channel the user looks at
         self.app.use(assistant)
         self.registered_events.update(SLACK_ASSISTANT_EVENTS, SLACK_AGENT_EVENTS)

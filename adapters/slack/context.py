@@ -14,6 +14,9 @@ lines twice.
   address), cached in this process for :data:`NAME_TTL`, or from a message's own ``user_profile`` when Slack
   includes one. Other bots' messages are labelled as bots'; the bot's own answers are in the conversation
   already and are skipped. Mentions of people become ``@name``.
+* **A channel the user has open** (:mod:`adapters.slack.agent`, for a DM that says "this channel", only where the
+  allowlists permit that channel): one ``conversations.history`` call for its newest messages since the
+  conversation's mark (at most :data:`CHANNEL_PAGE`), quoted the same way.
 * **Rate limits.** Reads are urgent but worth only :data:`READ_WITHIN` seconds. When Slack refuses
   (``ratelimited``) or the read fails, the message is answered with what this process already read of the
   thread, and a WARNING says so.
@@ -51,6 +54,8 @@ READ_WITHIN = 3.0
 """How long reading a thread or a name may wait for Slack's rate limits before the answer goes without it."""
 PAGE = 200
 """Messages asked for in one ``conversations.replies`` call."""
+CHANNEL_PAGE = 15
+"""Newest messages read of a channel the user has open (Slack's cap for apps outside the Marketplace)."""
 SOMEONE = "someone"
 """The name of a person ``users.info`` would not tell."""
 SKIPPED_SUBTYPES = frozenset({"channel_join", "channel_leave", "group_join", "group_leave", "message_deleted",
@@ -167,6 +172,29 @@ class SlackContext:
             if isinstance(candidate, str) and candidate.strip() and "@" not in candidate:
                 self._names[user] = (candidate.strip(), is_bot, self._clock() + NAME_TTL)
                 return
+
+    # -- a channel the user has open (adapters.slack.agent) -----------------------------------------------
+    async def channel(self, team: str, channel: str, since: str, digest: str,
+                      client: AsyncWebClient) -> tuple[tuple[Quoted, ...], str]:
+        """The newest messages of ``channel`` written after ``since`` (at most ``THREAD_CONTEXT_MESSAGES`` and
+        :data:`CHANNEL_PAGE`), quoted, with the newest ``ts`` read; nothing new when Slack will not say."""
+        if not self.limit:
+            return (), since
+        params: dict[str, Any] = {"channel": channel, "limit": min(self.limit, CHANNEL_PAGE)}
+        if since:
+            params["oldest"] = since
+        delivery = Delivery(team, digest, time.monotonic() + READ_WITHIN)
+        try:
+            response = await self.calls.urgent(delivery, "conversations.history",
+                                               lambda: client.conversations_history(**params))
+        except DELIVERY_ERRORS as exc:
+            log.warning("could not read the Slack channel the user has open for %s (%s)", digest, _error(exc))
+            return (), since
+        got = sorted((m for m in response.get("messages") or [] if isinstance(m, dict) and m.get("ts")),
+                     key=lambda m: _number(m["ts"]))
+        readable = [m for m in got if self._readable(m)]
+        await self._look_up(team, {str(m["user"]) for m in readable if m.get("user") and not _by_bot(m)}, client)
+        return tuple(self._quote(m) for m in readable), newest(since, *(str(m["ts"]) for m in got))
 
     # -- threads -----------------------------------------------------------------------------------
     async def _context(self, source: Source, mark: str, digest: str, client: AsyncWebClient) -> tuple[Quoted, ...]:

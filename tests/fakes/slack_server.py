@@ -118,6 +118,8 @@ class FakeSlack:
         """Profiles given by :meth:`add_user`; ``users.info`` makes one up for any other ``U…`` id."""
         self.history: list[JSON] = []
         """Messages others wrote in channels (:meth:`user_says`, :meth:`bot_says`), oldest first."""
+        self.not_in: set[str] = set()
+        """Channels the bot is not a member of: reading them answers ``not_in_channel``."""
         self._failures: dict[str, list[str]] = {}
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
@@ -389,6 +391,8 @@ class FakeSlack:
             return {"ok": True, "user": self._user(user_id)}
         if method == "conversations.replies":
             return self._replies(p)
+        if method == "conversations.history":
+            return self._history(p)
         if method.startswith("assistant.threads."):
             return self._assistant(method, p)
         return {"ok": True}
@@ -411,6 +415,20 @@ class FakeSlack:
         elif method == "assistant.threads.setSuggestedPrompts":
             self.prompts[(channel, thread)] = [dict(x) for x in _json_list(p["prompts"])]
         return {"ok": True}
+
+    def _history(self, p: JSON) -> JSON:
+        """A channel's top-level messages as ``conversations.history`` shows them: newest first, after ``oldest``."""
+        channel = str(p.get("channel") or "")
+        if channel in self.not_in:
+            return {"ok": False, "error": "not_in_channel"}
+        found = [{k: v for k, v in m.items() if k != "channel"} for m in self.history
+                 if m["channel"] == channel and m.get("thread_ts") in (None, m["ts"])]
+        found.sort(key=lambda m: Decimal(m["ts"]), reverse=True)
+        if p.get("oldest"):
+            found = [m for m in found if Decimal(m["ts"]) > Decimal(str(p["oldest"]))]
+        limit = int(p.get("limit") or 100)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit,
+                "response_metadata": {"next_cursor": ""}}
 
     def _replies(self, p: JSON) -> JSON:
         """A thread as ``conversations.replies`` shows it: the parent, then the replies, oldest first."""

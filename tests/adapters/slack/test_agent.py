@@ -1,7 +1,8 @@
 """Slack's agent experience, end to end through the real Bolt app (signed HTTP requests, loopback fakes).
 
 Suggested prompts when the user opens the agent, titles for new threads, the rotating loading status, and the
-channel the user is looking at offered to the model only when they say "this channel".
+channel the user is looking at offered to the model (named, its newest messages quoted) only when they say
+"this channel" and the allowlists permit that channel.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ async def test_a_channel_thread_shows_the_loading_status_where_the_workspace_all
 async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     agent: Slack, fake_openai: FakeOpenAI
 ) -> None:
+    agent.fake.user_says("we ship on friday", channel="C0LOOKED")
+    root = agent.fake.user_says("no, monday", user="U2OTHER", channel="C0LOOKED")
+    agent.fake.user_says("a reply inside a thread", channel="C0LOOKED", thread_ts=root["ts"])
     assert await agent.event(event_envelope(context_changed("C0LOOKED"))) == 200
     assert await agent.event(event_envelope(dm_event("summarise this channel please", channel="D7"))) == 200
     await agent.adapter.settle()
@@ -145,8 +149,16 @@ async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     await agent.adapter.settle()
     hinted, plain = model_inputs(fake_openai)
     assert "<#C0LOOKED>" in hinted and '\\"this channel\\" is the channel the user has open' in hinted
-    assert "C0LOOKED" not in plain
-    assert agent.fake.count("conversations.history") == agent.fake.count("conversations.replies") == 0
+    assert "we ship on friday" in hinted and "no, monday" in hinted and "inside a thread" not in hinted
+    assert "C0LOOKED" not in plain and "friday" not in plain
+    assert [p["channel"] for p in agent.fake.payloads("conversations.history")] == ["C0LOOKED"]
+
+    agent.fake.user_says("actually tuesday", channel="C0LOOKED")
+    assert await agent.event(event_envelope(dm_event("and now, in this channel?", channel="D7"))) == 200
+    await agent.adapter.settle()
+    again = model_inputs(fake_openai)[-1]
+    assert "actually tuesday" in again and "friday" not in again, "only what was written since"
+    assert agent.fake.payloads("conversations.history")[-1]["oldest"] == root["ts"]
 
     assert await agent.event(event_envelope(context_changed(""))) == 200  # looking at nothing now
     assert await agent.event(event_envelope(dm_event("and this channel?", channel="D7"))) == 200
@@ -179,19 +191,34 @@ async def test_the_assistant_pane_context_change_is_remembered_too(agent: Slack,
     assert await agent.event(event_envelope(question)) == 200
     await agent.adapter.settle()
     assert "<#C0PANE>" in model_inputs(fake_openai)[0]
-    assert agent.fake.count("chat.update") == agent.fake.count("conversations.history") == 0, "no Slack call"
+    assert agent.fake.count("chat.update") == 0, "Bolt's default would keep the context in message metadata"
+    assert [p["channel"] for p in agent.fake.payloads("conversations.history")] == ["C0PANE"]
 
 
 async def test_a_channel_the_allowlists_forbid_is_neither_named_nor_read(
     start_slack: StartSlack, fake_openai: FakeOpenAI
 ) -> None:
     slack = await start_slack(slack_agent_view=True, allowed_slack_channels="C0OPEN")
+    slack.fake.user_says("the merger closes on friday", channel="C0SECRET")
     assert await slack.event(event_envelope(context_changed("C0SECRET"))) == 200
     assert await slack.event(event_envelope(dm_event("summarise this channel", channel="D7"))) == 200
     await slack.adapter.settle()
     [asked] = model_inputs(fake_openai)
-    assert "C0SECRET" not in asked and "not allowed to read" in asked
+    assert "C0SECRET" not in asked and "merger" not in asked and "not allowed to read" in asked
     assert not [c for c in slack.fake.calls if c.method.startswith("conversations.")]
+
+
+async def test_a_channel_the_bot_is_not_in_is_named_and_the_answer_goes_on(
+    agent: Slack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent.fake.not_in.add("C0ELSE")
+    assert await agent.event(event_envelope(context_changed("C0ELSE"))) == 200
+    event = dm_event("what is this channel about?", channel="D7")
+    assert await agent.event(event_envelope(event)) == 200
+    [answer] = await agent.answers("D7", event["ts"])
+    await agent.adapter.settle()
+    assert answer.text.startswith("echo: what is this channel about?") and "<#C0ELSE>" in model_inputs(fake_openai)[0]
+    assert "not_in_channel" in caplog.text
 
 
 # -- plain functions and the fake's checks ------------------------------------------------------------------------
