@@ -17,6 +17,14 @@ Each lane keeps three numbers:
   ``floor``: ``base`` is tiny (nothing is spaced out before the platform refuses), the refused rate unknown;
 * ``blocked``: until when the platform said to wait (``Retry-After``). No call of the lane goes before.
 
+A scope is *quiet* while none of its lanes was refused lately: no block, every interval decayed back to
+about ``base``. With a ``base`` of at most :data:`QUIET_BASE` the lanes would then grant any call at once,
+so :class:`Pacer` lets a quiet scope's calls go without asking them (for the Redis lanes: no round trip per
+call); only a call that takes a channel's hold still asks (for the hold alone: a quiet lane does not space
+calls), since the hold is what keeps a second worker's call for that channel from going out before the first
+one's refusal is recorded. A refusal makes the scope
+loud for every worker at once (the Redis lanes remember until when) until its lanes are quiet again.
+
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
 ``chat.startStream``). A call of such a method takes the channel's *hold* while it is in flight, so no
 second call for the same channel goes out before the first one's refusal is known and recorded.
@@ -46,6 +54,8 @@ NOTICE_EVERY = 60.0
 """At most one "being rate-limited" warning per scope in this many seconds."""
 MIN_HINT = 0.01
 """The shortest "ask again in" a skipped luxury call is told."""
+QUIET_BASE = 0.001
+"""Lanes spacing calls at most this far apart when nothing is refused have nothing to say in a quiet scope."""
 
 
 class Lanes(Protocol):
@@ -63,6 +73,10 @@ class Lanes(Protocol):
 
     async def release(self, scope: str, method: str, channel: str, holder: str) -> None:
         """Give the channel's hold back (if it is still ``holder``'s)."""
+
+    async def quiet(self, scope: str) -> bool:
+        """Whether calls of the scope that take no channel's hold may go without asking for a turn: the
+        lanes' ``base`` is at most :data:`QUIET_BASE` and no worker has seen the scope refused lately."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,11 @@ class LaneSpec:
     """How soon to ask again for a channel someone else holds."""
 
 
+def quiet_after(blocked: float, since: float, interval: float, *, base: float, half_life: float) -> float:
+    """When a refused lane is quiet again: its block over, its interval decayed back to ``base``."""
+    return max(blocked, since + half_life * math.log2(max(1.0, interval / max(base, 1e-9))))
+
+
 @dataclass
 class _Lane:
     interval: float
@@ -103,6 +122,8 @@ class LocalLanes:
         self._clock = clock
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._notices: dict[str, float] = {}
+        self._loud: dict[str, float] = {}
+        """scope -> when its refused lanes are all quiet again."""
 
     def _lane(self, scope: str, method: str) -> _Lane:
         lane = self._lanes.get((scope, method))
@@ -116,6 +137,9 @@ class LocalLanes:
         idle = self._clock() - 10 * self.spec.cap
         for key in [k for k, lane in self._lanes.items() if max(lane.next, lane.blocked) < idle and not lane.holds]:
             del self._lanes[key]
+        now = self._clock()
+        for scope in [s for s, until in self._loud.items() if until <= now]:
+            del self._loud[scope]
 
     def interval(self, scope: str, method: str) -> float:
         """The lane's spacing of calls now."""
@@ -133,6 +157,10 @@ class LocalLanes:
             held = lane.holds.get(channel)
             if held is not None and held[0] != holder and held[1] > now:
                 return False, max(0.001, min(held[1] - now, spec.poll))
+        if self.quiet_now(scope):  # nothing to say but the channel's hold
+            if channel:
+                lane.holds[channel] = (holder, now + spec.hold_ttl)
+            return True, 0.0
         wait = max(now, lane.next, lane.blocked) - now
         if not urgent and wait > 0:
             return False, wait
@@ -149,6 +177,8 @@ class LocalLanes:
         if now >= lane.blocked:
             lane.interval, lane.since = min(spec.cap, max(spec.floor, self._interval(lane, now) * 2)), now
         lane.blocked = max(lane.blocked, now + retry_after)
+        quiet = quiet_after(lane.blocked, lane.since, lane.interval, base=spec.base, half_life=spec.half_life)
+        self._loud[scope] = max(self._loud.get(scope, now), quiet)
         if self._notices.get(scope, -math.inf) > now:
             return False
         self._notices[scope] = now + NOTICE_EVERY
@@ -158,6 +188,13 @@ class LocalLanes:
         lane = self._lane(scope, method)
         if lane.holds.get(channel, ("",))[0] == holder:
             del lane.holds[channel]
+
+    def quiet_now(self, scope: str) -> bool:
+        """:meth:`Lanes.quiet`, synchronously."""
+        return self.spec.base <= QUIET_BASE and self._loud.get(scope, -math.inf) <= self._clock()
+
+    async def quiet(self, scope: str) -> bool:
+        return self.quiet_now(scope)
 
     async def reserve(self, scope: str, method: str, *, urgent: bool, channel: str = "",
                       holder: str = "") -> tuple[bool, float]:
@@ -212,7 +249,12 @@ class Pacer:
         A luxury call never waits: without a free turn it gets back at once how many seconds to wait
         before asking again. An urgent call waits, and raises :class:`TooLate` as soon as its turn
         cannot come before ``deadline`` (on this pacer's clock).
+
+        In a quiet scope (see the module docstring) a call without a channel goes at once, unless this
+        process was told a ``Retry-After`` for its lane that is not over yet.
         """
+        if not channel and self.floor(scope, method) <= 0 and await self._quiet(scope):
+            return 0.0
         while True:
             granted, wait = await self._reserve(scope, method, urgent, channel, holder)
             floor = self.floor(scope, method)
@@ -258,6 +300,13 @@ class Pacer:
             await self.lanes.release(scope, method, channel, holder)
         except Exception as exc:
             self._lanes_failed(exc)
+
+    async def _quiet(self, scope: str) -> bool:
+        try:
+            return await self.lanes.quiet(scope)
+        except Exception as exc:  # as when a turn cannot be asked for: this process's own view (the floor) paces
+            self._lanes_failed(exc)
+            return True
 
     async def _reserve(self, scope: str, method: str, urgent: bool, channel: str,
                        holder: str) -> tuple[bool, float]:

@@ -114,6 +114,10 @@ class Keys:
         """Set for a minute by the scope's first refusal: one warning per workspace per minute."""
         return self._k("pacenote", f"{{{scope}}}")
 
+    def pace_loud(self, scope: str) -> str:
+        """Set by a refusal until the scope's refused lanes are quiet again (calls then skip the lanes)."""
+        return self._k("paceloud", f"{{{scope}}}")
+
     # Platform installations (Slack OAuth), named by a one-way digest of the workspace
     def installation(self, digest: str) -> str:
         """One workspace's installation, sealed with ``TOKEN_ENCRYPTION_KEY`` (see ``bot.store.installations``)."""

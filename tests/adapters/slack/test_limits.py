@@ -143,6 +143,9 @@ class BrokenLanes:
     async def release(self, scope: str, method: str, channel: str, holder: str) -> None:
         raise ConnectionError("redis is down")
 
+    async def quiet(self, scope: str) -> bool:
+        raise ConnectionError("redis is down")
+
 
 async def test_without_the_shared_lanes_a_process_still_never_calls_before_retry_after() -> None:
     clock = [100.0]
