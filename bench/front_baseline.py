@@ -119,9 +119,12 @@ def serve(app: App, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024
+        """socketserver's listen backlog is 5: 100 users connecting at once had connections reset."""
+        daemon_threads = True
+
+    return Server(("127.0.0.1", port), Handler)
 
 
 def main() -> int:
