@@ -20,7 +20,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.limits import Delivery, SlackCalls, Undelivered
+from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
 from adapters.slack.parse import Target
 
 log = logging.getLogger("threadkeeper.slack")
@@ -66,11 +66,13 @@ class Status:
     async def begin(self) -> None:
         """Show "thinking…" with the rotating loading messages."""
         if self.channels is None or self.channels.enabled(self.target.team):
+            self.shown = True  # from the call on: cancelled midway (shutdown), it may have been shown all the same
             self.shown = await self._set(THINKING, list(LOADING_MESSAGES))
 
     async def show(self, status: str) -> None:
         """Tool progress on the status line (DM threads)."""
-        self.shown = await self._set(status) or self.shown
+        was, self.shown = self.shown, True
+        self.shown = await self._set(status) or was
 
     async def clear(self) -> None:
         if self.shown:
@@ -78,7 +80,7 @@ class Status:
             await self._set("")
 
     async def _set(self, status: str, loading: list[str] | None = None) -> bool:
-        """Set the status; whether it was set."""
+        """Set the status; whether it may have been set (done, or its outcome unknown: a timeout)."""
         channel, thread = self.target.channel, self.target.thread_ts or ""
         delivery = Delivery(self.target.team, self.digest, time.monotonic() + STATUS_WITHIN)
         try:
@@ -89,7 +91,7 @@ class Status:
             if isinstance(exc, SlackApiError) and self.channels is not None:
                 self.channels.refused(self.target.team, str(exc.response.get("error", "")))
             log.debug("could not set the assistant status: %s", exc)
-            return False
+            return outcome_unknown(exc)
         return True
 
 

@@ -121,6 +121,7 @@ class FakeSlack:
         self.not_in: set[str] = set()
         """Channels the bot is not a member of: reading them answers ``not_in_channel``."""
         self._failures: dict[str, list[str]] = {}
+        self._stalls: dict[str, list[float]] = {}
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
@@ -151,6 +152,10 @@ class FakeSlack:
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
         self._failures.setdefault(method, []).extend([error] * times)
+
+    def stall_next(self, method: str, seconds: float) -> None:
+        """The next call of ``method`` is carried out at once but answered only after ``seconds`` (a slow Slack)."""
+        self._stalls.setdefault(method, []).append(seconds)
 
     # ---- people and what they wrote ----------------------------------------------------------
     def add_user(self, user_id: str, name: str, *, bot: bool = False) -> None:
@@ -341,6 +346,8 @@ class FakeSlack:
             if method == "auth.test":  # a token from the install flow speaks for its own team
                 body["team_id"] = self.token_teams.get(token or "", TEAM_ID)
         await self._notify()
+        if stalls := self._stalls.get(method):
+            await asyncio.sleep(stalls.pop(0))
         return web.json_response(body)
 
     def _next_ts(self) -> str:

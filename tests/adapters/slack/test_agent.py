@@ -117,6 +117,15 @@ async def test_an_assistant_pane_thread_is_named_after_its_first_message(slack: 
     assert slack.fake.count("assistant.threads.setTitle") == 1
 
 
+async def test_a_status_cut_short_by_shutdown_is_still_cleared(agent: Slack) -> None:
+    agent.fake.stall_next("assistant.threads.setStatus", 30.0)  # set at Slack, its answer never comes in time
+    event = dm_event("hello", channel="D7")
+    assert await agent.event(event_envelope(event)) == 200
+    await agent.fake.wait_for(lambda: bool(agent.fake.statuses))
+    await agent.adapter.drain(0.2)  # the answer is cancelled while it waits for Slack
+    assert agent.fake.statuses == [("D7", event["ts"], THINKING), ("D7", event["ts"], "")], "never left spinning"
+
+
 # -- status in channel threads ---------------------------------------------------------------------------------
 async def test_a_channel_thread_shows_the_loading_status_where_the_workspace_allows_it(agent: Slack) -> None:
     one = mention_event(f"<@{BOT_USER_ID}> hi", channel="C7")
