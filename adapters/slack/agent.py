@@ -13,7 +13,8 @@ Under the manifest's ``agent_view`` (``SLACK_AGENT_VIEW``), and for the older as
 * **"This channel".** ``app_context_changed`` (agent) and ``assistant_thread_context_changed`` /
   ``assistant_thread_started`` (pane) say which channel the user is looking at; it is kept in this process,
   per person, for :data:`VIEW_TTL` (at most :data:`VIEWS_MAX` people). Only a DM that says "this channel"
-  gets it, as one line after the user's words (:func:`channel_hint`), and only when the allowlists
+  gets it, as one quoted line after the context (:func:`channel_hint`: material, not the user's words, so it
+  neither counts against ``MAX_INPUT_CHARS`` nor is kept in the stored turns), and only when the allowlists
   (``ALLOWED_SLACK_TEAMS`` / ``ALLOWED_SLACK_CHANNELS``) would let the bot answer there: then the channel's
   newest messages come along as quoted material, read when the message is answered
   (:meth:`~adapters.slack.context.SlackContext.channel`, from the conversation's mark on). Otherwise the line
@@ -46,7 +47,7 @@ from adapters.slack.parse import PLATFORM, Parsed, team_of
 from adapters.slack.progress import STATUS_ERRORS, ChannelStatus
 from bot.config import Settings
 from bot.core import Core
-from bot.domain import Gather, Gathered, Incoming, ThreadKey
+from bot.domain import Gather, Gathered, Incoming, Quoted, ThreadKey
 
 log = logging.getLogger("threadkeeper.slack")
 
@@ -124,12 +125,16 @@ def refers_to_this_channel(text: str) -> bool:
     return _THIS_CHANNEL.search(text) is not None
 
 
+NOTE_AUTHOR = "Slack"
+"""Who "wrote" the "this channel" note, quoted with the context (never the user's own words)."""
+
+
 def channel_hint(channel: str, allowed: bool) -> str:
     """The one line the model gets about "this channel"."""
     if allowed:
-        return (f'(Slack note: "this channel" is the channel the user has open, <#{channel}>; its newest messages '
-                "the bot could read are quoted above.)")
-    return '(Slack note: "this channel" is a channel this bot is not allowed to read or answer in.)'
+        return (f'"This channel" in the user\'s message is the channel they have open, <#{channel}>; its newest '
+                "messages the bot could read are quoted above.")
+    return '"This channel" in the user\'s message is a channel this bot is not allowed to read or answer in.'
 
 
 def viewed_channel(body: dict[str, Any]) -> tuple[str, str] | None:
@@ -223,10 +228,14 @@ class SlackAgent:
         channel, allowed = self.this_channel(parsed.incoming)
         if not channel:
             return parsed
+        # The note is quoted material, not the user's words: it does not count against MAX_INPUT_CHARS and is not
+        # kept in the stored turns; after the channel's messages, so the token budget cuts them first.
+        note = Quoted(NOTE_AUTHOR, channel_hint(channel, allowed), is_bot=True)
         incoming = parsed.incoming
-        incoming = dataclasses.replace(incoming, text=f"{incoming.text}\n\n{channel_hint(channel, allowed)}")
         if allowed and client is not None and incoming.gather is None:
-            incoming = dataclasses.replace(incoming, gather=self._reader(target.team, channel, incoming, client))
+            incoming = dataclasses.replace(incoming, gather=self._reader(target.team, channel, incoming, client, note))
+        else:
+            incoming = dataclasses.replace(incoming, context=(*incoming.context, note))
         return dataclasses.replace(parsed, incoming=incoming)
 
     def this_channel(self, incoming: Incoming) -> tuple[str, bool]:
@@ -243,14 +252,14 @@ class SlackAgent:
         return channel, self.core.policy.allows(Incoming(key=there, text="", message_id="",
                                                          is_dm=channel.startswith("D")))
 
-    def _reader(self, team: str, channel: str, incoming: Incoming, client: AsyncWebClient) -> Gather:
+    def _reader(self, team: str, channel: str, incoming: Incoming, client: AsyncWebClient, note: Quoted) -> Gather:
         """The core's gather for a "this channel" DM: the channel's newest messages since the conversation's mark
-        (``<channel>/<ts>``: what it already brought in from that channel)."""
+        (``<channel>/<ts>``: what it already brought in from that channel), then the note naming it."""
         async def gather(mark: str) -> Gathered:
             seen_in, _, seen = mark.rpartition("/")
             since = seen if seen_in == channel else ""
             quoted, upto = await self.context.channel(team, channel, since, incoming.key.digest, client)
-            return Gathered(quoted, f"{channel}/{upto}" if upto else mark)
+            return Gathered((*quoted, note), f"{channel}/{upto}" if upto else mark)
 
         return gather
 

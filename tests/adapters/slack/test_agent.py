@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from adapters.slack.agent import SUGGESTED_PROMPTS, Recent, refers_to_this_channel, title_for
 from adapters.slack.progress import LOADING_MESSAGES, THINKING
+from bot.domain import ThreadKey
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, dm_event, event_envelope, mention_event
 from tests.support.slack import Slack, StartSlack
@@ -157,7 +158,7 @@ async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     assert await agent.event(event_envelope(dm_event("what is a channel?", channel="D7"))) == 200
     await agent.adapter.settle()
     hinted, plain = model_inputs(fake_openai)
-    assert "<#C0LOOKED>" in hinted and '\\"this channel\\" is the channel the user has open' in hinted
+    assert "<#C0LOOKED>" in hinted and "in the user's message is the channel they have open" in hinted
     assert "we ship on friday" in hinted and "no, monday" in hinted and "inside a thread" not in hinted
     assert "C0LOOKED" not in plain and "friday" not in plain
     assert [p["channel"] for p in agent.fake.payloads("conversations.history")] == ["C0LOOKED"]
@@ -189,6 +190,22 @@ async def test_this_channel_is_offered_to_the_model_only_when_the_user_says_it(
     assert await agent.event(event_envelope(mention)) == 200
     await agent.adapter.settle()
     assert "C0AGAIN" not in model_inputs(fake_openai)[-1], "written in a channel, \"this channel\" is that one"
+
+
+async def test_the_channel_note_is_material_not_the_users_words(start_slack: StartSlack,
+                                                                fake_openai: FakeOpenAI) -> None:
+    slack = await start_slack(slack_agent_view=True, max_input_chars=60)
+    slack.fake.user_says("we ship on friday", channel="C0LOOKED")
+    assert await slack.event(event_envelope(context_changed("C0LOOKED"))) == 200
+    words = "summarise this channel ".ljust(60, ".")  # exactly the limit: the note must not push it over
+    event = dm_event(words, channel="D7")
+    assert await slack.event(event_envelope(event)) == 200
+    [answer] = await slack.answers("D7", event["ts"])
+    await slack.adapter.settle()
+    assert answer.text.startswith("echo: ") and answer.text.endswith(words) and "too long" not in answer.text
+    assert "<#C0LOOKED>" in model_inputs(fake_openai)[0] and "we ship on friday" in model_inputs(fake_openai)[0]
+    kept = await slack.runtime.core.store.turns(ThreadKey("slack", TEAM_ID, "D7", "U1USER"))
+    assert [t["text"] for t in kept if t["role"] == "user"] == [words], "only the user's words are kept"
 
 
 async def test_the_assistant_pane_context_change_is_remembered_too(agent: Slack, fake_openai: FakeOpenAI) -> None:
@@ -226,7 +243,7 @@ async def test_a_channel_the_bot_is_not_in_is_named_and_the_answer_goes_on(
     assert await agent.event(event_envelope(event)) == 200
     [answer] = await agent.answers("D7", event["ts"])
     await agent.adapter.settle()
-    assert answer.text.startswith("echo: what is this channel about?") and "<#C0ELSE>" in model_inputs(fake_openai)[0]
+    assert answer.text.endswith("what is this channel about?") and "<#C0ELSE>" in model_inputs(fake_openai)[0]
     assert "not_in_channel" in caplog.text
 
 
