@@ -148,7 +148,9 @@ def viewed_channel(body: dict[str, Any]) -> tuple[str, str] | None:
         entities = (event.get("context") or {}).get("entities") or []
         channel = ""
         for entity in entities:  # ordered by relevance: the first channel named wins
-            value = entity.get("value") if isinstance(entity, dict) else None
+            if not isinstance(entity, dict):
+                continue
+            value = entity.get("value")
             if entity.get("type") == "slack#/types/channel_id" and isinstance(value, str):
                 channel = value
             elif entity.get("type") == "slack#/types/message_context" and isinstance(value, dict):
@@ -181,6 +183,8 @@ class SlackAgent:
         """(channel, thread_ts) of assistant-pane threads started here and not named yet."""
         self.channel_status = ChannelStatus()
         """Workspaces that refused a status in channel threads."""
+        self._told_off = False
+        """The operator was told that SLACK_AGENT_VIEW is off under an app on agent_view."""
 
     def register(self, app: AsyncApp, assistant: AsyncAssistant) -> None:
         app.event("app_home_opened")(self._on_home_opened)
@@ -197,6 +201,12 @@ class SlackAgent:
             self.in_flight.spawn(self._offer_prompts(context.client, key))
 
     async def _on_context(self, body: dict[str, Any]) -> None:
+        agent_only = (body.get("event") or {}).get("type") == "app_context_changed"  # only apps on agent_view get it
+        if agent_only and not self.agent_view and not self._told_off:
+            self._told_off = True
+            log.warning("Slack sends the agent experience's events (the manifest's agent_view) but SLACK_AGENT_VIEW "
+                        "is off: top-level DMs are answered at the top level, not in threads of their own; set "
+                        "SLACK_AGENT_VIEW=on")
         self.saw_context(body)
 
     def saw_context(self, body: dict[str, Any]) -> None:

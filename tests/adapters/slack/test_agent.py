@@ -104,6 +104,18 @@ async def test_without_agent_view_a_top_level_dm_is_answered_at_the_top_level_un
     assert slack.fake.count("assistant.threads.setTitle") == 0 and slack.fake.statuses == []
 
 
+async def test_agent_events_with_agent_view_off_warn_the_operator_once(
+    slack: Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = context_changed("C0LOOKED")
+    odd["context"]["entities"].insert(0, "not an entity")
+    for event in (odd, context_changed("C0OTHER")):
+        assert await slack.event(event_envelope(event)) == 200
+    warned = [r for r in caplog.records if "SLACK_AGENT_VIEW is off" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert slack.adapter.agent.views.get((TEAM_ID, "U1USER")) == "C0OTHER"
+
+
 async def test_an_assistant_pane_thread_is_named_after_its_first_message(slack: Slack) -> None:
     thread = "1710000200.000000"
     started = {"type": "assistant_thread_started", "event_ts": "1710000200.000001",
