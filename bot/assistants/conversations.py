@@ -37,6 +37,7 @@ from bot.assistants.errors import (
     unknown_model,
 )
 from bot.assistants.files import FILE_TEXT_TOKENS, MediaPlan, MediaRefused, media_refusal, text_turn
+from bot.assistants.raw_stream import open_stream, text_delta, typed
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.assistants.tools import ToolRun
 from bot.assistants.uploads import INLINE_LIMIT, Uploads, delete_file, file_ids
@@ -294,13 +295,18 @@ class ConversationsAssistant:
         return ThreadGone(thread_id) if gone else translate(exc, what=what)
 
     async def _stream(self, params: dict[str, Any], on_delta: DeltaCallback, run: ToolRun) -> Sent:
-        stream = await run.call(self.server, self.client.responses.create, {**params, "stream": True})
+        stream = await run.call(self.server, partial(open_stream, self.client), {**params, "stream": True})
         parts: list[str] = []
         usage: Usage | None = None
         items: tuple[str, ...] = ()
         async with stream:
             try:
                 async for event in stream:
+                    if (delta := text_delta(event)) is not None:  # most events: read as the server sent them
+                        parts.append(delta)
+                        await on_delta(delta)
+                        continue
+                    event = typed(event)
                     usage = await self._on_event(event, parts, on_delta, run)
                     if usage is not None:
                         items = output_ids(getattr(event, "response", None))

@@ -1,0 +1,64 @@
+"""Issue 19: a streamed answer's request goes out exactly as ``responses.create`` sends it, and its events
+are read without a pydantic model each, except those read through the SDK's attributes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from openai import AsyncOpenAI
+from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
+
+from bot.assistants.raw_stream import open_stream, text_delta, typed
+
+DELTA = {"type": "response.output_text.delta", "delta": "hi", "item_id": "m", "output_index": 0, "content_index": 0,
+         "sequence_number": 1}
+ADDED = {"type": "response.output_item.added", "output_index": 0, "sequence_number": 0,
+         "item": {"type": "web_search_call", "id": "ws_1", "status": "in_progress"}}
+
+
+async def test_the_request_is_the_sdk_s_and_the_events_its_json() -> None:
+    seen: list[tuple[dict[str, str], Any]] = []
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        seen.append((dict(request.headers), await request.json()))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in (ADDED, DELTA):
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", respond)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    client = AsyncOpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", max_retries=0)
+    params = {"model": "gpt-test", "conversation": "conv_1", "input": [{"role": "user", "content": "hi"}],
+              "prompt_cache_key": "tk-1", "stream": True}
+    try:
+        by_sdk = [event async for event in await client.responses.create(**params)]
+        raw = [event async for event in await open_stream(client, **params)]
+    finally:
+        await client.close()
+        await runner.cleanup()
+    (sdk_headers, sdk_body), (raw_headers, raw_body) = seen
+    assert raw_body == sdk_body
+    assert {k: v for k, v in raw_headers.items() if k.lower() != "idempotency-key"} == \
+        {k: v for k, v in sdk_headers.items() if k.lower() != "idempotency-key"}
+    assert raw == [ADDED, DELTA] and [e.type for e in by_sdk] == [ADDED["type"], DELTA["type"]]
+
+
+def test_only_the_events_read_through_attributes_are_built() -> None:
+    assert text_delta(DELTA) == "hi" and text_delta(ADDED) is None
+    assert typed(ADDED) is ADDED, "tool events go to ToolRun.see as JSON"
+    assert text_delta({**DELTA, "delta": None}) is None
+    assert isinstance(typed({**DELTA, "delta": None}), ResponseTextDeltaEvent), "an odd delta: as the SDK built it"
+    completed = {"type": "response.completed", "sequence_number": 9,
+                 "response": {"id": "resp_1", "output": [{"type": "message", "id": "msg_1", "content": []}],
+                              "usage": {"input_tokens": 3, "output_tokens": 2}}}
+    event = typed(completed)
+    assert isinstance(event, ResponseCompletedEvent) and event.response.output[0].id == "msg_1"
