@@ -259,6 +259,26 @@ async def test_a_channel_the_bot_is_not_in_is_named_and_the_answer_goes_on(
     assert "not_in_channel" in caplog.text
 
 
+@pytest.mark.parametrize("error", ["ratelimited", "not_allowed", "invalid_arguments", "missing_scope"])
+async def test_a_refused_agent_call_costs_one_log_line_and_never_the_answer(
+    agent: Slack, caplog: pytest.LogCaptureFixture, error: str
+) -> None:
+    caplog.set_level("DEBUG", logger="threadkeeper.slack")
+    for method in ("assistant.threads.setSuggestedPrompts", "assistant.threads.setTitle",
+                   "assistant.threads.setStatus", "conversations.history"):
+        agent.fake.fail_next(method, error)
+    assert await agent.event(event_envelope(home_opened())) == 200
+    assert await agent.event(event_envelope(context_changed("C0LOOKED"))) == 200
+    event = dm_event("summarise this channel", channel="D7")
+    assert await agent.event(event_envelope(event)) == 200
+    [answer] = await agent.answers("D7", event["ts"])
+    await agent.adapter.settle()
+    assert answer.text.endswith("summarise this channel") and "<#C0LOOKED>" in answer.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "threadkeeper.slack" and "could not" in r.getMessage()]
+    assert len(lines) == 4, lines  # prompts, title, status, the channel's messages: one line each
+    assert agent.fake.count("assistant.threads.setStatus") == 1, "never shown: nothing to clear"
+
+
 # -- plain functions and the fake's checks ------------------------------------------------------------------------
 def test_titles_are_the_first_few_words_without_markup() -> None:
     assert title_for("hello") == "hello"
