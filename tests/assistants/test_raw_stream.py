@@ -1,14 +1,14 @@
 """Issue 19: a streamed answer's request goes out exactly as ``responses.create`` sends it, and its events
-are read without a pydantic model each, except those read through the SDK's attributes."""
+are read without a pydantic model each (those read through attributes get a view of their JSON)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
-from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
 from bot.assistants.raw_stream import open_stream, text_delta, typed
 
@@ -56,9 +56,12 @@ def test_only_the_events_read_through_attributes_are_built() -> None:
     assert text_delta(DELTA) == "hi" and text_delta(ADDED) is None
     assert typed(ADDED) is ADDED, "tool events go to ToolRun.see as JSON"
     assert text_delta({**DELTA, "delta": None}) is None
-    assert isinstance(typed({**DELTA, "delta": None}), ResponseTextDeltaEvent), "an odd delta: as the SDK built it"
+    assert typed({**DELTA, "delta": None}).delta is None, "an odd delta: read as the SDK's model would be"
     completed = {"type": "response.completed", "sequence_number": 9,
                  "response": {"id": "resp_1", "output": [{"type": "message", "id": "msg_1", "content": []}],
-                              "usage": {"input_tokens": 3, "output_tokens": 2}}}
+                              "usage": {"input_tokens": 3, "output_tokens": 2}, "error": None}}
     event = typed(completed)
-    assert isinstance(event, ResponseCompletedEvent) and event.response.output[0].id == "msg_1"
+    assert event.response.output[0].id == "msg_1" and event.response.usage.input_tokens == 3
+    assert event.response.error is None and getattr(event.response, "incomplete_details", "unset") == "unset"
+    with pytest.raises(AttributeError):
+        _ = event.response.status
