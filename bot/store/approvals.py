@@ -2,12 +2,15 @@
 one waiting for them (Slack over HTTP with several workers, another Discord shard's process).
 
 One hash per open approval, named by a digest of its random token (the token itself is only in the
-prompt's buttons): who may decide it (a one-way digest of the asker), a label for the decided prompt
+prompt's buttons): who may decide it (a digest of the token and the asker's one-way id, so the hash names
+nobody and ``/forget all`` leaves nothing that points at the person), a label for the decided prompt
 ("docs: create_ticket") and its state (``open``, ``1`` approved, ``0`` declined, ``expired``). A decision
 is one Lua script: only the asker, only once, only while open. The waiting worker polls the state and,
 at its deadline, closes the approval in one script, so a click that lands just then is either the
-decision it reads or told the request is gone, never both. The key lives a minute past the deadline, so a
-late click hears "no longer open" rather than nothing.
+decision it reads or told the request is gone, never both. Polling goes on through a Redis that fails
+for a moment (the asker's click may be retried meanwhile); a waiter that stops early (cancelled, or its
+prompt could not be shown) closes it the same way, so a later click can never look approved. The key
+lives a minute past the deadline, so a late click hears "no longer open" rather than nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import hashlib
 import time
 from typing import Literal
 
-from bot.store.connect import RedisClient
+from bot.store.connect import RedisClient, StoreError
 from bot.store.keys import Keys
 
 POLL = 0.2
@@ -70,23 +73,39 @@ class ApprovalStore:
         digest = hashlib.sha256(token.encode()).hexdigest()[:32]
         return f"{self.keys.prefix}:approval:{{{digest}}}"
 
+    @staticmethod
+    def _binding(token: str, asker: str) -> str:
+        """Who may decide, as stored: useless without the token, so it names nobody."""
+        return hashlib.sha256(f"{token}\x00{asker}".encode()).hexdigest()[:32]
+
     async def open(self, token: str, asker: str, label: str, ttl: float) -> None:
         """An approval ``asker`` (a one-way digest) may decide within ``ttl`` seconds (plus :data:`LINGER`)."""
-        await self._open(keys=[self._key(token)], args=[asker, label, int((ttl + LINGER) * 1000)])
+        who = self._binding(token, asker)
+        await self._open(keys=[self._key(token)], args=[who, label, int((ttl + LINGER) * 1000)])
 
     async def decide(self, token: str, asker: str, approve: bool) -> tuple[Decided, str]:
         """Record the decision if ``asker`` may make it and it is still open; the outcome and the label."""
-        outcome, label = await self._decide(keys=[self._key(token)], args=[asker, "1" if approve else "0"])
+        who = self._binding(token, asker)
+        outcome, label = await self._decide(keys=[self._key(token)], args=[who, "1" if approve else "0"])
         return _str(outcome), _str(label)  # type: ignore[return-value]
 
     async def wait(self, token: str, within: float) -> bool | None:
-        """The decision (True: approved), or None when none came ``within`` seconds (the approval is closed)."""
+        """The decision (True: approved), or None when none came ``within`` seconds (the approval is closed).
+
+        A poll that fails is tried again at the next; only closing it at the end raises :class:`StoreError`."""
         key = self._key(token)
         deadline = time.monotonic() + within
         while (left := deadline - time.monotonic()) > 0:
-            state = await self.redis.hget(key, "state")  # type: ignore[misc]
+            try:
+                state = await self.redis.hget(key, "state")  # type: ignore[misc]
+            except StoreError:
+                state = "open"  # Redis away for a moment: the decision, if any, is read once it is back
             if state is None or _str(state) != "open":
                 break
             await asyncio.sleep(min(self.poll, left))
-        state = _str(await self._close(keys=[key]))
+        return await self.close(token)
+
+    async def close(self, token: str) -> bool | None:
+        """Close the approval to clicks: the decision made before (True: approved), else None."""
+        state = _str(await self._close(keys=[self._key(token)]))
         return {"1": True, "0": False}.get(state)
