@@ -9,8 +9,10 @@ nobody) over Approve / Decline buttons whose ``custom_id`` carries the approval'
 * answering a channel message: a message where the answer goes; anyone there sees it, so the store
   checks that the clicker is the asker, and anyone else is told privately that only the asker can decide.
 
-A click is answered within Discord's 3 s (one Redis script first): the asker's replaces the prompt with
-what was decided, without its buttons. A prompt nobody answered in time says so, without its buttons.
+A click is deferred at once (Discord's 3 s do not wait for Redis), then decided: the asker's replaces the
+prompt with what was decided, without its buttons (the original response of a deferred update is the
+prompt); anyone else, or a Redis failure, gets an ephemeral follow-up. A prompt nobody answered in time says
+so, without its buttons.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class DiscordApprovals:
         if not str(data.get("custom_id") or "").startswith(PREFIX) or choice not in ("yes", "no"):
             return
         try:
+            await interaction.response.defer()  # within Discord's 3 s, whatever Redis takes
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge an approval click: %s", exc)
+            return  # nothing recorded: the asker's next click counts
+        try:
             outcome, label = await self.core.approvals.decide("discord", token, str(interaction.user.id),
                                                               choice == "yes")
         except BotError as exc:
@@ -101,19 +108,19 @@ class DiscordApprovals:
         try:
             if outcome == "decided":
                 text = decided_text("approved" if choice == "yes" else "declined", label)
-                await interaction.response.edit_message(content=text, view=None, allowed_mentions=NO_MENTIONS)
+                await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
             elif outcome == "not_yours":
                 log.info("refused an approval click by someone other than the asker")
                 await self._say(interaction, NOT_YOURS)
             else:
-                await interaction.response.edit_message(content=GONE, view=None, allowed_mentions=NO_MENTIONS)
+                await interaction.edit_original_response(content=GONE, view=None, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("could not answer an approval click: %s", exc)
 
     @staticmethod
     async def _say(interaction: discord.Interaction, text: str) -> None:
-        """One line only the clicker sees."""
+        """One line only the clicker sees (the click is deferred: a follow-up)."""
         try:
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("could not answer an approval click: %s", exc)

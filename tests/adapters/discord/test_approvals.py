@@ -20,6 +20,7 @@ from tests.fakes.discord_server import Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_tools import DECLINED_REPLY
 from tests.support.discord import StartBot
+from tests.support.redis_proxy import FreezingRedisProxy
 
 JSON = dict[str, Any]
 FOUND = "Your ticket is open."
@@ -74,6 +75,16 @@ async def callback_of(fake: FakeDiscord, interaction: JSON) -> JSON:
     return dict(callback.json or {})
 
 
+async def answer_to(fake: FakeDiscord, interaction: JSON) -> tuple[str, JSON]:
+    """What a deferred click said after its callback (type 6): the prompt edited (``PATCH`` of ``@original``)
+    or a follow-up (``POST``), and its body."""
+    assert (await callback_of(fake, interaction))["type"] == 6, "deferred at once, before any Redis call"
+    webhook = rf"/webhooks/\d+/{interaction['token']}"
+    [call] = await fake.wait_for(lambda: [*fake.find("PATCH", webhook + "/messages/@original"),
+                                          *fake.find("POST", webhook)] or None)
+    return call.method, dict(call.json or {})
+
+
 async def test_in_a_channel_only_the_asker_can_approve_and_the_answer_completes(
     fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI, profiles_file: str
 ) -> None:
@@ -96,15 +107,15 @@ async def test_in_a_channel_only_the_asker_can_approve_and_the_answer_completes(
 
     someone_else = click(fake_discord, yes, prompt, fake_discord.bob)
     await fake_discord.dispatch("INTERACTION_CREATE", someone_else)
-    refused = await callback_of(fake_discord, someone_else)
-    assert refused["type"] == 4 and refused["data"]["flags"] & 64 and refused["data"]["content"] == NOT_YOURS
+    method, refused = await answer_to(fake_discord, someone_else)
+    assert method == "POST" and refused["flags"] & 64 and refused["content"] == NOT_YOURS, "told privately"
     assert len(turns(fake_openai)) == 1, "someone else's click changes nothing"
 
     asker = click(fake_discord, yes, prompt, fake_discord.alice)
     await fake_discord.dispatch("INTERACTION_CREATE", asker)
-    decided = await callback_of(fake_discord, asker)
-    assert decided["type"] == 7, "the prompt itself is updated"
-    assert decided["data"]["content"] == "Approved: `docs: create_ticket`" and decided["data"]["components"] == []
+    method, decided = await answer_to(fake_discord, asker)
+    assert method == "PATCH", "the prompt itself is updated"
+    assert decided["content"] == "Approved: `docs: create_ticket`" and decided["components"] == []
     [answer] = [m for m in fake_discord.bot_messages(channel) if m["id"] != prompt["id"]]
     await fake_discord.wait_for(lambda: answer["content"] == FOUND or None)  # the status line, edited in place
     [request] = fake_openai.approval_requests.values()
@@ -126,8 +137,8 @@ async def test_ask_prompts_ephemerally_and_a_decline_tells_the_model(
 
     asker = click(fake_discord, no, prompt, fake_discord.alice)
     await fake_discord.dispatch("INTERACTION_CREATE", asker)
-    decided = await callback_of(fake_discord, asker)
-    assert decided["type"] == 7 and decided["data"]["content"] == "Declined: `docs: create_ticket`"
+    method, decided = await answer_to(fake_discord, asker)
+    assert method == "PATCH" and decided["content"] == "Declined: `docs: create_ticket`"
     original = rf"/webhooks/\d+/{ask['token']}/messages/@original"
     await fake_discord.wait_for(lambda: any((c.json or {}).get("components")
                                             for c in fake_discord.find("PATCH", original)) or None)
@@ -155,3 +166,31 @@ async def test_a_prompt_nobody_answers_says_so_and_the_answer_goes_on(
     labels = {"tool": "mcp:docs", "outcome": "expired"}
     assert adapter.core.metrics.registry.get_sample_value("threadkeeper_tool_calls_total", labels) == 1
 
+
+
+async def channel_prompt(fake: FakeDiscord) -> tuple[JSON, list[str]]:
+    """Mention the bot in the channel; the approval prompt it posts, and its buttons' ids."""
+    channel = fake.channel_id
+    await fake.send_guild("open a ticket", mention_bot=True)
+    [post] = await fake.wait_for(lambda: [c for c in fake.find("POST", rf"/channels/{channel}/messages")
+                                          if (c.json or {}).get("components")] or None)
+    prompt = next(m for m in fake.bot_messages(channel) if m["content"] == (post.json or {})["content"])
+    return prompt, prompt_ids(post)
+
+
+async def test_a_click_is_acknowledged_in_time_while_redis_does_not_answer(
+    fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI, profiles_file: str, redis_url: str
+) -> None:
+    async with FreezingRedisProxy(redis_url, limit=10**9) as proxy:
+        await start_bot(edit_interval=0.05, profiles_file=profiles_file, redis_url=proxy.url)
+        prompt, (yes, _) = await channel_prompt(fake_discord)
+        proxy.limit = proxy.forwarded  # Redis stops answering
+        asker = click(fake_discord, yes, prompt, fake_discord.alice)
+        await fake_discord.dispatch("INTERACTION_CREATE", asker)
+        assert (await callback_of(fake_discord, asker))["type"] == 6, "deferred within Discord's 3 s"
+        await proxy.frozen.wait()
+        proxy.limit, _ = 10**9, proxy.frozen.clear()  # Redis is back: the click is decided, the answer goes on
+        method, decided = await answer_to(fake_discord, asker)
+        assert (method, decided["content"]) == ("PATCH", "Approved: `docs: create_ticket`")
+        [answer] = [m for m in fake_discord.bot_messages(fake_discord.channel_id) if m["id"] != prompt["id"]]
+        await fake_discord.wait_for(lambda: answer["content"] == FOUND or None, within=30)
