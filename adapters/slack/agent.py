@@ -256,11 +256,11 @@ class SlackAgent:
             return "", False
         key = incoming.key
         channel = self.views.get((key.workspace, incoming.author or key.user))
-        if not channel:
-            return "", False
+        if not channel or channel == key.channel.split("/", 1)[0]:
+            return "", False  # nothing known, or this very DM: it is the conversation already
         there = ThreadKey(key.platform, key.workspace, channel, key.user)
-        return channel, self.core.policy.allows(Incoming(key=there, text="", message_id="",
-                                                         is_dm=channel.startswith("D")))
+        # Not a DM with the bot (another person's DM with the user, say): the channel allowlist applies.
+        return channel, self.core.policy.allows(Incoming(key=there, text="", message_id="", is_dm=False))
 
     def _reader(self, team: str, channel: str, incoming: Incoming, client: AsyncWebClient, note: Quoted) -> Gather:
         """The core's gather for a "this channel" DM: the channel's newest messages since the conversation's mark

@@ -245,6 +245,19 @@ async def test_a_channel_the_allowlists_forbid_is_neither_named_nor_read(
     assert "C0SECRET" not in asked and "merger" not in asked and "not allowed to read" in asked
     assert not [c for c in slack.fake.calls if c.method.startswith("conversations.")]
 
+    slack.fake.user_says("see you at 6", channel="D0PRIVATE")  # the user's DM with someone else
+    assert await slack.event(event_envelope(context_changed("D0PRIVATE"))) == 200
+    assert await slack.event(event_envelope(dm_event("summarise this channel", channel="D7"))) == 200
+    await slack.adapter.settle()
+    asked = model_inputs(fake_openai)[-1]
+    assert "D0PRIVATE" not in asked and "see you" not in asked and "not allowed to read" in asked
+    assert not [c for c in slack.fake.calls if c.method.startswith("conversations.")], "a DM is no pass here"
+
+    assert await slack.event(event_envelope(context_changed("D7"))) == 200  # the agent's own DM: no note at all
+    assert await slack.event(event_envelope(dm_event("what about this channel?", channel="D7"))) == 200
+    await slack.adapter.settle()
+    assert "This channel" not in model_inputs(fake_openai)[-1]
+
 
 async def test_a_channel_the_bot_is_not_in_is_named_and_the_answer_goes_on(
     agent: Slack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
