@@ -30,12 +30,13 @@ class ToolApproval:
     """Set by the core: what the prompt's buttons carry (random; the store binds it to the asker)."""
 
 
-ApprovalDecision = Literal["approved", "declined", "expired"]
+ApprovalDecision = Literal["approved", "declined", "expired", "failed"]
 Approve = Callable[[ToolApproval], Awaitable[ApprovalDecision]]
-"""The core's callback for the assistant: ask the asker, wait (bounded) for their decision."""
-Expire = Callable[[], Awaitable[None]]
-"""Called when no decision came in time: the prompt says so, without its buttons (platform errors are the
-adapter's to log, never raised)."""
+"""The core's callback for the assistant: ask the asker, wait (bounded) for their decision (``failed``: the
+prompt could not be shown, or Redis could not keep the decision)."""
+Expire = Callable[[bool], Awaitable[None]]
+"""Called when no decision came in time (``False``), or the wait was given up (``True``: cancelled, Redis
+failed): the prompt says so, without its buttons (platform errors are the adapter's to log, never raised)."""
 AskApproval = Callable[[ToolApproval], Awaitable[Expire | None]]
 """The adapter's: show the asker a private prompt with Approve / Decline buttons (``token`` set); what to call
 if it expires, where the platform lets the prompt be changed."""

@@ -11,8 +11,8 @@ nobody) over Approve / Decline buttons whose ``custom_id`` carries the approval'
 
 A click is deferred at once (Discord's 3 s do not wait for Redis), then decided: the asker's replaces the
 prompt with what was decided, without its buttons (the original response of a deferred update is the
-prompt); anyone else, or a Redis failure, gets an ephemeral follow-up. A prompt nobody answered in time says
-so, without its buttons.
+prompt); anyone else, or a Redis failure, gets an ephemeral follow-up. A prompt nobody answered in time, or
+whose wait was given up (shutdown, Redis), says so, without its buttons.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, cast
 import discord
 
 from adapters.discord.reply import NO_MENTIONS
-from adapters.kit.approvals import EXPIRED, FAILED, GONE, NOT_YOURS, decided_text, parts
+from adapters.kit.approvals import EXPIRED, FAILED, GONE, NOT_YOURS, WITHDRAWN, decided_text, parts
 from bot.core import Core
 from bot.domain import AskApproval, Expire, ToolApproval
 from bot.errors import BotError
@@ -51,10 +51,11 @@ def approval_view(token: str) -> discord.ui.View:
 
 
 def expiry(prompt: discord.Message | discord.WebhookMessage) -> Expire:
-    """When no decision came in time: the prompt says so, without its buttons."""
-    async def expire() -> None:
+    """When no decision came in time, or the wait was given up (``withdrawn``): the prompt says so, without
+    its buttons."""
+    async def expire(withdrawn: bool) -> None:
         try:
-            await prompt.edit(content=EXPIRED, view=None, allowed_mentions=NO_MENTIONS)
+            await prompt.edit(content=WITHDRAWN if withdrawn else EXPIRED, view=None, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("could not mark an approval prompt as expired: %s", exc)
 

@@ -21,6 +21,7 @@ DECIDED = {"approved": "Approved", "declined": "Declined"}
 NOT_YOURS = "Only the person who asked can approve or decline this."
 GONE = "This request is no longer open: it was already answered, or the time to answer it ran out."
 EXPIRED = "No answer in time, so the tool was not run."
+WITHDRAWN = "This request was withdrawn before it was answered, so the tool was not run."
 FAILED = "I could not record that just now. Please try again."
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f`\u2028\u2029\u200b-\u200f\u202a-\u202e]+")

@@ -21,7 +21,8 @@ One :class:`ToolRun` per turn:
   :class:`~bot.assistants.server.ServerMemory` like any optional parameter.
 
 Every call is counted as ``(tool, outcome)`` in :attr:`Sent.tool_calls` (the core turns it into
-``threadkeeper_tool_calls_total``): ``completed``/``failed``, and for approvals ``approved``/``declined``/``expired``.
+``threadkeeper_tool_calls_total``): ``completed``/``failed``, and for approvals ``approved``/``declined``/``expired``
+(``failed`` too: the prompt could not be shown, or Redis could not keep the decision).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ REASONS = {
     "declined": "The user did not approve this tool call; it was not run.",
     "expired": "The user did not answer the approval request in time; this tool call was not run.",
     "unasked": "This tool call needs the user's approval, which cannot be asked for here; it was not run.",
+    "failed": "The user's approval could not be asked for or recorded just now; this tool call was not run.",
 }
 """What the model is told (``mcp_approval_response.reason``) when a call does not run."""
 MAX_SOURCES = 8

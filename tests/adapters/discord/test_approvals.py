@@ -8,13 +8,14 @@ INTERACTION_CREATE payloads (type 3) dispatched on the gateway as Discord sends 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters.discord.approvals import PREFIX
-from adapters.kit.approvals import EXPIRED, NOT_YOURS
+from adapters.kit.approvals import EXPIRED, GONE, NOT_YOURS, WITHDRAWN
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_server import Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
@@ -176,6 +177,26 @@ async def channel_prompt(fake: FakeDiscord) -> tuple[JSON, list[str]]:
                                           if (c.json or {}).get("components")] or None)
     prompt = next(m for m in fake.bot_messages(channel) if m["content"] == (post.json or {})["content"])
     return prompt, prompt_ids(post)
+
+
+async def test_a_shutdown_while_waiting_withdraws_the_prompt_and_a_later_click_runs_nothing(
+    fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI, profiles_file: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = await start_bot(edit_interval=0.05, profiles_file=profiles_file)
+    prompt, (yes, _) = await channel_prompt(fake_discord)
+    with caplog.at_level(logging.INFO):
+        await adapter.drain(0.05)  # the answer, still waiting for the asker, is cancelled
+    edit = rf"/channels/{fake_discord.channel_id}/messages/{prompt['id']}"
+    [withdrawn] = await fake_discord.wait_for(lambda: fake_discord.find("PATCH", edit) or None)
+    assert withdrawn.json is not None and (withdrawn.json["content"], withdrawn.json["components"]) == (WITHDRAWN, [])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "no traceback"
+
+    late = click(fake_discord, yes, prompt, fake_discord.alice)
+    await fake_discord.dispatch("INTERACTION_CREATE", late)
+    method, answered = await answer_to(fake_discord, late)
+    assert (method, answered["content"]) == ("PATCH", GONE), "closed: a click after the wait reads no approval"
+    assert len(turns(fake_openai)) == 1, "nothing ran"
 
 
 async def test_a_click_is_acknowledged_in_time_while_redis_does_not_answer(

@@ -187,8 +187,9 @@ async def test_a_prompt_that_cannot_be_shown_declines_and_the_answer_goes_on(
         assert await slack.event(event_envelope(event)) == 200
         [answer] = await slack.answers("C8", event["ts"])
     assert answer.text == DECLINED_REPLY
-    assert turns(fake_openai)[-1]["input"][0]["approve"] is False
-    assert calls(slack.runtime, "declined") == 1
+    [failed] = turns(fake_openai)[-1]["input"]
+    assert failed["approve"] is False and failed["reason"] == REASONS["failed"], "not 'the user declined'"
+    assert calls(slack.runtime, "failed") == 1 and calls(slack.runtime, "declined") == 0
     [warning] = [r.getMessage() for r in caplog.records if r.name == "threadkeeper.core"]
     assert warning.startswith("could not show the approval prompt for docs: create_ticket")
 
