@@ -99,7 +99,8 @@ class SlackApprovals:
             await self._answer(body, FAILED, client, replace=False)
             return
         if outcome == "decided":
-            await self._answer(body, decided_text("approved" if approve else "declined", label), client, replace=True)
+            text = _escape(decided_text("approved" if approve else "declined", label))  # the label is the MCP server's
+            await self._answer(body, text, client, replace=True)
         elif outcome == "not_yours":
             log.info("refused an approval click by someone other than the asker")
             await self._answer(body, NOT_YOURS, client, replace=False)

@@ -193,3 +193,18 @@ async def test_a_prompt_that_cannot_be_shown_declines_and_the_answer_goes_on(
     [warning] = [r.getMessage() for r in caplog.records if r.name == "threadkeeper.core"]
     assert warning.startswith("could not show the approval prompt for docs: create_ticket")
 
+
+async def test_the_decided_prompt_escapes_the_tool_name_the_mcp_server_gave(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, profiles_file: str
+) -> None:
+    fake_openai.mcp_tool = "create_<!channel>_&_<@U0BOSS>"
+    slack = await start_slack(profiles_file=profiles_file)
+    event, prompt = await ask_in_c8(slack)
+    token = blocks_of(prompt)[1]["elements"][0]["value"]
+    url = slack.fake.response_url("approval")
+    assert await post_click(slack, click(APPROVE_ACTION, token, user=ASKER, response_url=url)) == 200
+    await slack.answers("C8", event["ts"])
+    await slack.adapter.settle()
+    decided = slack.fake.responses[-1][1]["text"]
+    assert decided == "Approved: `docs: create_&lt;!channel&gt;_&amp;_&lt;@U0BOSS&gt;`", "no mention survives"
+
