@@ -132,7 +132,9 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535)
     slack_follow_ups: bool = True
     slack_agent_view: bool = False
-    """The app uses the manifest's ``agent_view``: each top-level DM is answered in a thread of its own."""
+    """The app uses the manifest's ``agent_view``: each top-level DM is answered in a thread of its own. Off by
+    default, for apps still on ``assistant_view`` and for the benchmarks, which count top-level DM replies; the
+    shipped manifest needs it on (README, manifest, and a WARNING when agent events arrive while it is off)."""
     slack_client_id: str | None = None
     slack_client_secret: SecretStr | None = None
     slack_redirect_uri: str | None = None
