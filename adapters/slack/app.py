@@ -161,7 +161,7 @@ class SlackAdapter:
         self.registered_events.update(SLACK_EVENTS)
         self.feedback = SlackFeedback(self.core, self.calls, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
-        self.access.uninstalls(self.core, self.in_flight).register(self.app)  # app_uninstalled, tokens_revoked
+        self.access.register(self.app, self.core, self.in_flight, self.context)  # uninstalls, refused requests
         self.registered_events.update(SLACK_LIFECYCLE_EVENTS)
         self.approvals = SlackApprovals(self.core, self.calls, self.in_flight)
         self.approvals.register(self.app)  # Approve / Decline on tool calls that need it (block_actions)

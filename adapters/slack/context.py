@@ -104,7 +104,10 @@ class SlackContext:
         self._bot_ids: set[str] = set()
         self._clock = clock
         self._names: dict[str, tuple[str, bool, float]] = {}
-        self._threads: OrderedDict[tuple[str, str], _Thread] = OrderedDict()
+        self._named: dict[str, set[str]] = {}
+        """The people named in :attr:`_names`, by workspace (:meth:`forget_team`)."""
+        self._threads: OrderedDict[tuple[str, str, str], _Thread] = OrderedDict()
+        """By (workspace, channel, thread root)."""
 
     def identify(self, user_id: str, bot_id: str, name: str) -> None:
         """The bot itself in a workspace (``auth.test``): its messages are skipped, mentions of it read as ``@name``."""
@@ -112,6 +115,13 @@ class SlackContext:
             self._bot_users[user_id] = name
         if bot_id:
             self._bot_ids.add(bot_id)
+
+    def forget_team(self, team: str) -> None:
+        """A workspace that removed the app: the names and thread messages read there are dropped."""
+        for user in self._named.pop(team, set()):
+            self._names.pop(user, None)
+        for key in [k for k in self._threads if k[0] == team]:
+            del self._threads[key]
 
     def gather_for(self, source: Source, digest: str, *, speaker: bool, client: AsyncWebClient) -> Gather:
         """The core's gather function for one message (see the module docstring)."""
@@ -161,9 +171,10 @@ class SlackContext:
             return
         info = response.get("user")
         if isinstance(info, dict):
-            self._learn(user, info.get("profile"), fallback=info, is_bot=bool(info.get("is_bot")))
+            self._learn(team, user, info.get("profile"), fallback=info, is_bot=bool(info.get("is_bot")))
 
-    def _learn(self, user: str, profile: Any, *, fallback: dict[str, Any] | None = None, is_bot: bool = False) -> None:
+    def _learn(self, team: str, user: str, profile: Any, *, fallback: dict[str, Any] | None = None,
+               is_bot: bool = False) -> None:
         """Keep a name from a profile: display name, else real name, else the handle. Never an e-mail address."""
         profile = profile if isinstance(profile, dict) else {}
         fallback = fallback or {}
@@ -171,6 +182,7 @@ class SlackContext:
                           fallback.get("name")):
             if isinstance(candidate, str) and candidate.strip() and "@" not in candidate:
                 self._names[user] = (candidate.strip(), is_bot, self._clock() + NAME_TTL)
+                self._named.setdefault(team, set()).add(user)
                 return
 
     # -- a channel the user has open (adapters.slack.agent) -----------------------------------------------
@@ -204,7 +216,7 @@ class SlackContext:
                    if after(m["ts"], mark) and after(source.ts, m["ts"]) and self._readable(m)][-self.limit:]
         for message in earlier:
             if message.get("user") and message.get("user_profile"):
-                self._learn(str(message["user"]), message["user_profile"])
+                self._learn(source.team, str(message["user"]), message["user_profile"])
         # Authors are looked up (cache misses only); people merely mentioned are named only when already known.
         await self._look_up(source.team, {str(m["user"]) for m in earlier if m.get("user") and not _by_bot(m)},
                             client)
@@ -212,7 +224,7 @@ class SlackContext:
 
     async def _read(self, source: Source, mark: str, digest: str, client: AsyncWebClient) -> list[dict[str, Any]]:
         """The thread's messages after ``mark``, as far as Slack lets us read them now (oldest first)."""
-        key = (source.channel, str(source.root))
+        key = (source.team, source.channel, str(source.root))
         now = self._clock()
         thread = self._threads.get(key)
         if thread is None or thread.expires <= now:

@@ -9,7 +9,11 @@ With ``SLACK_CLIENT_ID`` and ``SLACK_CLIENT_SECRET`` set, HTTP mode serves Bolt'
 * ``GET /slack/oauth_redirect?code=…&state=…`` consumes the state (once; any worker can, since it is in
   Redis), exchanges the code at ``oauth.v2.access`` and keeps the installation, sealed with
   ``TOKEN_ENCRYPTION_KEY`` (:mod:`bot.store.installations`). Failures (a state that is unknown, used or
-  expired, a code Slack refuses) get Bolt's page naming the reason, and a WARNING line here.
+  expired, a code Slack refuses, the installation not stored) get Bolt's page naming the reason, and a WARNING
+  line here naming a reason Bolt knows (never what the redirect said, nor the code).
+* Either page answers a short 503 page, and one log line, while Redis (or Slack) cannot be reached.
+
+Bolt's flow logs through :data:`FLOW_LOG`, which drops its line that carries the OAuth code.
 
 The events of each workspace are then authorized from its installation (:class:`adapters.slack.auth.Installed`).
 One installation is kept per workspace (an org-wide install: per enterprise), the bot's: the app asks for no
@@ -18,6 +22,7 @@ user scopes, and token rotation stays off (``token_rotation_enabled: false`` in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -31,9 +36,11 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltError
 from slack_bolt.oauth.async_callback_options import AsyncCallbackOptions, AsyncFailureArgs, AsyncSuccessArgs
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
@@ -42,7 +49,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit.tasks import InFlight
-from adapters.slack.auth import Installed, OneAuthTest
+from adapters.slack.auth import UNREACHABLE, Installed, OneAuthTest, answer_refused
+from adapters.slack.context import SlackContext
+from adapters.slack.limits import SlackCalls
 from bot.checks import secret
 from bot.config import ConfigError, Settings
 from bot.core import Core
@@ -65,15 +74,31 @@ FAILURES = {
     "invalid_code": "Slack refused the code (used already, expired, or SLACK_CLIENT_ID/SECRET are not this app's)",
     "missing_code": "the redirect carried no code",
     "access_denied": "the installer cancelled on Slack's page",
-    "storage_error": "the installation could not be stored",
+    "storage_error": "the installation could not be stored (Redis unavailable): start again at /slack/install",
 }
-"""What each reason Bolt reports means, for the log line."""
+"""What each reason Bolt reports means, for the log line (any other reason is logged as ``unknown``)."""
+
+UNAVAILABLE_PAGE = ("<html><body><h1>Try again in a moment</h1><p>The installation cannot be handled right now. "
+                    "Please start again at /slack/install in a few minutes.</p></body></html>")
+
+
+class _NoOAuthCode(logging.Filter):
+    """Drops Bolt's line about a refused code: it carries the code (ours says why, without it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to fetch oauth.v2.access result with code")
+
+
+FLOW_LOG = logging.getLogger("threadkeeper.slack.oauth")
+"""Bolt's install flow's logger (its state and installation stores', and the app's, which the flow logs through)."""
+FLOW_LOG.addFilter(_NoOAuthCode())
 
 
 class InstallationsPort(Protocol):
     """What this module needs of ``bot.store.installations.Installations`` (adapters never import the store)."""
 
-    async def save(self, platform: str, workspace: str, record: dict[str, Any]) -> None: ...
+    async def save(self, platform: str, workspace: str, record: dict[str, Any]) -> None:
+        """Every method raises :class:`~bot.errors.Unavailable` when the store cannot be reached."""
     async def find(self, platform: str, workspace: str) -> dict[str, Any] | None: ...
     async def delete(self, platform: str, workspace: str) -> bool: ...
     async def issue_state(self, state: str, ttl: float) -> None: ...
@@ -91,6 +116,11 @@ _FIELDS = ("app_id", "enterprise_id", "enterprise_name", "team_id", "team_name",
            "bot_user_id", "is_enterprise_install", "installed_at", "user_id", "token_type")
 
 
+class StoreDown(BoltError):
+    """The installations could not be read or written (Redis unavailable): a BoltError, so Bolt's flow answers its
+    ``storage_error`` page, and the authorizer a 503."""
+
+
 class RedisInstallations(AsyncInstallationStore):
     """Bolt's installation store on the installations port: one bot installation per workspace."""
 
@@ -99,20 +129,26 @@ class RedisInstallations(AsyncInstallationStore):
 
     @property
     def logger(self) -> logging.Logger:
-        return log
+        return FLOW_LOG
 
     async def async_save(self, installation: Installation) -> None:
         record = {name: getattr(installation, name) for name in _FIELDS}
         record["bot_scopes"] = list(installation.bot_scopes or [])
         workspace = workspace_of(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
-        await self.port.save(PLATFORM, workspace, record)
+        try:
+            await self.port.save(PLATFORM, workspace, record)
+        except BotError as exc:
+            raise StoreDown(str(exc)) from None
 
     async def async_save_bot(self, bot: Bot) -> None:
         """Only Bolt's token rotation saves a bot alone, and rotation stays off: nothing to keep apart."""
 
     async def _record(self, enterprise_id: str | None, team_id: str | None,
                       is_enterprise_install: bool | None) -> dict[str, Any] | None:
-        return await self.port.find(PLATFORM, workspace_of(enterprise_id, team_id, is_enterprise_install))
+        try:
+            return await self.port.find(PLATFORM, workspace_of(enterprise_id, team_id, is_enterprise_install))
+        except BotError as exc:
+            raise StoreDown(str(exc)) from None
 
     async def async_find_installation(self, *, enterprise_id: str | None, team_id: str | None,
                                       user_id: str | None = None,
@@ -130,12 +166,20 @@ class RedisInstallations(AsyncInstallationStore):
         return Installation(**{**record, "installed_at": _when(record)}).to_bot()
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        """The bot's token is the installation (bot only): deleting one deletes the other."""
         await self.async_delete_installation(enterprise_id=enterprise_id, team_id=team_id)
 
     async def async_delete_installation(self, *, enterprise_id: str | None, team_id: str | None,
                                         user_id: str | None = None) -> None:
         if user_id is None:  # a user's own token is never kept: only the workspace's installation goes
-            await self.port.delete(PLATFORM, workspace_of(enterprise_id, team_id, team_id is None))
+            try:
+                await self.port.delete(PLATFORM, workspace_of(enterprise_id, team_id, team_id is None))
+            except BotError as exc:
+                raise StoreDown(str(exc)) from None
+
+    async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        """One delete (Bolt's would delete the bot, then the installation: the same record twice)."""
+        await self.async_delete_installation(enterprise_id=enterprise_id, team_id=team_id)
 
 
 def _when(record: dict[str, Any]) -> float:
@@ -152,7 +196,7 @@ class RedisStates(AsyncOAuthStateStore):
 
     @property
     def logger(self) -> logging.Logger:
-        return log
+        return FLOW_LOG
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
         state = secrets.token_urlsafe(32)
@@ -160,19 +204,29 @@ class RedisStates(AsyncOAuthStateStore):
         return state
 
     async def async_consume(self, state: str) -> bool:
+        """A state that cannot be checked (Redis unavailable) is not consumed: the page handler answers 503."""
         return bool(state) and await self.port.consume_state(state)
 
 
 async def _installed(args: AsyncSuccessArgs) -> BoltResponse:
     found = args.installation
-    log.info("Slack app installed in workspace %s", workspace_of(found.enterprise_id, found.team_id,
-                                                                 found.is_enterprise_install))
+    log.info("Slack app installed in workspace %s", SlackCalls.scope(workspace_of(
+        found.enterprise_id, found.team_id, found.is_enterprise_install)))
     return await args.default.success(args)
 
 
 async def _failed(args: AsyncFailureArgs) -> BoltResponse:
-    log.warning("a Slack install failed (%s): %s", args.reason, FAILURES.get(args.reason, "see Bolt's log"))
+    """One line; the reason only when it is one of Bolt's (``?error=`` on the redirect is anyone's text)."""
+    reason = args.reason if args.reason in FAILURES else "unknown"
+    log.warning("a Slack install failed (%s): %s", reason, FAILURES.get(reason, "the redirect named an error "
+                                                                              "Slack does not send"))
+    if reason == "storage_error":
+        return _unavailable_page()
     return await args.default.failure(args)
+
+
+def _unavailable_page() -> BoltResponse:
+    return BoltResponse(status=503, body=UNAVAILABLE_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
 def authorize_url(settings: Settings) -> str:
@@ -189,7 +243,7 @@ def oauth_settings(settings: Settings, installations: RedisInstallations,
         redirect_uri=settings.slack_redirect_uri, install_page_rendering_enabled=False,
         authorization_url=authorize_url(settings), installation_store=installations, installation_store_bot_only=True,
         state_store=RedisStates(installations.port), state_expiration_seconds=STATE_TTL,
-        callback_options=AsyncCallbackOptions(success=_installed, failure=_failed), logger=log,
+        callback_options=AsyncCallbackOptions(success=_installed, failure=_failed), logger=FLOW_LOG,
     )
 
 
@@ -217,31 +271,48 @@ def check_oauth(settings: Settings, port: InstallationsPort | None) -> None:
 def serve_install_pages(web_app: web.Application, flow: AsyncOAuthFlow) -> None:
     """``GET /slack/install`` and ``GET /slack/oauth_redirect``, answered by Bolt's flow."""
 
+    async def answer(page: str, handle: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]],
+                     request: web.Request) -> web.Response:
+        try:
+            response = await handle(await to_bolt_request(request))
+        except (BotError, BoltError, *UNREACHABLE) as exc:
+            log.warning("%s answered 503: %s (%s)", page, "Redis is unavailable" if isinstance(
+                exc, BotError | BoltError) else "Slack cannot be reached", type(exc).__name__)
+            response = _unavailable_page()
+        return await to_aiohttp_response(response)
+
     async def install(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await flow.handle_installation(await to_bolt_request(request)))
+        return await answer(flow.install_path, flow.handle_installation, request)
 
     async def redirect(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await flow.handle_callback(await to_bolt_request(request)))
+        return await answer(flow.redirect_uri_path, flow.handle_callback, request)
 
     web_app.router.add_get(flow.install_path, install)
     web_app.router.add_get(flow.redirect_uri_path, redirect)
 
 
 class Uninstalls:
-    """``app_uninstalled`` and ``tokens_revoked`` (of the bot's token): the workspace's installation is deleted
-    and every thread of it erased through the core's one deleter, as ``threads forget-workspace slack T…`` does.
+    """``app_uninstalled`` and ``tokens_revoked`` (of the bot's token): every thread of the workspace is erased
+    through the core's one deleter, then its installation (:meth:`bot.core.Core.erase_workspace`, as
+    ``threads forget-workspace slack T…`` does), and what this process remembers of it (names, threads read,
+    its token's identity) is dropped.
 
-    Acknowledged at once; the erasing runs in a task of the adapter's own. Slack may deliver the event again:
-    erasing is idempotent.
+    Acknowledged at once; the erasing runs in a task of the adapter's own, one per workspace at a time (Slack sends
+    both events on an uninstall). Slack does not send them again, so the erasure is marked in Redis before it
+    begins: cut short (a deploy, a crash), the janitor finishes it. When Redis fails, one ERROR line names the
+    command that finishes it.
     """
 
-    def __init__(self, core: Core, in_flight: InFlight, installations: RedisInstallations | None = None,
+    def __init__(self, core: Core, in_flight: InFlight, context: SlackContext, installations: bool = False,
                  revoked: Callable[[str], None] | None = None) -> None:
         self.core = core
         self.in_flight = in_flight
+        self.context = context
         self.installations = installations
+        """Whether workspaces are installed here (OAuth): their installation goes too."""
         self.revoked = revoked
-        """Told the token that stopped working (the authorizer forgets what it knew of it)."""
+        """Told the workspace that left (the authorizer forgets what it knew of its token)."""
+        self._erasing: dict[str, asyncio.Task[None]] = {}
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_uninstalled")(self._on_event)
@@ -253,26 +324,28 @@ class Uninstalls:
             return  # only people's own tokens, which the app never keeps
         team = str(body.get("team_id") or context.team_id or "")
         enterprise = body.get("enterprise_id") or context.enterprise_id
-        if team:
-            self.in_flight.spawn(self.erase(team, enterprise, bool(context.is_enterprise_install)))
+        if team and team not in self._erasing:
+            org_wide = bool(context.is_enterprise_install)
+            self._erasing[team] = self.in_flight.spawn(self.erase(team, enterprise, org_wide))
 
     async def erase(self, team: str, enterprise: str | None, org_wide: bool) -> None:
-        if self.installations is not None:
-            bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team,
-                                                          is_enterprise_install=org_wide)
-            if bot is not None and self.revoked is not None:
-                self.revoked(bot.bot_token)
-            await self.installations.async_delete_all(enterprise_id=enterprise, team_id=None if org_wide else team)
+        where = SlackCalls.scope(team)
+        installation = workspace_of(enterprise, None if org_wide else team, org_wide) if self.installations else None
         try:
-            result = await self.core.forget_workspace(PLATFORM, team)
+            result = await self.core.erase_workspace(PLATFORM, team, installation)
         except BotError as exc:
             log.error("Slack workspace %s removed the app, but its threads could not all be erased (%s): run "
-                      "python -m bot threads forget-workspace slack %s", team, exc, team)
+                      "python -m bot threads forget-workspace slack %s", where, exc, team)
             return
+        finally:
+            self._erasing.pop(team, None)
+            if self.revoked is not None:
+                self.revoked(team)
+            self.context.forget_team(team)
         pending = f"; {result.remote_pending} remote deletions stay queued for the janitor" \
             if result.remote_pending else ""
-        log.info("Slack workspace %s removed the app: its installation is gone and %d threads erased%s",
-                 team, result.threads, pending)
+        gone = "its installation is gone and " if result.installation else ""
+        log.info("Slack workspace %s removed the app: %s%d threads erased%s", where, gone, result.threads, pending)
 
 
 @dataclass(frozen=True)
@@ -288,9 +361,15 @@ class Access:
         """:attr:`auth` as Bolt annotates it (Bolt also takes None from it: "not installed here")."""
         return cast(Callable[..., Awaitable[AuthorizeResult]], self.auth)
 
-    def uninstalls(self, core: Core, in_flight: InFlight) -> Uninstalls:
+    def register(self, app: AsyncApp, core: Core, in_flight: InFlight, context: SlackContext) -> None:
+        """The uninstall events (:class:`Uninstalls`), and Bolt's error handler: a request the authorizer refused
+        is answered without a traceback (:func:`~adapters.slack.auth.answer_refused`); Bolt's line that carries an
+        OAuth code is dropped from the app's logger, which its install flow logs through."""
         revoked = self.auth.forget if isinstance(self.auth, Installed) else None
-        return Uninstalls(core, in_flight, self.installations, revoked)
+        Uninstalls(core, in_flight, context, self.installations is not None, revoked).register(app)
+        app.error(answer_refused)
+        if not any(isinstance(f, _NoOAuthCode) for f in app.logger.filters):
+            app.logger.addFilter(_NoOAuthCode())
 
 
 def slack_access(settings: Settings, port: InstallationsPort | None, client: AsyncWebClient,

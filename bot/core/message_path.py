@@ -27,7 +27,7 @@ from bot.core.memory import Memory, as_seed
 from bot.core.policy import Policy
 from bot.core.shared import SharedConversations
 from bot.core.unrecorded import Unrecorded
-from bot.core.workspaces import forget_workspace
+from bot.core.workspaces import Erased, erase_workspace, resume_erasures
 from bot.domain import Answer, Approve, DeltaCallback, ForgetResult, Incoming, StatusCallback, ThreadKey, Turn, UserTurn
 from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, RateLimited, TooLong, Unavailable
 from bot.metrics import Metrics
@@ -142,9 +142,14 @@ class Core:
         shared = await self.shared.erase(platform, workspace, user, wait=self.lock_wait)  # shared conversations
         return ForgetResult(own.threads + shared.threads, own.remote_pending + shared.remote_pending)
 
-    async def forget_workspace(self, platform: str, workspace: str) -> ForgetResult:
-        """Every thread of one workspace (uninstalled, or ``threads forget-workspace``): :mod:`bot.core.workspaces`."""
-        return await forget_workspace(self.store, self.forget, platform, workspace)
+    async def erase_workspace(self, platform: str, workspace: str, installation: str | None) -> Erased:
+        """Every thread of one workspace, then its installation (uninstalled, or ``threads forget-workspace``),
+        durably: :mod:`bot.core.workspaces`. :class:`Unavailable` when Redis fails."""
+        return await erase_workspace(self.store, self.forget, platform, workspace, installation)
+
+    async def resume_erasures(self) -> int:
+        """The janitor's part: finish workspace erasures a stopped process left (:mod:`bot.core.workspaces`)."""
+        return await resume_erasures(self.store, self.forget)
 
     async def forget_channel(self, key: ThreadKey) -> ForgetResult:
         """``/forget`` in a channel: the caller's conversation there and those in its platform threads

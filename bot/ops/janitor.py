@@ -5,8 +5,10 @@ expires) is the only record of what exists remotely. Every deletion goes
 through the core's :class:`~bot.core.deleter.Deleter`, whose one order lets a
 janitor killed at any point lose and leak nothing (a busy lock means active).
 
-A pass first retries every tombstone (deletions queued by failed forgets or
-by an earlier, interrupted pass), then removes the idle threads. A global
+A pass first finishes the workspace erasures a stopped process left marked
+(:func:`bot.core.workspaces.resume_erasures`: an uninstall cut short), then
+retries every tombstone (deletions queued by failed forgets or by an earlier,
+interrupted pass), then removes the idle threads. A global
 lease (``{prefix}:janitor:lock``) lets one janitor work at a time, whether it
 runs as ``python -m bot janitor`` or inside bot processes (:func:`janitor_task`).
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.durations import format_duration
+from bot.errors import Unavailable
 from bot.runtime import Runtime
 from bot.signals import stop_on_signals
 from bot.store import LockBusy, StoreError
@@ -40,6 +43,8 @@ class PassResult:
     busy: int = 0
     retried: int = 0
     completed: int = 0
+    erasures: int = 0
+    """Workspace erasures finished for a process that stopped in one."""
     stopped: bool = False
     """True when the pass stopped early (shutdown or lost lease)."""
     seconds: float = 0.0
@@ -83,8 +88,15 @@ async def run_pass(runtime: Runtime, *, stop: asyncio.Event | None = None) -> Pa
 
 
 async def _work(runtime: Runtime, result: PassResult, halted: Callable[[], bool]) -> None:
-    """Owed deletions first, then the idle threads; stops between two threads when ``halted()``."""
+    """Unfinished workspace erasures, owed deletions, then the idle threads; stops between two threads when
+    ``halted()``."""
     store, deleter = runtime.store, runtime.core.deleter
+    try:
+        result.erasures = await runtime.core.resume_erasures()
+    except Unavailable as exc:
+        raise StoreError(str(exc)) from None  # the loop's one line for Redis failures
+    if result.erasures:
+        log.info("janitor: finished %d workspace erasures a stopped process had begun", result.erasures)
     for stone in await store.tombstones():
         if halted():
             return

@@ -128,6 +128,11 @@ class Keys:
         """Set of the installed workspaces' digests (``doctor`` counts them)."""
         return self._k("install", "all")
 
+    @property
+    def erasing(self) -> str:
+        """Hash: workspaces being erased (digest -> digest of the installation that goes last)."""
+        return self._k("install", "erasing")
+
     def oauth_state(self, digest: str) -> str:
         """An install flow's state, begun by one worker and finished by any (a digest of the state)."""
         return self._k("oauthstate", digest)

@@ -185,6 +185,36 @@ class SharedRecords:
         """The conversation holds nothing of this person any more (or no longer exists)."""
         await self.redis.srem(self.person(digest), key.id)  # type: ignore[misc]
 
+    async def sweep(self, keys: Sequence[ThreadKey]) -> None:
+        """After a whole workspace's threads went (:mod:`bot.core.workspaces`): the marks a ``/forget`` leaves to
+        their TTL go too, since nothing of that workspace should stay: the message ids claimed in its threads
+        (``seen``: they name a channel and a ``ts``), the platform threads the bot joined there (``joined``), and the
+        daily token counts of its conversations' keys (``tokens``, ``budgetnote``: today's and yesterday's). A
+        joined thread is found from its conversation's key where that names the thread (``THREAD_SCOPE=thread`` or
+        ``shared``); the rest expire with an idle conversation. The counts of people who wrote only in shared
+        conversations cannot be found (their keys are one-way digests of ids kept nowhere): they expire in two
+        days, naming nobody."""
+        if not keys:
+            return
+        digests = {key.digest for key in keys}
+        doomed = {self._joined(f"{key.platform}:{key.workspace}:{key.channel}") for key in keys if "/" in key.channel}
+        now = time.time()
+        days = {time.strftime("%Y%m%d", time.gmtime(now - back)) for back in (0, 86400)}
+        for key in keys:
+            doomed.update(name for day in days
+                          for name in (self.keys.tokens(key, day), self.keys.budget_notice(key, day)))
+        seen = f"{self.keys.prefix}:seen:{{"
+        async for name in self.redis.scan_iter(match=f"{self.keys.prefix}:seen:*", count=1000):
+            text = _str(name)
+            if text.startswith(seen) and text[len(seen):].split("}", 1)[0] in digests:
+                doomed.add(text)
+        names = sorted(doomed)
+        for start in range(0, len(names), 500):  # one DEL each: on Cluster they are in many slots
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names[start:start + 500]:
+                    pipe.delete(name)
+                await pipe.execute()
+
 
 def _whose(item: Any) -> set[str]:
     """The people a kept turn holds words of: who wrote it (``by``) and whom it quoted (``about``)."""

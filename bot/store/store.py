@@ -18,6 +18,7 @@ import bot.store.scripts as lua
 from bot.domain import ThreadKey, Turn
 from bot.store.chat_history import ChatHistory
 from bot.store.connect import RedisClient
+from bot.store.installations import Erasures
 from bot.store.keys import Keys
 from bot.store.lock import RedisLock
 from bot.store.records import Admission, FinishedTurn, Recorded, ThreadRecord
@@ -95,6 +96,8 @@ class Store(RetentionReads):
         """Facts learned about the assistant server (refused parameters, context size), shared by workers."""
         self.shared = SharedRecords(redis, self.keys, idle_ttl=idle_ttl, cluster=cluster)
         """Shared conversations: who said what, the context mark, threads the bot joined."""
+        self.erasures = Erasures(redis, self.keys)
+        """Workspace erasures under way (an uninstall, ``threads forget-workspace``): the janitor finishes them."""
 
     @property
     def pending_ttl(self) -> float:

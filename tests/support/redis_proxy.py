@@ -3,6 +3,8 @@
 It reads the client's RESP commands (pipelines too) and forwards them one by one; once ``limit``
 commands went through, it forwards nothing more, so the client's next Redis call hangs until it is
 cancelled, exactly as if the process had been frozen or killed between two of its Redis writes.
+:meth:`FreezingRedisProxy.thaw` lets it go on; :meth:`FreezingRedisProxy.cut` is Redis going down instead: every
+command fails at once.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class FreezingRedisProxy:
         self.limit = limit
         self.forwarded = 0
         self.frozen = asyncio.Event()
+        self._thawed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -60,18 +64,33 @@ class FreezingRedisProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def thaw(self) -> None:
+        """The frozen process goes on: what it sent meanwhile is forwarded, and nothing is held any more."""
+        self.limit = 10**12
+        self._thawed.set()
+
+    def cut(self) -> None:
+        """Redis goes away (down, not frozen): open connections close and new ones are refused at once."""
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         back = asyncio.create_task(self._pipe_back(up_reader, writer))
         self._tasks.update({back, asyncio.current_task()})  # type: ignore[arg-type]
+        self._writers.update({writer, up_writer})
         buffer = b""
         try:
             while chunk := await reader.read(65536):
                 buffer += chunk
-                while (end := _command_end(buffer)) and not self.frozen.is_set():
+                while end := _command_end(buffer):
                     if self.forwarded >= self.limit:
                         self.frozen.set()
-                        break
+                        await up_writer.drain()
+                        await self._thawed.wait()
+                        continue
                     up_writer.write(buffer[:end])
                     buffer = buffer[end:]
                     self.forwarded += 1

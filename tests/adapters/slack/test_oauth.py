@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,10 +19,11 @@ from cryptography.fernet import Fernet
 
 from adapters.slack import SLACK_BOT_SCOPES, SlackAdapter
 from bot.config import ConfigError
+from bot.domain import ThreadKey
 from bot.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_oauth import CLIENT_ID, CLIENT_SECRET
-from tests.fakes.slack_server import BOT_USER_ID, FakeSlack, dm_event, event_envelope, mention_event
+from tests.fakes.slack_server import BOT_USER_ID, FakeSlack, command_form, dm_event, event_envelope, mention_event
 from tests.support.fixtures import MakeRuntime
 from tests.support.slack import SECRET, Slack, StartSlack
 
@@ -178,6 +180,38 @@ async def test_a_bad_state_or_code_gets_a_clear_page_and_a_log_line(
     assert bot.runtime.installations is not None and await bot.runtime.installations.count() == 0
 
 
+async def test_the_log_names_no_forged_reason_and_no_code(bot: Slack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)  # every logger, Bolt's included
+    state, _ = await begin(bot)
+    forged = "x)\n2026-01-01 00:00:00 ERROR threadkeeper.core forged line"
+    async with bot.http.get(f"{bot.url}/slack/oauth_redirect", params={"error": forged, "state": state},
+                            headers={"Cookie": f"{COOKIE}={state}"}) as resp:
+        assert resp.status == 200
+    assert "a Slack install failed (unknown): the redirect named an error Slack does not send" in caplog.text
+    assert "forged line" not in caplog.text
+
+    state, _ = await begin(bot)
+    code = bot.fake.oauth.grant(NEW)
+    bot.fake.oauth.codes.pop(code)  # Slack no longer takes it
+    status, _ = await finish(bot, code, state)
+    assert status == 401 and "a Slack install failed (invalid_code)" in caplog.text
+    assert code not in caplog.text and code.split(".")[1] not in caplog.text
+
+
+async def test_a_workspace_without_an_installation_is_noted_once_and_told_nothing(
+    bot: Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for i in range(3):
+        assert await bot.event(dm_from(NEW, f"hello {i}", "D1")) == 200
+    form = command_form("/forget", "", response_url=bot.fake.response_url("forget"), team=NEW)
+    assert await bot.command(form) == (200, "")
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "which has no installation here, are ignored" in loud[0].getMessage()
+    assert NEW not in caplog.text and not any(r.exc_info for r in caplog.records)
+    assert bot.fake.calls == [] and bot.fake.responses == [], "no apology through response_url, no Slack call"
+
+
 async def test_app_uninstalled_erases_the_workspace_and_nothing_else(bot: Slack, fake_openai: FakeOpenAI) -> None:
     token = await install(bot, NEW, "Acme Widgets")
     await install(bot, TWO)
@@ -210,6 +244,42 @@ async def test_app_uninstalled_erases_the_workspace_and_nothing_else(bot: Slack,
     await bot.answers("D2", None, count=2)
     await bot.adapter.settle()
     assert bot.fake.count("chat.postMessage") == answered + 1, "the uninstalled workspace is not answered"
+
+
+async def redis_keys(runtime: Runtime) -> set[str]:
+    redis: Any = runtime.redis
+    return {k async for k in redis.scan_iter(match=f"{runtime.settings.redis_prefix}:*", count=1000)}
+
+
+async def test_after_app_uninstalled_nothing_new_is_left_in_redis_or_in_memory(
+    bot: Slack, fake_openai: FakeOpenAI
+) -> None:
+    await install(bot, NEW)
+    before = await redis_keys(bot.runtime)
+    bot.fake.add_user("U1NEW", "Ada")
+    root = bot.fake.user_says(f"<@{BOT_USER_ID}> in a channel", user="U1NEW", channel="C9", mention=True)
+    assert await bot.event(event_envelope({**root, "team": NEW}, team=NEW)) == 200
+    await bot.answers("C9", root["ts"])
+    bot.fake.user_says("a follow-up", user="U1NEW", channel="C9", thread_ts=root["ts"])
+    follow = bot.fake.user_says(f"<@{BOT_USER_ID}> and this?", user="U1NEW", channel="C9", thread_ts=root["ts"],
+                                mention=True)
+    assert await bot.event(event_envelope({**follow, "team": NEW}, team=NEW)) == 200
+    assert await bot.event(dm_from(NEW, "a dm", "D1")) == 200
+    await bot.answers("C9", root["ts"], count=2)
+    await bot.answers("D1", None)
+    await bot.adapter.settle()
+    assert bot.fake.count("conversations.replies") == 1  # the thread was read, so this process knows it
+    assert await redis_keys(bot.runtime) - before, "the answers left their keys"
+
+    assert await bot.event(event_envelope({"type": "app_uninstalled", "event_ts": "1710000999.3"}, team=NEW)) == 200
+    await bot.adapter.settle()
+    left = await redis_keys(bot.runtime) - before
+    today = time.strftime("%Y%m%d", time.gmtime())
+    writer = bot.runtime.store.keys.tokens(ThreadKey("slack", NEW, "-", "U1NEW"), today)
+    assert left <= {writer}, "only the daily count of someone who wrote only in a shared conversation (a digest)"
+    assert all(c.deleted for c in fake_openai.conversations.values())
+    context: Any = bot.adapter.context
+    assert not context._threads and not context._names, "what was read of the workspace is forgotten"
 
 
 async def test_tokens_revoked_of_the_bot_erases_the_workspace_and_of_people_only_nothing(bot: Slack) -> None:
