@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from adapters.kit.approvals import GONE, NOT_YOURS
+from adapters.kit.approvals import FAILED, GONE, NOT_YOURS
 from adapters.slack.approvals import APPROVE_ACTION, DECLINE_ACTION
 from bot.assistants.tools import REASONS
 from bot.runtime import Runtime
@@ -208,3 +208,24 @@ async def test_the_decided_prompt_escapes_the_tool_name_the_mcp_server_gave(
     decided = slack.fake.responses[-1][1]["text"]
     assert decided == "Approved: `docs: create_&lt;!channel&gt;_&amp;_&lt;@U0BOSS&gt;`", "no mention survives"
 
+
+
+async def test_a_click_at_a_worker_whose_redis_is_down_is_told_so_in_one_line(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, profiles_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    waiting = await start_slack(profiles_file=profiles_file, tool_approval_timeout=0.5)
+    down = await start_slack(profiles_file=profiles_file, redis_url="redis://127.0.0.1:9/12")  # nothing listens
+    event, prompt = await ask_in_c8(waiting)
+    token = blocks_of(prompt)[1]["elements"][0]["value"]
+    url = down.fake.response_url("approval")
+    with caplog.at_level(logging.INFO):
+        assert await post_click(down, click(APPROVE_ACTION, token, user=ASKER, response_url=url)) == 200
+        await down.adapter.settle()
+    [(_, said)] = down.fake.responses
+    assert said["text"] == FAILED and said["replace_original"] is False, "one sentence, the prompt kept"
+    mine = [r for r in caplog.records if r.name in ("threadkeeper.slack", "threadkeeper.core")
+            and r.levelno >= logging.WARNING]  # (pacing says once that it paces alone)
+    assert [r.getMessage().split(":")[0] for r in mine] == ["could not record an approval click"]
+    assert not any(r.exc_info for r in caplog.records), "no traceback"
+    [answer] = await waiting.answers("C8", event["ts"])
+    assert answer.text == DECLINED_REPLY and calls(waiting.runtime, "expired") == 1
