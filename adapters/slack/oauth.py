@@ -247,25 +247,51 @@ def oauth_settings(settings: Settings, installations: RedisInstallations,
     )
 
 
-def check_oauth(settings: Settings, port: InstallationsPort | None) -> None:
-    """One-line :class:`ConfigError` unless OAuth is set up completely: both halves of the app's credentials,
-    HTTP mode (the install pages are web pages), no single token beside it, and a usable encryption key."""
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something that keeps Slack OAuth from working: start-up refuses with :attr:`text`, ``doctor`` shows it on
+    its :attr:`piece` line (:mod:`adapters.slack.oauth_doctor`)."""
+
+    piece: str
+    text: str
+    """One line, no secret; after a ``;``, how to fix it."""
+
+
+def oauth_problems(settings: Settings) -> list[Problem]:
+    """What OAuth needs and lacks, in the order start-up checks it: both halves of the app's credentials, HTTP
+    mode (the install pages are web pages), no single token beside them, a usable encryption key, and a Redis
+    server (installations must outlive a restart; any worker may finish an install another began)."""
+    found: list[Problem] = []
     if not settings.slack_client_id or not secret(settings.slack_client_secret):
         missing = "SLACK_CLIENT_SECRET" if settings.slack_client_id else "SLACK_CLIENT_ID"
-        raise ConfigError(f"{missing} is required for Slack OAuth (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go "
-                          "together: Basic Information -> App Credentials)")
+        found.append(Problem("slack oauth", f"{missing} is required for Slack OAuth (SLACK_CLIENT_ID and "
+                             "SLACK_CLIENT_SECRET go together); set both from Basic Information -> App Credentials"))
     if secret(settings.slack_app_token):
-        raise ConfigError("SLACK_APP_TOKEN: Slack OAuth serves its install pages in HTTP mode; unset SLACK_APP_TOKEN")
+        found.append(Problem("slack http", "SLACK_APP_TOKEN: Slack OAuth serves its install pages in HTTP mode; "
+                             "unset SLACK_APP_TOKEN and give Slack a public https address (slack-manifest.yml)"))
     if secret(settings.slack_bot_token):
-        raise ConfigError("SLACK_BOT_TOKEN: with SLACK_CLIENT_ID set, each workspace's token comes from its "
-                          "installation; unset SLACK_BOT_TOKEN (or SLACK_CLIENT_ID for one workspace)")
+        found.append(Problem("slack token", "SLACK_BOT_TOKEN: with SLACK_CLIENT_ID set, each workspace's token "
+                             "comes from its installation; unset SLACK_BOT_TOKEN (or SLACK_CLIENT_ID for one "
+                             "workspace)"))
     key = secret(settings.token_encryption_key)
-    if key is None:
-        raise ConfigError(f"TOKEN_ENCRYPTION_KEY is required for Slack OAuth (bot tokens are kept encrypted in "
-                          f"Redis); {KEY_HINT}")
-    Sealer(key)  # a key that is set but unusable: its own line
-    if port is None:
-        raise ConfigError("TOKEN_ENCRYPTION_KEY could not be used")
+    try:
+        if key is None:
+            raise ConfigError(f"TOKEN_ENCRYPTION_KEY is required for Slack OAuth (bot tokens are kept encrypted in "
+                              f"Redis); {KEY_HINT}")
+        Sealer(key)
+    except ConfigError as exc:
+        found.append(Problem("slack oauth key", str(exc)))
+    if not settings.redis_url:
+        found.append(Problem("slack installs", "REDIS_URL is required for Slack OAuth (installations must outlive a "
+                             "restart, and any worker may finish an install another began); set REDIS_URL"))
+    return found
+
+
+def check_oauth(settings: Settings) -> None:
+    """One-line :class:`ConfigError` (the first of :func:`oauth_problems`) unless OAuth is set up completely."""
+    problems = oauth_problems(settings)
+    if problems:
+        raise ConfigError(problems[0].text)
 
 
 def serve_install_pages(web_app: web.Application, flow: AsyncOAuthFlow) -> None:
@@ -378,11 +404,12 @@ def slack_access(settings: Settings, port: InstallationsPort | None, client: Asy
     the install flow and each workspace's installation (one-line :class:`ConfigError` when OAuth is half set up)."""
     if not settings.slack_oauth:
         return Access(OneAuthTest(client))
-    check_oauth(settings, port)
-    assert port is not None  # check_oauth refuses a missing one
+    check_oauth(settings)
+    assert port is not None  # the runtime makes it whenever the key is usable, which check_oauth checked
     installations = RedisInstallations(port)
     return Access(Installed(installations, learn=learn), installations, oauth_settings(settings, installations, scopes))
 
 
-__all__ = ["SLACK_LIFECYCLE_EVENTS", "Access", "InstallationsPort", "RedisInstallations", "RedisStates", "Uninstalls",
-           "authorize_url", "check_oauth", "oauth_settings", "serve_install_pages", "slack_access", "workspace_of"]
+__all__ = ["SLACK_LIFECYCLE_EVENTS", "Access", "InstallationsPort", "Problem", "RedisInstallations", "RedisStates",
+           "Uninstalls", "authorize_url", "check_oauth", "oauth_problems", "oauth_settings", "serve_install_pages",
+           "slack_access", "workspace_of"]

@@ -316,6 +316,7 @@ async def test_oauth_refuses_to_start_half_set_up(make_runtime: MakeRuntime, fak
         "SLACK_CLIENT_SECRET is required for Slack OAuth": oauth(slack_client_secret=None),
         "SLACK_APP_TOKEN: Slack OAuth serves its install pages in HTTP mode": oauth(slack_app_token="xapp-1"),
         "SLACK_BOT_TOKEN: with SLACK_CLIENT_ID set": oauth(slack_bot_token="xoxb-1"),
+        "REDIS_URL is required for Slack OAuth": oauth(redis_url=""),  # the embedded store forgets at restart
     }
     for start, settings in cases.items():
         runtime = await make_runtime(**base, **settings)

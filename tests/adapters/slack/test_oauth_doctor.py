@@ -20,11 +20,11 @@ KEY = Fernet.generate_key().decode()
 
 async def lines(redis_url: str, prefix: str, fake_openai: FakeOpenAI, fake_slack: FakeSlack,
                 **overrides: Any) -> dict[str, str]:
-    """``{"slack oauth": "PASS slack oauth: ...", ...}``; no line may carry a secret."""
+    """``{"slack oauth": "PASS slack oauth: ...", ...}``; no line may carry a secret (``redis``: REDIS_URL)."""
     values: dict[str, Any] = {"slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET,
                               "token_encryption_key": KEY, "slack_signing_secret": SECRET,
                               "slack_api_url": fake_slack.api_url, **overrides}
-    settings = settings_for_test(redis_url, prefix, fake_openai.base_url, **values)
+    settings = settings_for_test(values.pop("redis", redis_url), prefix, fake_openai.base_url, **values)
     found = [str(line) for line in await check_slack(settings, 3.0)]
     for line in found:
         assert scrub(line, secrets_of(settings)) == line and CLIENT_SECRET not in line and KEY not in line
@@ -59,10 +59,14 @@ async def test_doctor_fails_what_oauth_cannot_start_with(
     assert wrong["slack oauth"].startswith("FAIL slack oauth: Slack refused the app's credentials (bad_client_secret)")
     assert wrong["slack oauth key"].startswith("FAIL slack oauth key: TOKEN_ENCRYPTION_KEY is not a Fernet key")
     assert "Fernet.generate_key()" in wrong["slack oauth key"]
-    assert wrong["slack http"].startswith("FAIL slack http: SLACK_APP_TOKEN is set: the install pages need HTTP mode")
+    assert wrong["slack http"].startswith("FAIL slack http: SLACK_APP_TOKEN: Slack OAuth serves its install pages "
+                                          "in HTTP mode — unset SLACK_APP_TOKEN")
     assert "slack installs" not in wrong, "nothing to count with a key that cannot open them"
 
     missing = await lines(redis_url, prefix, fake_openai, fake_slack, slack_client_id=None,
-                          token_encryption_key=None)
-    assert missing["slack oauth"].startswith("FAIL slack oauth: SLACK_CLIENT_ID is not set (OAuth needs both)")
-    assert missing["slack oauth key"].startswith("FAIL slack oauth key: TOKEN_ENCRYPTION_KEY is not set")
+                          token_encryption_key=None, slack_bot_token="xoxb-1", redis="")
+    assert missing["slack oauth"].startswith("FAIL slack oauth: SLACK_CLIENT_ID is required for Slack OAuth")
+    assert missing["slack oauth key"].startswith("FAIL slack oauth key: TOKEN_ENCRYPTION_KEY is required")
+    assert missing["slack token"].startswith("FAIL slack token: SLACK_BOT_TOKEN: with SLACK_CLIENT_ID set")
+    assert missing["slack installs"].startswith("FAIL slack installs: REDIS_URL is required for Slack OAuth")
+    assert [c.method for c in fake_slack.calls] == ["oauth.v2.access"], "no probe without the credentials"
