@@ -139,6 +139,16 @@ async def test_a_status_cut_short_by_shutdown_is_still_cleared(agent: Slack) -> 
     assert agent.fake.statuses == [("D7", event["ts"], THINKING), ("D7", event["ts"], "")], "never left spinning"
 
 
+async def test_a_status_is_cleared_when_the_answer_fails(agent: Slack, fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(400, message="the model refused", path_prefix="/v1/responses")
+    event = dm_event("hello", channel="D7")
+    assert await agent.event(event_envelope(event)) == 200
+    [sentence] = await agent.answers("D7", event["ts"])
+    await agent.adapter.settle()
+    assert not sentence.text.startswith("echo:"), "the user is told it failed"
+    assert agent.fake.statuses == [("D7", event["ts"], THINKING), ("D7", event["ts"], "")], "never left spinning"
+
+
 # -- status in channel threads ---------------------------------------------------------------------------------
 async def test_a_channel_thread_shows_the_loading_status_where_the_workspace_allows_it(agent: Slack) -> None:
     one = mention_event(f"<@{BOT_USER_ID}> hi", channel="C7")
