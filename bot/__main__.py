@@ -131,8 +131,11 @@ def _preflight(command: str, settings: Settings) -> None:
 def _serve_slack(settings: Settings) -> int:
     """The Slack bot; a PORT it cannot listen on is one line, not a traceback."""
     from adapters import slack
+    from adapters.slack.oauth import check_oauth
     from bot.ops.metrics_http import bind_failure
 
+    if settings.slack_oauth:
+        check_oauth(settings)  # before the runtime, whose embedded store would warn first: one line
     try:
         return asyncio.run(_with_runtime(settings, slack.run, serve=True))
     except OSError as exc:

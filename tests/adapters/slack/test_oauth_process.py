@@ -30,14 +30,19 @@ async def slack(cwd: Path, **env: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
-async def test_oauth_without_a_usable_key_exits_2_with_one_line(tmp_path: Path, redis_url: str, prefix: str) -> None:
+async def test_oauth_without_a_usable_key_or_redis_exits_2_with_one_line(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
     for env, line in (
         ({}, "configuration error: TOKEN_ENCRYPTION_KEY is required for Slack OAuth (bot tokens are kept encrypted "
              "in Redis); make one with: "),
         ({"TOKEN_ENCRYPTION_KEY": "0123456789abcdef"}, "configuration error: TOKEN_ENCRYPTION_KEY is not a Fernet "
                                                        "key (it is not 32 url-safe base64-encoded bytes); make one"),
+        ({"TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "REDIS_URL": ""},
+         "configuration error: REDIS_URL is required for Slack OAuth (installations must outlive a restart"),
     ):
-        proc = await slack(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX=prefix, PORT=str(free_port()), **env)
+        env = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "PORT": str(free_port()), **env}
+        proc = await slack(tmp_path, **env)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 2, err.decode()
         assert out == b"" and len(err.decode().splitlines()) == 1, err.decode()
