@@ -21,6 +21,7 @@ from adapters.slack import SLACK_BOT_SCOPES, SlackAdapter
 from bot.config import ConfigError
 from bot.domain import ThreadKey
 from bot.runtime import Runtime
+from tests.fakes.openai_files import turns, user_text
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack, command_form, dm_event, event_envelope, mention_event
@@ -142,6 +143,39 @@ async def test_two_workspaces_each_get_their_own_token_in_their_threads(bot: Sla
     assert streamed == {"C1": new, "C2": two}
     reads = {c.token for c in bot.fake.calls if c.method == "users.info"}
     assert reads == {new, two}, "names are read with the token of the workspace they are in"
+
+
+async def test_a_workspace_reads_threads_downloads_files_and_forgets_with_its_own_token(
+    bot: Slack, fake_openai: FakeOpenAI
+) -> None:
+    new, two = await install(bot, NEW), await install(bot, TWO)
+    installed = len(bot.fake.calls)
+    bot.fake.files.token = new  # Slack serves NEW's files to NEW's token only
+    root = bot.fake.user_says(f"<@{BOT_USER_ID}> hello", user="U1NEW", channel="C9", mention=True)
+    assert await bot.event(event_envelope({**root, "team": NEW}, team=NEW)) == 200
+    await bot.answers("C9", root["ts"])
+    bot.fake.user_says("meanwhile, in the thread", user="U2NEW", channel="C9", thread_ts=root["ts"])
+    follow = bot.fake.user_says(f"<@{BOT_USER_ID}> and this file?", user="U1NEW", channel="C9",
+                                thread_ts=root["ts"], mention=True)
+    follow["files"] = [bot.fake.files.host("notes.txt", b"remember the milk\n", mimetype="text/plain")]
+    assert await bot.event(event_envelope({**follow, "team": NEW}, team=NEW)) == 200
+    await bot.answers("C9", root["ts"], count=2)
+    await bot.adapter.settle()
+    assert tokens_of(bot.fake, "conversations.replies") == {new}, "the thread is read with its workspace's token"
+    requests = bot.fake.files.requests_for(follow["files"][0]["id"])
+    assert requests and {r.authorization for r in requests} == {f"Bearer {new}"} and bot.fake.files.refused == 0
+    assert any("remember the milk" in user_text(body) for body in turns(fake_openai))
+
+    form = command_form("/forget", "", response_url=bot.fake.response_url("forget"), team=NEW, channel="C9",
+                        user="U1NEW")
+    assert await bot.command(form) == (200, "")
+    await bot.adapter.settle()
+    [(_, said)] = bot.fake.responses
+    assert "forgot" in said["text"].lower() or "forget" in said["text"].lower(), said
+    assert all(c.deleted for c in fake_openai.conversations.values())
+    reset = [c for c in bot.fake.calls if c.method == "chat.postMessage" and "reset" in str(c.payload.get("text"))]
+    assert reset and {c.token for c in reset} == {new}, "the reset is said with the workspace's token"
+    assert two not in {c.token for c in bot.fake.calls[installed:]}
 
 
 async def test_a_second_worker_finishes_an_install_the_first_began(bot: Slack, start_slack: StartSlack) -> None:
@@ -282,16 +316,23 @@ async def test_after_app_uninstalled_nothing_new_is_left_in_redis_or_in_memory(
     assert not context._threads and not context._names, "what was read of the workspace is forgotten"
 
 
-async def test_tokens_revoked_of_the_bot_erases_the_workspace_and_of_people_only_nothing(bot: Slack) -> None:
+async def test_tokens_revoked_of_the_bot_erases_the_workspace_and_of_people_only_nothing(
+    bot: Slack, fake_openai: FakeOpenAI
+) -> None:
     await install(bot, NEW)
     people = {"type": "tokens_revoked", "tokens": {"oauth": ["U1USER"], "bot": []}, "event_ts": "1710000999.1"}
     assert await bot.event(event_envelope(people, team=NEW)) == 200
     await bot.adapter.settle()
     assert bot.runtime.installations is not None and await bot.runtime.installations.count() == 1
+    assert await bot.event(dm_from(NEW, "remember me", "D1")) == 200
+    await bot.answers("D1", None)
+    await bot.adapter.settle()
+    [conversation] = fake_openai.conversations.values()
     revoked = {**people, "tokens": {"bot": [BOT_USER_ID]}}
     assert await bot.event(event_envelope(revoked, team=NEW)) == 200
     await bot.adapter.settle()
     assert await bot.runtime.installations.count() == 0
+    assert conversation.deleted and await bot.runtime.store.index_entries() == []
 
 
 async def test_with_one_token_app_uninstalled_still_erases_that_workspace(
