@@ -54,6 +54,14 @@ return state or 'expired'
 """
 
 
+def _raise_if_cancelled() -> None:
+    """Python 3.11's ``asyncio.wait_for`` (inside redis-py) drops a cancel that lands as the reply arrives; the
+    task still counts it, so a shutdown's cancel is honoured here instead of waiting out the timeout."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -100,6 +108,7 @@ class ApprovalStore:
                 state = await self.redis.hget(key, "state")  # type: ignore[misc]
             except StoreError:
                 state = "open"  # Redis away for a moment: the decision, if any, is read once it is back
+            _raise_if_cancelled()
             if state is None or _str(state) != "open":
                 break
             await asyncio.sleep(min(self.poll, left))

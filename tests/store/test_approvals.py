@@ -67,6 +67,16 @@ async def test_a_wait_given_up_closes_the_approval_so_a_later_click_runs_nothing
     assert await approvals.close("another-token") is True
 
 
+async def test_a_cancelled_wait_stops_even_when_the_cancel_lands_on_a_redis_reply(approvals: ApprovalStore) -> None:
+    """Cancelled while its first poll's reply is arriving (redis-py's ``wait_for`` would swallow it on 3.11)."""
+    await approvals.open(TOKEN, ASKER, "docs: create_ticket", ttl=30)
+    waiting = asyncio.create_task(approvals.wait(TOKEN, within=30))
+    await asyncio.sleep(0)  # the poll is sent; its reply comes with the cancel
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+
+
 async def test_a_wait_reads_a_decision_made_while_its_redis_did_not_answer(
     approvals: ApprovalStore, redis_url: str, prefix: str
 ) -> None:
