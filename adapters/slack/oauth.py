@@ -13,7 +13,8 @@ With ``SLACK_CLIENT_ID`` and ``SLACK_CLIENT_SECRET`` set, HTTP mode serves Bolt'
   line here naming a reason Bolt knows (never what the redirect said, nor the code).
 * Either page answers a short 503 page, and one log line, while Redis (or Slack) cannot be reached.
 
-Bolt's flow logs through :data:`FLOW_LOG`, which drops its line that carries the OAuth code.
+Bolt's line about a refused code carries the code: it is filtered off the app's logger, which the flow logs
+through (:meth:`Access.register`), and off :data:`FLOW_LOG`.
 
 The events of each workspace are then authorized from its installation (:class:`adapters.slack.auth.Installed`).
 One installation is kept per workspace (an org-wide install: per enterprise), the bot's: the app asks for no
@@ -90,7 +91,8 @@ class _NoOAuthCode(logging.Filter):
 
 
 FLOW_LOG = logging.getLogger("threadkeeper.slack.oauth")
-"""Bolt's install flow's logger (its state and installation stores', and the app's, which the flow logs through)."""
+"""The logger of Bolt's OAuth settings and of the state and installation stores here. The flow itself logs
+through the app's logger, which :meth:`Access.register` filters the same way."""
 FLOW_LOG.addFilter(_NoOAuthCode())
 
 
