@@ -386,7 +386,7 @@ class Access:
 
     @property
     def authorize(self) -> Callable[..., Awaitable[AuthorizeResult]]:
-        """:attr:`auth` as Bolt annotates it (Bolt also takes None from it: "not installed here")."""
+        """:attr:`auth` as Bolt annotates it (what it refuses ends in :class:`~adapters.slack.auth.Refused`)."""
         return cast(Callable[..., Awaitable[AuthorizeResult]], self.auth)
 
     def register(self, app: AsyncApp, core: Core, in_flight: InFlight, context: SlackContext) -> None:
