@@ -70,6 +70,8 @@ class DiscordReply(PumpedText):
         """Components the answer's last message ends with (the feedback buttons), in the final render."""
         self._destination = destination
         self._target: discord.abc.Messageable | None = None
+        self._target_lock = asyncio.Lock()
+        """One resolution at a time: the status line and an approval prompt may ask together (one thread)."""
         self._reference = reference
         self._limit = limit
         self._edits = edits or ChannelEdits()
@@ -152,9 +154,10 @@ class DiscordReply(PumpedText):
         return await self._target_channel()
 
     async def _target_channel(self) -> discord.abc.Messageable:
-        if self._target is None:
-            self._target = await self._destination() if self._destination else self._channel
-        return self._target
+        async with self._target_lock:
+            if self._target is None:
+                self._target = await self._destination() if self._destination else self._channel
+            return self._target
 
     async def _render(self, text: str, *, final: bool, view: discord.ui.View | None = None) -> float | None:
         """Show ``text`` (``view`` under its last message); a number: a streamed edit was skipped, try again

@@ -215,3 +215,22 @@ async def test_a_click_is_acknowledged_in_time_while_redis_does_not_answer(
         assert (method, decided["content"]) == ("PATCH", "Approved: `docs: create_ticket`")
         [answer] = [m for m in fake_discord.bot_messages(fake_discord.channel_id) if m["id"] != prompt["id"]]
         await fake_discord.wait_for(lambda: answer["content"] == FOUND or None, within=30)
+
+
+async def test_with_open_threads_the_prompt_and_the_answer_share_the_one_thread(
+    fake_discord: FakeDiscord, start_bot: StartBot, fake_openai: FakeOpenAI, profiles_file: str
+) -> None:
+    """The status line and the prompt both ask where the answer goes, at once: one thread is opened, not two."""
+    await start_bot(edit_interval=0.05, profiles_file=profiles_file, discord_open_threads=True)
+    sent = await fake_discord.send_guild("open a ticket", mention_bot=True)
+    threads = rf"/channels/{fake_discord.channel_id}/messages/{sent['id']}/threads"
+    [post] = await fake_discord.wait_for(lambda: [c for c in fake_discord.find("POST", r"/channels/\d+/messages")
+                                                  if (c.json or {}).get("components")] or None)
+    prompt = next(m for m in fake_discord.messages.values() if m["content"] == (post.json or {})["content"])
+    yes, _ = prompt_ids(post)
+    asker = click(fake_discord, yes, prompt, fake_discord.alice)
+    await fake_discord.dispatch("INTERACTION_CREATE", asker)
+    await answer_to(fake_discord, asker)
+    thread = prompt["channel_id"]
+    await fake_discord.wait_for(lambda: any(m["content"] == FOUND for m in fake_discord.bot_messages(thread)) or None)
+    assert len(fake_discord.find("POST", threads)) == 1, "one thread for the answer and its prompt"
