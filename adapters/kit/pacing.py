@@ -18,12 +18,13 @@ Each lane keeps three numbers:
 * ``blocked``: until when the platform said to wait (``Retry-After``). No call of the lane goes before.
 
 A scope is *quiet* while none of its lanes was refused lately: no block, every interval decayed back to
-about ``base``. With a ``base`` of at most :data:`QUIET_BASE` the lanes would then grant any call at once,
-so :class:`Pacer` lets a quiet scope's calls go without asking them (for the Redis lanes: no round trip per
-call); only a call that takes a channel's hold still asks (for the hold alone: a quiet lane does not space
-calls), since the hold is what keeps a second worker's call for that channel from going out before the first
-one's refusal is recorded. A refusal makes the scope
-loud for every worker at once (the Redis lanes remember until when) until its lanes are quiet again.
+``base`` (at most :data:`QUIET_BASE`). The store's Redis lanes then have nothing to add to what this process
+knows, so :class:`Pacer` spaces a quiet scope's calls ``base`` apart in lanes of its own (no round trip per
+call; a burst still goes out one call at a time, and a refusal voids the turns handed out after it). Only a
+call that takes a channel's hold asks the shared lanes, for the hold alone, since the hold is what keeps a
+second worker's call for that channel from going out before the first one's refusal is recorded. A refusal
+makes the scope loud for every worker (the Redis lanes remember until when) until its lanes are quiet again;
+its calls then take their turns from the shared lanes.
 
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
 ``chat.startStream``). A call of such a method takes the channel's *hold* while it is in flight, so no
@@ -75,8 +76,8 @@ class Lanes(Protocol):
         """Give the channel's hold back (if it is still ``holder``'s)."""
 
     async def quiet(self, scope: str) -> bool:
-        """Whether calls of the scope that take no channel's hold may go without asking for a turn: the
-        lanes' ``base`` is at most :data:`QUIET_BASE` and no worker has seen the scope refused lately."""
+        """Whether the scope's turns may be taken from this process's own lanes (see the module docstring):
+        the lanes' ``base`` is at most :data:`QUIET_BASE` and no worker has seen the scope refused lately."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +99,6 @@ class LaneSpec:
     """How soon to ask again for a channel someone else holds."""
 
 
-def quiet_after(blocked: float, since: float, interval: float, *, base: float, half_life: float) -> float:
-    """When a refused lane is quiet again: its block over, its interval decayed back to ``base``."""
-    return max(blocked, since + half_life * math.log2(max(1.0, interval / max(base, 1e-9))))
-
 
 @dataclass
 class _Lane:
@@ -122,8 +119,6 @@ class LocalLanes:
         self._clock = clock
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._notices: dict[str, float] = {}
-        self._loud: dict[str, float] = {}
-        """scope -> when its refused lanes are all quiet again."""
 
     def _lane(self, scope: str, method: str) -> _Lane:
         lane = self._lanes.get((scope, method))
@@ -137,9 +132,6 @@ class LocalLanes:
         idle = self._clock() - 10 * self.spec.cap
         for key in [k for k, lane in self._lanes.items() if max(lane.next, lane.blocked) < idle and not lane.holds]:
             del self._lanes[key]
-        now = self._clock()
-        for scope in [s for s, until in self._loud.items() if until <= now]:
-            del self._loud[scope]
 
     def interval(self, scope: str, method: str) -> float:
         """The lane's spacing of calls now."""
@@ -157,10 +149,6 @@ class LocalLanes:
             held = lane.holds.get(channel)
             if held is not None and held[0] != holder and held[1] > now:
                 return False, max(0.001, min(held[1] - now, spec.poll))
-        if self.quiet_now(scope):  # nothing to say but the channel's hold
-            if channel:
-                lane.holds[channel] = (holder, now + spec.hold_ttl)
-            return True, 0.0
         wait = max(now, lane.next, lane.blocked) - now
         if not urgent and wait > 0:
             return False, wait
@@ -177,8 +165,6 @@ class LocalLanes:
         if now >= lane.blocked:
             lane.interval, lane.since = min(spec.cap, max(spec.floor, self._interval(lane, now) * 2)), now
         lane.blocked = max(lane.blocked, now + retry_after)
-        quiet = quiet_after(lane.blocked, lane.since, lane.interval, base=spec.base, half_life=spec.half_life)
-        self._loud[scope] = max(self._loud.get(scope, now), quiet)
         if self._notices.get(scope, -math.inf) > now:
             return False
         self._notices[scope] = now + NOTICE_EVERY
@@ -189,12 +175,9 @@ class LocalLanes:
         if lane.holds.get(channel, ("",))[0] == holder:
             del lane.holds[channel]
 
-    def quiet_now(self, scope: str) -> bool:
-        """:meth:`Lanes.quiet`, synchronously."""
-        return self.spec.base <= QUIET_BASE and self._loud.get(scope, -math.inf) <= self._clock()
-
     async def quiet(self, scope: str) -> bool:
-        return self.quiet_now(scope)
+        """Never: lanes in this process cost nothing to ask."""
+        return False
 
     async def reserve(self, scope: str, method: str, *, urgent: bool, channel: str = "",
                       holder: str = "") -> tuple[bool, float]:
@@ -230,6 +213,8 @@ class Pacer:
         self._locks: dict[tuple[str, str, str], tuple[asyncio.Lock, int]] = {}
         self._notices: dict[str, float] = {}
         self._lanes_failed_at = -math.inf
+        self._own = LocalLanes(LaneSpec(base=QUIET_BASE), clock=clock)
+        """This process's turns in quiet scopes."""
 
     def floor(self, scope: str, method: str) -> float:
         """Seconds until the latest ``Retry-After`` this process saw for the lane is over (0: none)."""
@@ -249,14 +234,9 @@ class Pacer:
         A luxury call never waits: without a free turn it gets back at once how many seconds to wait
         before asking again. An urgent call waits, and raises :class:`TooLate` as soon as its turn
         cannot come before ``deadline`` (on this pacer's clock).
-
-        In a quiet scope (see the module docstring) a call without a channel goes at once, unless this
-        process was told a ``Retry-After`` for its lane that is not over yet.
         """
-        if not channel and self.floor(scope, method) <= 0 and await self._quiet(scope):
-            return 0.0
         while True:
-            granted, wait = await self._reserve(scope, method, urgent, channel, holder)
+            granted, wait = await self._ask(scope, method, urgent, channel, holder)
             floor = self.floor(scope, method)
             if not urgent:
                 if granted and floor <= 0:
@@ -301,12 +281,21 @@ class Pacer:
         except Exception as exc:
             self._lanes_failed(exc)
 
-    async def _quiet(self, scope: str) -> bool:
+    async def _ask(self, scope: str, method: str, urgent: bool, channel: str, holder: str) -> tuple[bool, float]:
+        """A turn from the shared lanes, or in a quiet scope from this process's own (the hold still shared)."""
         try:
-            return await self.lanes.quiet(scope)
-        except Exception as exc:  # as when a turn cannot be asked for: this process's own view (the floor) paces
+            quiet = await self.lanes.quiet(scope)
+        except Exception as exc:
             self._lanes_failed(exc)
-            return True
+            quiet = False  # then _reserve fails alike, and this process's own view (the floor) paces
+        if not quiet:
+            return await self._reserve(scope, method, urgent, channel, holder)
+        granted, wait = self._own.reserve_now(scope, method, urgent=urgent)
+        if granted and channel:
+            held, hold_wait = await self._reserve(scope, method, urgent, channel, holder)
+            if not held:
+                return False, hold_wait
+        return granted, wait
 
     async def _reserve(self, scope: str, method: str, urgent: bool, channel: str,
                        holder: str) -> tuple[bool, float]:

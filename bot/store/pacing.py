@@ -10,9 +10,10 @@ A lane is a hash ``{next, blocked, interval, since}`` (milliseconds) that expire
 once-a-minute warning flag are plain keys with a TTL. All of one scope's keys share its hash tag.
 
 A refusal also sets the scope's *loud* key, which lives until the refused lane is quiet again (block over,
-interval back at the base). While no worker has set it the scope is quiet, and the adapters' pacer lets its
-calls go without a round trip (``adapters.kit.pacing``): each worker reads the key at most every ``recheck``
-seconds, and learns it at no cost from every reservation (a channel's hold) and every refusal it makes.
+interval back at the base). While no worker has set it the scope is quiet, and the adapters' pacer spaces its
+calls in lanes of its own, asking here only for channels' holds (``adapters.kit.pacing``): each worker reads the
+key at most every ``recheck`` seconds, and learns it at no cost from every hold and every refusal it asks for.
+A reservation in a quiet scope takes the hold alone.
 """
 
 from __future__ import annotations
