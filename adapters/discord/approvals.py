@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 import discord
 
+from adapters.discord.parse import button_click
 from adapters.discord.reply import NO_MENTIONS
 from adapters.kit.approvals import EXPIRED, FAILED, GONE, NOT_YOURS, WITHDRAWN, decided_text, parts
 from bot.core import Core
@@ -88,12 +88,10 @@ class DiscordApprovals:
         self.core = core
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is not discord.InteractionType.component:
+        click = button_click(interaction, PREFIX)
+        if click is None or click[0] not in ("yes", "no"):
             return
-        data = cast(dict[str, Any], interaction.data or {})
-        choice, _, token = str(data.get("custom_id") or "").removeprefix(PREFIX).partition(":")
-        if not str(data.get("custom_id") or "").startswith(PREFIX) or choice not in ("yes", "no"):
-            return
+        choice, token = click
         try:
             await interaction.response.defer()  # within Discord's 3 s, whatever Redis takes
         except discord.HTTPException as exc:

@@ -65,6 +65,17 @@ def forget_key(interaction: discord.Interaction) -> ThreadKey:
     return thread_key(interaction.channel, interaction.channel_id or 0, interaction.guild_id, interaction.user.id)
 
 
+def button_click(interaction: discord.Interaction, prefix: str) -> tuple[str, str] | None:
+    """``(value, rest)`` of a click on our button whose ``custom_id`` is ``<prefix><value>:<rest>``, else None."""
+    if interaction.type is not discord.InteractionType.component or not isinstance(interaction.data, dict):
+        return None
+    custom_id = str(interaction.data.get("custom_id") or "")
+    if not custom_id.startswith(prefix):
+        return None
+    value, _, rest = custom_id.removeprefix(prefix).partition(":")
+    return value, rest
+
+
 def guild_id(message: discord.Message) -> int | None:
     if message.guild is not None:
         return message.guild.id

@@ -25,6 +25,7 @@ from tests.fakes.openai_tools import DECLINED_REPLY
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, dm_event, event_envelope, mention_event
 from tests.support.discord import StartBot, wait_answer
 from tests.support.fixtures import MakeRuntime
+from tests.support.profiles import write_profiles
 from tests.support.slack import Slack, StartSlack
 
 FOUND = "Here is what I found."
@@ -49,9 +50,7 @@ DOCS = ThreadKey("slack", TEAM_ID, "C8", "U1")
 @pytest.fixture
 def profiles_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DOCS_MCP_TOKEN", "Bearer docs-token")
-    path = tmp_path / "profiles.yml"
-    path.write_text(PROFILES, encoding="utf-8")
-    return str(path)
+    return write_profiles(tmp_path, PROFILES)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from tests.fakes.discord_server import Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_tools import DECLINED_REPLY
 from tests.support.discord import StartBot
+from tests.support.profiles import write_profiles
 from tests.support.redis_proxy import FreezingRedisProxy
 
 JSON = dict[str, Any]
@@ -35,9 +36,7 @@ profiles:
 
 @pytest.fixture
 def profiles_file(tmp_path: Path) -> str:
-    path = tmp_path / "profiles.yml"
-    path.write_text(PROFILES, encoding="utf-8")
-    return str(path)
+    return write_profiles(tmp_path, PROFILES)
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +209,8 @@ async def test_a_click_is_acknowledged_in_time_while_redis_does_not_answer(
         await fake_discord.dispatch("INTERACTION_CREATE", asker)
         assert (await callback_of(fake_discord, asker))["type"] == 6, "deferred within Discord's 3 s"
         await proxy.frozen.wait()
-        proxy.limit, _ = 10**9, proxy.frozen.clear()  # Redis is back: the click is decided, the answer goes on
+        proxy.frozen.clear()
+        proxy.limit = 10**9  # Redis is back: the click is decided, the answer goes on
         method, decided = await answer_to(fake_discord, asker)
         assert (method, decided["content"]) == ("PATCH", "Approved: `docs: create_ticket`")
         [answer] = [m for m in fake_discord.bot_messages(fake_discord.channel_id) if m["id"] != prompt["id"]]

@@ -22,6 +22,7 @@ from bot.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_tools import DECLINED_REPLY
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, event_envelope, mention_event, sign
+from tests.support.profiles import write_profiles
 from tests.support.slack import SECRET, Slack, StartSlack
 
 JSON = dict[str, Any]
@@ -37,9 +38,7 @@ profiles:
 
 @pytest.fixture
 def profiles_file(tmp_path: Path) -> str:
-    path = tmp_path / "profiles.yml"
-    path.write_text(PROFILES, encoding="utf-8")
-    return str(path)
+    return write_profiles(tmp_path, PROFILES)
 
 
 @pytest.fixture(autouse=True)
