@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from bot.domain import Incoming, ThreadKey
 from bot.ops import janitor
@@ -54,12 +55,16 @@ async def test_a_lost_conversation_is_reprimed_with_the_summary_then_the_kept_tu
 async def test_a_slow_fold_never_delays_an_answer(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
     rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2)
     await chat(rt, 3)
-    fake_openai.standalone_latency = 30  # the summary call hangs; answers must not wait for it
-    for n in range(3, 6):
+    hold = fake_openai.hold_standalone()  # the summary call hangs until released; answers must not wait for it
+    assert await rt.core.handle(msg("Turn 3", "m3")) is not None  # two items left the window: a fold starts
+    await hold.arrived.wait()  # the fold is in its summary call
+    for n in range(4, 6):
         answer = await asyncio.wait_for(rt.core.handle(msg(f"Turn {n}", f"m{n}")), 10)
         assert answer is not None
     assert rt.core.memory._folds  # a fold is still under way while the answers are all in
-    fake_openai.standalone_latency = 0
+    hold.release()
+    await rt.core.memory.settle()
+    assert "Turn 1" in await rt.store.summary(KEY)
 
 
 async def test_forget_and_the_janitor_leave_no_memory(make_runtime: MakeRuntime) -> None:
@@ -113,11 +118,23 @@ async def test_a_fold_that_ends_after_forget_writes_nothing_back(
 ) -> None:
     rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2)
     await chat(rt, 2)
-    fake_openai.standalone_latency = 1.0  # the fold's summary call ends after what follows
+    saves: list[bool] = []
+    save_summary = rt.store.save_summary
+
+    async def spied(*args: Any) -> bool:
+        saves.append(await save_summary(*args))
+        return saves[-1]
+
+    rt.store.save_summary = spied  # type: ignore[method-assign]
+    hold = fake_openai.hold_standalone()  # the fold's summary call ends only when released
     await rt.core.handle(msg("Turn 2", "m-2"))  # two items left the window: a fold starts
+    # The fold has read thread, summary and items before the forget: its task only starts after the
+    # answer, and a forget issued at once could otherwise overtake its first read (then nothing is folded).
+    await hold.arrived.wait()
     await rt.core.forget(KEY)
     await rt.core.handle(msg("a new conversation", "m-new"))
     assert rt.core.memory._folds  # still folding the forgotten conversation
+    hold.release()
     await rt.core.memory.settle()
-    fake_openai.standalone_latency = 0
+    assert saves == [False]  # the summary came back and the write-back guard refused it
     assert await rt.store.summary(KEY) == ""  # the forgotten conversation's words did not come back

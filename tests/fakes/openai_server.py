@@ -58,6 +58,23 @@ def _echo(text: str, _items: list[JSON]) -> str:
     return f"echo: {text}"
 
 
+class Hold:
+    """Requests held until :meth:`release` (see :meth:`FakeOpenAI.hold_standalone`)."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        """Set once a request is waiting here."""
+        self._released = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived.set()
+        await self._released.wait()
+
+    def release(self) -> None:
+        """Let the held requests (and any later one) go on."""
+        self._released.set()
+
+
 class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
     def __init__(self, *, latency: float = 0.0, models: Iterable[str] = ("gpt-test",),
                  reply: ReplyFn | None = None, context_limit: int | None = None) -> None:
@@ -66,7 +83,7 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
         self.reply: ReplyFn = reply or _echo
         self.context_limit = context_limit
         self.stream_delay = 0.0  # seconds slept between streamed text deltas
-        self.standalone_latency = 0.0  # extra seconds for a /responses call outside any conversation (summaries)
+        self.standalone_hold: Hold | None = None  # holds /responses calls outside any conversation (summaries)
         self.simulate_locks = False  # True: concurrent /responses on one conversation -> conversation_locked
         self.calls: list[tuple[str, str]] = []
         self.requests: list[RequestRecord] = []
@@ -108,6 +125,13 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
         self._faults.append(Fault(status, code, message, path_prefix, times, dict(headers or {}), body,
                                   delay, type, param))
 
+    def hold_standalone(self) -> Hold:
+        """From now on, each /responses call outside any conversation (a memory fold's summary) waits
+        until :meth:`Hold.release`; :attr:`Hold.arrived` is set once one waits. Events, not sleeps: what
+        the test does meanwhile happens before the call ends however slow the machine."""
+        self.standalone_hold = Hold()
+        return self.standalone_hold
+
     def delete_conversation(self, conv_id: str) -> None:
         self.conversations[conv_id].deleted = True
 
@@ -143,6 +167,8 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
         return self._base_url
 
     async def stop(self) -> None:
+        if self.standalone_hold is not None:
+            self.standalone_hold.release()  # nothing held outlives the test
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -337,8 +363,8 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            if not conv_id and self.standalone_latency > 0:
-                await asyncio.sleep(self.standalone_latency)
+            if not conv_id and self.standalone_hold is not None:
+                await self.standalone_hold.wait()
             return await self._run_turn(request, body, conv_id)
         finally:
             if conv_id:
