@@ -67,7 +67,9 @@ class Watch:
             return
         now = time.monotonic()
         entry.last_seen = text
-        if not entry.text.startswith(text.strip()[:5]):
+        shown = text.strip()
+        same = min(len(shown), len(entry.text), 24)  # past "echo: ", into the question's own tag
+        if shown[:same] != entry.text[:same]:  # e.g. a late edit of the previous answer in the channel
             self.strays += 1
             return
         if entry.visible is None:
