@@ -335,19 +335,14 @@ class ConversationsAssistant:
                 log.warning("the answer is incomplete: %s", getattr(details, "reason", None))
             run.see_response(event.response)
             return usage_of(getattr(event.response, "usage", None))
-        elif kind == "response.failed":
-            error = event.response.error
-            code = error.code if error else None
-            message = error.message if error else ""
+        elif kind in ("response.failed", "error"):  # error, code, message: each may be left out
+            error = getattr(getattr(event, "response", None), "error", None) if kind == "response.failed" else event
+            code, message = getattr(error, "code", None), getattr(error, "message", None) or ""
             if code == "context_length_exceeded" or is_overflow_message(message):
                 raise ContextOverflow(message)
-            log.error("response failed: %s", code)
-            raise Unavailable(f"response failed: {code}")
-        elif kind == "error":
-            if event.code == "context_length_exceeded" or is_overflow_message(event.message):
-                raise ContextOverflow(event.message)
-            log.error("stream error: %s", event.code)
-            raise Unavailable(f"stream error: {event.code}")
+            what = "response failed" if kind == "response.failed" else "stream error"
+            log.error("%s: %s", what, code)
+            raise Unavailable(f"{what}: {code}")
         else:
             await run.see(event)
         return None

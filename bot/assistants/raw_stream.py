@@ -6,9 +6,11 @@ no aliases or formats) and builds a pydantic model of every event (about 55 µs 
 are text deltas, read for one field; the last one carries the whole response, about 0.9 ms to build).
 :func:`open_stream` sends the same request through the same client (``AsyncOpenAI.post``: its retries, timeouts,
 headers, error translation and SSE decoding, an ``error`` in the stream included), and the events arrive as the
-server's JSON. A text delta is read as it is; the events read through attributes (an answer's end, a failure)
-get a :class:`JsonView` (:func:`typed`): the SDK's attribute names over the same JSON, a missing field an
-``AttributeError`` as with the SDK's unvalidated models; the others go to
+server's JSON. A text delta is read as it is; an answer's end (``response.completed``, once per answer) gets a
+:class:`JsonView` (:func:`typed`): the SDK's attribute names over the same JSON, a missing field an
+``AttributeError`` as with the SDK's unvalidated models. The rare endings whose fields the SDK defaults
+(``response.failed`` without ``error``, ``response.incomplete``, an ``error`` without ``code``: None there) are
+built as the SDK's models, so they read exactly as before. The others go to
 :meth:`bot.assistants.tools.ToolRun.see` as JSON, which reads both alike.
 """
 
@@ -17,10 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from openai import AsyncOpenAI, AsyncStream
+from openai._models import construct_type
+from openai.types.responses import ResponseStreamEvent
 
 DELTA = "response.output_text.delta"
-TYPED = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-"""The events read through the SDK's attributes (the whole response, the error)."""
+VIEWED = frozenset({"response.completed", DELTA})
+"""The events read through a :class:`JsonView` (an answer's end, a delta without text)."""
+BUILT = frozenset({"response.incomplete", "response.failed", "error"})
+"""The rare endings built as the SDK's models: their optional fields (``error``, ``code``,
+``incomplete_details``) read None when the server leaves them out, as the SDK reads them."""
 
 
 async def open_stream(client: AsyncOpenAI, **params: Any) -> AsyncStream[object]:
@@ -64,8 +71,12 @@ def _view(value: Any) -> Any:
 
 
 def typed(event: object) -> Any:
-    """An event read through attributes (an answer's end, a failure, an odd delta) as a :class:`JsonView`; any
-    other event as it came."""
-    if isinstance(event, dict) and event.get("type") in TYPED | {DELTA}:
-        return JsonView(event)
+    """An event read through attributes: an answer's end or an odd delta as a :class:`JsonView`, a failure or an
+    incomplete answer as the SDK's model; any other event as it came."""
+    if isinstance(event, dict):
+        kind = event.get("type")
+        if kind in VIEWED:
+            return JsonView(event)
+        if kind in BUILT:
+            return construct_type(type_=ResponseStreamEvent, value=event)
     return event

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
+from openai.types.responses import ResponseErrorEvent, ResponseFailedEvent
 
 from bot.assistants.raw_stream import open_stream, text_delta, typed
 
@@ -65,3 +66,7 @@ def test_only_the_events_read_through_attributes_are_built() -> None:
     assert event.response.error is None and getattr(event.response, "incomplete_details", "unset") == "unset"
     with pytest.raises(AttributeError):
         _ = event.response.status
+    failed = typed({"type": "response.failed", "sequence_number": 2, "response": {"id": "resp_1", "status": "failed"}})
+    assert isinstance(failed, ResponseFailedEvent) and failed.response.error is None, "the SDK's default"
+    error = typed({"type": "error", "message": "boom", "sequence_number": 2})
+    assert isinstance(error, ResponseErrorEvent) and error.code is None

@@ -8,7 +8,7 @@ docstring names the kind of server it imitates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -26,6 +26,7 @@ from .openai_state import (
 
 RefusalShape = Literal["openai", "detail"]
 UnknownModelShape = Literal["openai404", "compat400", "ignore"]
+StreamEnd = Literal["response.failed", "response.incomplete", "error"]
 
 ANY: Final = object()  # refuse_param(value=ANY): the parameter is refused whatever its value
 NOT_FOUND: Final[JSON] = {"detail": "Not Found"}  # FastAPI's body for a route it does not have
@@ -128,6 +129,27 @@ async def send_cut_json(request: web.Request, response: web.Response, abort: boo
     return cut
 
 
+def end_events(events: list[JSON], kind: StreamEnd, error: JSON | None) -> list[JSON]:
+    """A turn's stream ending in ``kind`` instead of ``response.completed`` (:meth:`ServerModes.end_stream_next`)."""
+    final = events[-1]["response"]
+    if kind == "response.incomplete":
+        response = {**final, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+        return [*events[:-1], {**events[-1], "type": kind, "response": response}]
+    if kind == "response.failed":
+        response = {k: v for k, v in final.items() if k != "error"} | {"status": "failed", "output": [], "usage": None}
+        end: JSON = {"type": kind, "response": response if error is None else {**response, "error": error}}
+    else:
+        end = {"type": "error", "param": None, **(error or {})}
+    before = [e for e in events[:-1] if not _about_text(e)]  # the tools' events stay: they ran before the failure
+    return [{**e, "sequence_number": seq} for seq, e in enumerate([*before, end])]
+
+
+def _about_text(event: JSON) -> bool:
+    item = event.get("item")
+    return (str(event["type"]).startswith(("response.output_text", "response.content_part"))
+            or (isinstance(item, dict) and item.get("type") == "message"))
+
+
 def empty_stream_events(created: JSON, final: JSON) -> Iterator[JSON]:
     """The Responses API events of a turn that produced no output item at all."""
     events: list[JSON] = [{"type": "response.created", "response": created},
@@ -184,6 +206,7 @@ class ServerModes:
         self._cuts: list[PathRule] = []
         self._empties: list[PathRule] = []
         self._idempotency: dict[str, str] = {}  # Idempotency-Key -> conversation id
+        self._ends: list[tuple[StreamEnd, JSON | None]] = []
 
     # ---- switches ----------------------------------------------------------------------------
     def refuse_param(self, name: str, *, status: int = 400, shape: RefusalShape | None = None,
@@ -230,6 +253,23 @@ class ServerModes:
         ``content`` is ``""``. Small local models and filtering gateways do this.
         """
         self._empties.append(PathRule(path_prefix, times))
+
+    def end_stream_next(self, kind: StreamEnd, *, error: JSON | None = None, times: int = 1) -> None:
+        """The next ``times`` streamed ``/v1/responses`` turns end in ``kind`` instead of ``response.completed``.
+
+        * ``"response.failed"``: after the events before the answer's text (created, in progress, the tools'),
+          the response with ``status: failed``, no output and ``error`` (``{"code": ..., "message": ...}``);
+          with ``error=None`` the field is left out, as some compatible servers do (the SDK's model defaults it
+          to None).
+        * ``"response.incomplete"``: the answer's text, then the response with ``status: incomplete`` and
+          ``incomplete_details.reason`` ``max_output_tokens`` (a model that hit its output limit).
+        * ``"error"``: after the same events, an ``error`` event with ``error``'s fields (``message``,
+          ``code``); a field not given is left out (the SDK's model defaults ``code`` to None).
+        """
+        self._ends.extend([(kind, error)] * times)
+
+    def _end_stream(self, events: Iterable[JSON]) -> Iterable[JSON]:
+        return end_events(list(events), *self._ends.pop(0)) if self._ends else events
 
     @property
     def created_count(self) -> int:

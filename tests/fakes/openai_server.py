@@ -267,6 +267,8 @@ class FakeOpenAI(ServerModes, FilesApi, ToolsApi):
         cut = request.get(_CUT)
         if cut is not None:
             events = cut_events(list(events))
+        if named:
+            events = self._end_stream(events)
         for event in events:
             prefix = f"event: {event['type']}\n" if named else ""
             await resp.write(f"{prefix}data: {json.dumps(event)}\n\n".encode())
