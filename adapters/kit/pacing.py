@@ -295,6 +295,7 @@ class Pacer:
             held, hold_wait = await self._reserve(scope, method, urgent, channel, holder)
             if not held:
                 return False, hold_wait
+            wait = max(wait, hold_wait)  # loud since (another worker refused): the shared lane's turn counts
         return granted, wait
 
     async def _reserve(self, scope: str, method: str, urgent: bool, channel: str,

@@ -117,3 +117,11 @@ async def test_one_worker_s_refusal_makes_the_scope_loud_for_another(redis: Redi
     with pytest.raises(TooLate):
         await Pacer(third).turn("s", "chat.stopStream", urgent=True, deadline=second._clock() + 0.5)
     assert third.reserved == [("chat.stopStream", "")], "a worker reading the loud key for the first time knows"
+
+    worker_c = Pacer(SharedLanes(redis, Keys(prefix), recheck=60.0, horizon=10.0))
+    assert await worker_c.turn("t", "chat.update", urgent=True) == 0.0, "t is quiet here, not read again for a minute"
+    await first.refused("t", "chat.postMessage", 2.0)
+    with pytest.raises(TooLate) as late:  # its own lane grants the turn; the hold's reservation says "in 2 s"
+        await worker_c.turn("t", "chat.postMessage", urgent=True, channel="C2", holder="c",
+                            deadline=worker_c._clock() + 1.0)
+    assert 1.0 < late.value.wait <= 2.0, "the shared lane's wait is not thrown away"
