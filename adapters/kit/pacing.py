@@ -24,7 +24,10 @@ call; a burst still goes out one call at a time, and a refusal voids the turns h
 call that takes a channel's hold asks the shared lanes, for the hold alone, since the hold is what keeps a
 second worker's call for that channel from going out before the first one's refusal is recorded. A refusal
 makes the scope loud for every worker (the Redis lanes remember until when) until its lanes are quiet again;
-its calls then take their turns from the shared lanes.
+its calls then take their turns from the shared lanes. The bound: a worker learns of another's refusal from its
+next hold or refusal at once, else within the lanes' ``recheck`` (0.1 s plus a round trip for the store's), the
+longest its calls that take no hold go on from its own lanes; its own refusal, and any it hears of, apply at once
+to every method of the scope, and a turn of its own lanes that comes due in a scope gone loud is asked again.
 
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
 ``chat.startStream``). A call of such a method takes the channel's *hold* while it is in flight, so no
@@ -236,7 +239,7 @@ class Pacer:
         cannot come before ``deadline`` (on this pacer's clock).
         """
         while True:
-            granted, wait = await self._ask(scope, method, urgent, channel, holder)
+            granted, wait, own = await self._ask(scope, method, urgent, channel, holder)
             floor = self.floor(scope, method)
             if not urgent:
                 if granted and floor <= 0:
@@ -248,8 +251,8 @@ class Pacer:
                 self._check(method, wait, deadline)
                 if wait > 0:
                     await asyncio.sleep(wait)
-                    if self.floor(scope, method) > 0:
-                        continue  # refused meanwhile (a call of this process): the turn is void, ask again
+                    if self.floor(scope, method) > 0 or (own and not await self._quiet(scope)):
+                        continue  # refused meanwhile (a call of this process), or loud now: the turn is void
                 return 0.0
             wait = max(wait, floor)
             self._check(method, wait, deadline)
@@ -281,22 +284,27 @@ class Pacer:
         except Exception as exc:
             self._lanes_failed(exc)
 
-    async def _ask(self, scope: str, method: str, urgent: bool, channel: str, holder: str) -> tuple[bool, float]:
-        """A turn from the shared lanes, or in a quiet scope from this process's own (the hold still shared)."""
-        try:
-            quiet = await self.lanes.quiet(scope)
-        except Exception as exc:
-            self._lanes_failed(exc)
-            quiet = False  # then _reserve fails alike, and this process's own view (the floor) paces
-        if not quiet:
-            return await self._reserve(scope, method, urgent, channel, holder)
+    async def _ask(self, scope: str, method: str, urgent: bool, channel: str,
+                   holder: str) -> tuple[bool, float, bool]:
+        """A turn from the shared lanes, or in a quiet scope from this process's own (the hold still shared); and
+        whether it is this process's own (void if the scope is loud when it comes)."""
+        if not await self._quiet(scope):
+            return (*await self._reserve(scope, method, urgent, channel, holder), False)
         granted, wait = self._own.reserve_now(scope, method, urgent=urgent)
         if granted and channel:
             held, hold_wait = await self._reserve(scope, method, urgent, channel, holder)
             if not held:
-                return False, hold_wait
-            wait = max(wait, hold_wait)  # loud since (another worker refused): the shared lane's turn counts
-        return granted, wait
+                return False, hold_wait, False
+            # loud since (another worker refused): the hold's reply was the shared lane's turn, and its wait counts
+            return True, max(wait, hold_wait), await self._quiet(scope)
+        return granted, wait, True
+
+    async def _quiet(self, scope: str) -> bool:
+        try:
+            return await self.lanes.quiet(scope)
+        except Exception as exc:
+            self._lanes_failed(exc)
+            return False  # then _reserve fails alike, and this process's own view (the floor) paces
 
     async def _reserve(self, scope: str, method: str, urgent: bool, channel: str,
                        holder: str) -> tuple[bool, float]:

@@ -12,14 +12,18 @@ once-a-minute warning flag are plain keys with a TTL. All of one scope's keys sh
 A refusal also sets the scope's *loud* key, which lives until the refused lane is quiet again (block over,
 interval back at the base). While no worker has set it the scope is quiet, and the adapters' pacer spaces its
 calls in lanes of its own, asking here only for channels' holds (``adapters.kit.pacing``): each worker reads the
-key at most every ``recheck`` seconds, and learns it at no cost from every hold and every refusal it asks for.
-A reservation in a quiet scope takes the hold alone.
+key at most every ``recheck`` seconds (0.1 s; one ``PTTL`` per scope and worker, whatever the number of calls),
+and learns it at no cost from every hold and every refusal it asks for. The bound: another worker's refusal
+reaches this worker's calls that take no hold (``chat.update``, ``chat.appendStream``, ``chat.stopStream``) at
+most ``recheck`` plus one round trip late; this worker's own refusal, and any it hears of, make the scope loud
+here at once, for every method. A reservation in a quiet scope takes the hold alone.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from bot.store.connect import RedisClient
 from bot.store.keys import Keys
@@ -125,7 +129,8 @@ class SharedLanes:
         hold_ttl: float = 15.0,
         poll: float = 0.05,
         notice_every: float = 60.0,
-        recheck: float = 0.5,
+        recheck: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -133,9 +138,10 @@ class SharedLanes:
         self.idle_ttl, self.hold_ttl, self.poll, self.notice_every = idle_ttl, hold_ttl, poll, notice_every
         self.recheck = recheck
         """How long a quiet scope is taken to stay quiet before the loud key is read again (seconds): another
-        worker's refusal reaches this one's calls that take no hold this late at most."""
+        worker's refusal reaches this one's calls that take no hold this late at most (plus the read's round trip)."""
+        self._clock = clock
         self._loud: dict[str, tuple[float, float]] = {}
-        """scope -> (when the loud key was last read, on time.monotonic; when the scope is quiet again)."""
+        """scope -> (when the loud key was last read, on ``clock``; when the scope is quiet again)."""
         self._reserve = redis.register_script(RESERVE)
         self._refused = redis.register_script(REFUSED)
         self._release = redis.register_script(RELEASE)
@@ -152,6 +158,7 @@ class SharedLanes:
         return bool(int(granted)), int(wait_ms) / 1000
 
     async def refused(self, scope: str, method: str, retry_after: float) -> bool:
+        self._heard(scope, _ms(retry_after))  # loud here at once, for every method, before the script answers
         keys = [self.keys.pace(scope, method), self.keys.pace_notice(scope), self.keys.pace_loud(scope)]
         args = [_ms(retry_after), _ms(self.base), _ms(self.cap), _ms(self.idle_ttl), _ms(self.notice_every),
                 _ms(self.half_life), _ms(self.floor)]
@@ -162,7 +169,7 @@ class SharedLanes:
     async def quiet(self, scope: str) -> bool:
         if self.base > QUIET_BASE:
             return False
-        now = time.monotonic()
+        now = self._clock()
         read, until = self._loud.get(scope, (-math.inf, -math.inf))
         if now - read >= self.recheck:
             self._loud[scope] = (now, until)  # the others asking meanwhile take the last answer, not a round trip
@@ -172,7 +179,7 @@ class SharedLanes:
 
     def _heard(self, scope: str, loud_ms: int) -> None:
         """The loud key's time to live as a script or ``PTTL`` just read it (negative: there is none)."""
-        now = time.monotonic()
+        now = self._clock()
         if len(self._loud) > 1000:
             self._loud = {s: v for s, v in self._loud.items() if now - v[0] < self.recheck}
         self._loud[scope] = (now, now + loud_ms / 1000 if loud_ms > 0 else -math.inf)

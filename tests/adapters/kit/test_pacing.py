@@ -7,6 +7,7 @@ The lanes' own rules (turns, refusals, holds, decay) are checked in ``tests/adap
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -91,37 +92,94 @@ async def test_a_quiet_scope_s_reservation_takes_the_hold_alone(redis: Redis, pr
 
 
 async def test_one_worker_s_refusal_makes_the_scope_loud_for_another(redis: Redis, prefix: str) -> None:
-    """Two workers on one Redis: the second learns of the first one's refusal from the loud key (read at most
-    every ``recheck``), or at once from its next channel hold, and then waits for the lane like the first."""
+    """Workers on one Redis: another learns of one's refusal from the loud key, read at most every ``recheck``
+    (0.1 s, on a clock of the test's), or at once from its next channel hold, and then waits for the lane like
+    the first; a hold asked in a scope gone loud since waits for the shared lane's turn."""
+    clock = [0.0]
     first = Pacer(SharedLanes(redis, Keys(prefix)))
-    lanes = Counted(SharedLanes(redis, Keys(prefix), recheck=60.0))
-    second = Pacer(lanes)
-    assert await second.turn("s", "chat.stopStream", urgent=True) == 0.0 and lanes.reserved == []
+    lanes = Counted(SharedLanes(redis, Keys(prefix), clock=lambda: clock[0]))
+    second = Pacer(lanes, clock=lambda: clock[0])
+    late = Counted(SharedLanes(redis, Keys(prefix), recheck=60.0))
+    third = Pacer(late)
+    for worker in (second, third):  # each reads the loud key: quiet
+        assert await worker.turn("s", "chat.stopStream", urgent=True) == 0.0
+    assert lanes.reserved == late.reserved == []
 
     assert await first.refused("s", "chat.stopStream", 2.0) is True
     ttl = await redis.pttl(Keys(prefix).pace_loud("s"))
     assert 26_000 < ttl <= 26_700, "loud until 40 ms decays back to 1 ms (half-life 5 s), longer than Retry-After"
     await first.refused("s", "chat.update", 30.0)
     assert 29_000 < await redis.pttl(Keys(prefix).pace_loud("s")) <= 30_000, "or until the longest block is over"
-    assert await second.turn("s", "chat.stopStream", urgent=True) == 0.0, "read a minute ago: still quiet here"
+    clock[0] = 0.05
+    for method in ("chat.appendStream", "chat.update", "chat.stopStream"):
+        assert await second.turn("s", method, urgent=False) == 0.0
+    assert lanes.reserved == [], "read 50 ms ago: still quiet here, calls without a hold go on (the bounded window)"
+    clock[0] = 0.1
+    with pytest.raises(TooLate):  # recheck is over: the key is read again, and the blocked lane is asked
+        await second.turn("s", "chat.stopStream", urgent=True, deadline=clock[0] + 0.5)
+    assert await second.turn("s", "chat.update", urgent=False) > 1.0, "every method of the scope, at once"
+    assert lanes.reserved == [("chat.stopStream", ""), ("chat.update", "")]
 
-    assert await second.turn("s", "chat.startStream", urgent=True, channel="C1", holder="b") == 0.0
-    await second.release("s", "chat.startStream", "C1", "b")
-    assert lanes.reserved == [("chat.startStream", "C1")]
+    assert await third.turn("s", "chat.stopStream", urgent=True) == 0.0, "read a minute ago: still quiet there"
+    assert await third.turn("s", "chat.startStream", urgent=True, channel="C1", holder="b") == 0.0
+    await third.release("s", "chat.startStream", "C1", "b")
+    assert late.reserved == [("chat.startStream", "C1")]
     with pytest.raises(TooLate):  # the hold's reservation told it the scope is loud: the blocked lane is asked
-        await second.turn("s", "chat.stopStream", urgent=True, deadline=second._clock() + 0.5)
-    assert await second.turn("s", "chat.appendStream", urgent=False) == 0.0, "an unrefused lane of it still goes"
-    assert lanes.reserved[1:] == [("chat.stopStream", ""), ("chat.appendStream", "")]
+        await third.turn("s", "chat.stopStream", urgent=True, deadline=third._clock() + 0.5)
+    assert await third.turn("s", "chat.appendStream", urgent=False) == 0.0, "an unrefused lane of it still goes"
+    assert late.reserved[1:] == [("chat.stopStream", ""), ("chat.appendStream", "")]
 
-    third = Counted(SharedLanes(redis, Keys(prefix)))
+    fourth = Counted(SharedLanes(redis, Keys(prefix)))
     with pytest.raises(TooLate):
-        await Pacer(third).turn("s", "chat.stopStream", urgent=True, deadline=second._clock() + 0.5)
-    assert third.reserved == [("chat.stopStream", "")], "a worker reading the loud key for the first time knows"
+        await Pacer(fourth).turn("s", "chat.stopStream", urgent=True, deadline=third._clock() + 0.5)
+    assert fourth.reserved == [("chat.stopStream", "")], "a worker reading the loud key for the first time knows"
 
     worker_c = Pacer(SharedLanes(redis, Keys(prefix), recheck=60.0, horizon=10.0))
     assert await worker_c.turn("t", "chat.update", urgent=True) == 0.0, "t is quiet here, not read again for a minute"
     await first.refused("t", "chat.postMessage", 2.0)
-    with pytest.raises(TooLate) as late:  # its own lane grants the turn; the hold's reservation says "in 2 s"
+    with pytest.raises(TooLate) as too_late:  # its own lane grants the turn; the hold's reservation says "in 2 s"
         await worker_c.turn("t", "chat.postMessage", urgent=True, channel="C2", holder="c",
                             deadline=worker_c._clock() + 1.0)
-    assert 1.0 < late.value.wait <= 2.0, "the shared lane's wait is not thrown away"
+    assert 1.0 < too_late.value.wait <= 2.0, "the shared lane's wait is not thrown away"
+
+
+async def test_the_loud_key_is_read_once_per_recheck_not_per_call(redis: Redis, prefix: str) -> None:
+    clock = [0.0]
+    lanes = SharedLanes(redis, Keys(prefix), clock=lambda: clock[0])
+    reads: list[float] = []
+    pttl = lanes.redis.pttl
+
+    async def counted(key: str) -> int:
+        reads.append(clock[0])
+        return int(await pttl(key))
+
+    lanes.redis.pttl = counted  # type: ignore[method-assign]
+    pacer = Pacer(lanes, clock=lambda: clock[0])
+    for step in range(150):  # 150 calls in 0.3 s (2 ms apart): 3 reads, not a round trip per call
+        clock[0] = step / 500
+        assert await pacer.turn("s", "chat.appendStream", urgent=False) == 0.0
+    assert reads == pytest.approx([0.0, 0.1, 0.2])
+
+
+async def test_this_process_s_refusal_voids_its_own_lanes_turns_for_every_method(redis: Redis, prefix: str) -> None:
+    """A burst's later turns wait in the process's own lanes; a refusal of another method meanwhile makes the
+    scope loud here at once, and the waiting turn is asked again of the shared lanes when it comes."""
+    clock = [0.0]
+    asked = asyncio.Event()
+
+    class Told(Counted):
+        async def quiet(self, scope: str) -> bool:
+            quiet = await self.lanes.quiet(scope)
+            asked.set()
+            return quiet
+
+    lanes = Told(SharedLanes(redis, Keys(prefix), clock=lambda: clock[0]))
+    pacer = Pacer(lanes, clock=lambda: clock[0])
+    assert await pacer.turn("s", "chat.stopStream", urgent=True) == 0.0
+    asked.clear()
+    waiting = asyncio.create_task(pacer.turn("s", "chat.stopStream", urgent=True))  # its own lane: 1 ms from now
+    await asked.wait()  # the task took its own lane's turn and sleeps until it comes
+    assert not waiting.done() and lanes.reserved == []
+    await pacer.refused("s", "chat.update", 2.0)
+    assert await waiting == 0.0
+    assert lanes.reserved == [("chat.stopStream", "")], "the turn came in a loud scope: asked of the shared lanes"
