@@ -178,11 +178,15 @@ class SharedLanes:
         return until <= now
 
     def _heard(self, scope: str, loud_ms: int) -> None:
-        """The loud key's time to live as a script or ``PTTL`` just read it (negative: there is none)."""
+        """The loud key's time to live as a script or ``PTTL`` just read it (negative: there is none).
+
+        Replies can arrive out of order (a ``PTTL`` sent before a refusal's script, answered after it): a loud
+        state still ahead is kept (the key only ever lives longer), so an older "quiet" never overwrites it."""
         now = self._clock()
         if len(self._loud) > 1000:
-            self._loud = {s: v for s, v in self._loud.items() if now - v[0] < self.recheck}
-        self._loud[scope] = (now, now + loud_ms / 1000 if loud_ms > 0 else -math.inf)
+            self._loud = {s: v for s, v in self._loud.items() if now - v[0] < self.recheck or v[1] > now}
+        until = now + loud_ms / 1000 if loud_ms > 0 else -math.inf
+        self._loud[scope] = (now, max(until, self._loud.get(scope, (now, -math.inf))[1]))
 
     async def release(self, scope: str, method: str, channel: str, holder: str) -> None:
         await self._release(keys=[self.keys.pace_hold(scope, method, channel)], args=[holder or "-"])

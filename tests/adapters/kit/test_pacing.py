@@ -183,3 +183,30 @@ async def test_this_process_s_refusal_voids_its_own_lanes_turns_for_every_method
     await pacer.refused("s", "chat.update", 2.0)
     assert await waiting == 0.0
     assert lanes.reserved == [("chat.stopStream", "")], "the turn came in a loud scope: asked of the shared lanes"
+
+
+async def test_an_older_quiet_reply_does_not_overwrite_a_newer_loud_state(redis: Redis, prefix: str) -> None:
+    """A ``PTTL`` read sent before a refusal but answered after it (held here by events) said "no loud key"."""
+    clock = [0.0]
+    lanes = SharedLanes(redis, Keys(prefix), clock=lambda: clock[0])
+    read, answer = asyncio.Event(), asyncio.Event()
+    pttl = lanes.redis.pttl
+
+    async def late(key: str) -> int:
+        ttl = int(await pttl(key))
+        read.set()
+        await answer.wait()
+        return ttl
+
+    lanes.redis.pttl = late  # type: ignore[method-assign]
+    reading = asyncio.create_task(lanes.quiet("s"))
+    await read.wait()  # Redis answered "no loud key"; the reply is not handled yet
+    await lanes.refused("s", "chat.update", 2.0)
+    answer.set()
+    assert await reading is False and await lanes.quiet("s") is False, "the newer loud state stands"
+    clock[0] = 20.0
+    lanes.redis.pttl = pttl  # type: ignore[method-assign]
+    await redis.delete(Keys(prefix).pace_loud("s"))  # as if it had lapsed: loud was ahead, the key's word stands
+    assert await lanes.quiet("s") is False, "loud until about 26.6 s on this clock"
+    clock[0] = 27.0
+    assert await lanes.quiet("s") is True, "once the loud state is over, quiet is heard again"
