@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, NotGiven, Omit
 from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent
 
@@ -30,10 +30,26 @@ BUILT = frozenset({"response.incomplete", "response.failed", "error"})
 ``incomplete_details``) read None when the server leaves them out, as the SDK reads them."""
 
 
+OPTIONS = {"extra_headers": "headers", "extra_query": "params", "extra_body": "extra_json", "timeout": "timeout"}
+"""``responses.create``'s keyword arguments that are request options, not body fields (as the SDK routes them)."""
+
+
 async def open_stream(client: AsyncOpenAI, **params: Any) -> AsyncStream[object]:
-    """``client.responses.create(**params)`` with ``stream=True`` in ``params``, yielding each event's JSON."""
-    return await client.post("/responses", body=params, cast_to=object, options={"security": {"bearer_auth": True}},
-                             stream=True, stream_cls=AsyncStream[object])
+    """``client.responses.create(**params)`` with ``stream=True`` in ``params``, yielding each event's JSON.
+
+    ``extra_headers``, ``extra_query``, ``extra_body`` and ``timeout`` go where the SDK puts them; a parameter
+    that is ``NOT_GIVEN`` or ``omit`` is left out, as the SDK leaves it out."""
+    body: dict[str, Any] = {}
+    options: Any = {"security": {"bearer_auth": True}}  # the SDK's RequestOptions
+    for name, value in params.items():
+        if isinstance(value, NotGiven | Omit) or (value is None and name in OPTIONS and name != "timeout"):
+            continue
+        if name in OPTIONS:
+            options[OPTIONS[name]] = value
+        else:
+            body[name] = value
+    return await client.post("/responses", body=body, cast_to=object, options=options, stream=True,
+                             stream_cls=AsyncStream[object])
 
 
 def text_delta(event: object) -> str | None:

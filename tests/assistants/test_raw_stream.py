@@ -19,11 +19,27 @@ ADDED = {"type": "response.output_item.added", "output_index": 0, "sequence_numb
          "item": {"type": "web_search_call", "id": "ws_1", "status": "in_progress"}}
 
 
-async def test_the_request_is_the_sdk_s_and_the_events_its_json() -> None:
-    seen: list[tuple[dict[str, str], Any]] = []
+TOOLS = [{"type": "web_search"},
+         {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example.test/sse",
+          "require_approval": {"never": {"tool_names": ["search_docs"]}}, "headers": {"Authorization": "Bearer t"}}]
+TURN = {"model": "gpt-test", "conversation": "conv_1", "input": [{"role": "user", "content": "hi"}],
+        "instructions": "Be brief.", "prompt_cache_key": "tk-1", "safety_identifier": "tk-u1", "truncation": "auto",
+        "context_management": [{"type": "compaction", "compact_threshold": 2000}], "temperature": 0.2,
+        "tools": TOOLS, "stream": True}
+"""What ConversationsAssistant._stream sends: ConversationsAssistant._params, the tools in play, ``stream``."""
+APPROVALS = {**TURN, "input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": False,
+                                "reason": "Nobody here can approve it."}]}
+"""The follow-up that answers approval requests (ToolRun.answers)."""
+OPTIONS = {"model": "gpt-test", "input": "hi", "stream": True, "extra_headers": {"X-Trace": "t1"},
+           "extra_query": {"trace": "1"}, "extra_body": {"service_tier": "flex"}, "timeout": 30.0}
+
+
+@pytest.mark.parametrize("params", [TURN, APPROVALS, OPTIONS], ids=["turn", "approvals", "request-options"])
+async def test_the_request_is_the_sdk_s_and_the_events_its_json(params: dict[str, Any]) -> None:
+    seen: list[tuple[dict[str, str], str, Any]] = []
 
     async def respond(request: web.Request) -> web.StreamResponse:
-        seen.append((dict(request.headers), await request.json()))
+        seen.append((dict(request.headers), request.query_string, await request.json()))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for event in (ADDED, DELTA):
@@ -38,18 +54,21 @@ async def test_the_request_is_the_sdk_s_and_the_events_its_json() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     client = AsyncOpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", max_retries=0)
-    params = {"model": "gpt-test", "conversation": "conv_1", "input": [{"role": "user", "content": "hi"}],
-              "prompt_cache_key": "tk-1", "stream": True}
     try:
         by_sdk = [event async for event in await client.responses.create(**params)]
         raw = [event async for event in await open_stream(client, **params)]
     finally:
         await client.close()
         await runner.cleanup()
-    (sdk_headers, sdk_body), (raw_headers, raw_body) = seen
-    assert raw_body == sdk_body
+    (sdk_headers, sdk_query, sdk_body), (raw_headers, raw_query, raw_body) = seen
+    assert raw_body == sdk_body and raw_query == sdk_query
     assert {k: v for k, v in raw_headers.items() if k.lower() != "idempotency-key"} == \
         {k: v for k, v in sdk_headers.items() if k.lower() != "idempotency-key"}
+    if params is OPTIONS:
+        headers = {k.lower(): v for k, v in raw_headers.items()}
+        assert headers["x-trace"] == "t1" and raw_query == "trace=1" and raw_body["service_tier"] == "flex"
+        assert not {"extra_headers", "extra_query", "extra_body", "timeout"} & set(raw_body)
+        assert headers["x-stainless-read-timeout"] == "30.0"
     assert raw == [ADDED, DELTA] and [e.type for e in by_sdk] == [ADDED["type"], DELTA["type"]]
 
 
