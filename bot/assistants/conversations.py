@@ -327,14 +327,19 @@ class ConversationsAssistant:
         """Handle one stream event; returns the usage once the response is complete."""
         kind = getattr(event, "type", None)
         if kind == "response.output_text.delta":
-            parts.append(event.delta)
-            await on_delta(event.delta)
+            delta = getattr(event, "delta", None)
+            if isinstance(delta, str) and delta:  # a null or empty delta (some servers) adds nothing
+                parts.append(delta)
+                await on_delta(delta)
         elif kind in ("response.completed", "response.incomplete"):
+            response = getattr(event, "response", None)
+            if response is None:
+                raise broken("streaming an answer", f"a {kind} event without its response")
             if kind == "response.incomplete":
-                details = getattr(event.response, "incomplete_details", None)
+                details = getattr(response, "incomplete_details", None)
                 log.warning("the answer is incomplete: %s", getattr(details, "reason", None))
-            run.see_response(event.response)
-            return usage_of(getattr(event.response, "usage", None))
+            run.see_response(response)
+            return usage_of(getattr(response, "usage", None))
         elif kind in ("response.failed", "error"):  # error, code, message: each may be left out
             error = getattr(getattr(event, "response", None), "error", None) if kind == "response.failed" else event
             code, message = getattr(error, "code", None), getattr(error, "message", None) or ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.assistants.errors import BROKEN_SENTENCE
 from bot.domain import Incoming, ThreadKey
 from bot.errors import Unavailable
 from tests.fakes.openai_faults import StreamEnd
@@ -65,6 +66,25 @@ async def test_an_incomplete_answer_is_shown_with_one_warning(
         answer = await rt.core.handle(Incoming(KEY, "tell me", message_id="m1"), _shown)
     assert answer is not None and answer.text == "echo: tell me"
     assert lines(caplog, logging.WARNING) == ["the answer is incomplete: max_output_tokens"]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+async def test_null_deltas_and_a_completed_event_without_its_response_are_one_sentence(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = await make_runtime(openai_max_retries=0)
+    shown: list[str] = []
+
+    async def show(delta: str) -> None:
+        shown.append(delta)
+
+    fake_openai.end_stream_next("bare")
+    with caplog.at_level(logging.INFO), pytest.raises(Unavailable) as err:
+        await rt.core.handle(Incoming(KEY, SECRET, message_id="m1"), show)
+    assert err.value.user_message == BROKEN_SENTENCE
+    assert all(isinstance(d, str) and d for d in shown), "a null delta is never shown"
+    assert lines(caplog, logging.ERROR) == [
+        "streaming an answer: the assistant server sent back a response.completed event without its response"]
     assert not [r for r in caplog.records if r.exc_info], "no traceback"
 
 

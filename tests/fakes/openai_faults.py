@@ -26,7 +26,7 @@ from .openai_state import (
 
 RefusalShape = Literal["openai", "detail"]
 UnknownModelShape = Literal["openai404", "compat400", "ignore"]
-StreamEnd = Literal["response.failed", "response.incomplete", "error"]
+StreamEnd = Literal["response.failed", "response.incomplete", "error", "bare"]
 
 ANY: Final = object()  # refuse_param(value=ANY): the parameter is refused whatever its value
 NOT_FOUND: Final[JSON] = {"detail": "Not Found"}  # FastAPI's body for a route it does not have
@@ -135,6 +135,9 @@ def end_events(events: list[JSON], kind: StreamEnd, error: JSON | None) -> list[
     if kind == "response.incomplete":
         response = {**final, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
         return [*events[:-1], {**events[-1], "type": kind, "response": response}]
+    if kind == "bare":  # null deltas between the text's, and a completed event without its response
+        nulls = [{**e, "delta": None} for e in events if e.get("type") == "response.output_text.delta"][:1]
+        return [*nulls, *events[:-1], {k: v for k, v in events[-1].items() if k != "response"}]
     if kind == "response.failed":
         response = {k: v for k, v in final.items() if k != "error"} | {"status": "failed", "output": [], "usage": None}
         end: JSON = {"type": kind, "response": response if error is None else {**response, "error": error}}
@@ -265,6 +268,8 @@ class ServerModes:
           ``incomplete_details.reason`` ``max_output_tokens`` (a model that hit its output limit).
         * ``"error"``: after the same events, an ``error`` event with ``error``'s fields (``message``,
           ``code``); a field not given is left out (the SDK's model defaults ``code`` to None).
+        * ``"bare"``: a text delta of ``null`` first, then the turn's events, and ``response.completed``
+          without its ``response`` (garbage some gateways send).
         """
         self._ends.extend([(kind, error)] * times)
 
