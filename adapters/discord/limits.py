@@ -8,9 +8,16 @@ channel share that budget; :class:`ChannelEdits` keeps one lane per channel in t
 
 * a streamed edit (a luxury) goes only when the channel's lane is free, else it is skipped and its text
   goes with the next one;
-* a final edit always gets a turn: it waits for it (never past the answer's deadline), so the finals of
-  many answers reach discord.py one by one instead of in a burst it would have to sort out with 429s,
-  and the streamed edits give way to them.
+* a final edit always goes: it takes the lane's next turn, so the streamed edits give way to it, and the
+  channel's finals go one at a time (the next once the previous one is answered), so the finals of many
+  answers reach discord.py one by one instead of in a burst it would have to sort out with 429s. It does
+  not wait for the lane's turn: discord.py paces it by the channel bucket's ``X-RateLimit-*`` headers,
+  which say what Discord allows. Waiting for the turn as well queued every answer's final edit (the
+  feedback buttons under each answer) a second behind the previous one's, however little Discord asked:
+  in a channel answered faster than once a second the queue only grew, and an answer whose text was
+  completed by its final edit waited behind all of it (15-32 s at the front-door bench's one-user level,
+  40 answers in a row). A final edit also waits until a ``Retry-After`` Discord gave for the channel's
+  edits is over; it never waits past the answer's deadline.
 
 The 429s discord.py handles reach us only through its log (``discord.http``: "We are being rate
 limited..."): a filter on that logger counts them (``threadkeeper_platform_refused_total``), slows the
@@ -25,7 +32,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -89,6 +96,10 @@ class ChannelEdits:
         self.deliver_within = deliver_within
         self._server_of = server_of
         self._notices: dict[str, float] = {}
+        self._blocked: dict[str, float] = {}
+        """Per channel scope: until when (``time.monotonic``) Discord said to wait before the next edit."""
+        self._finals: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per channel scope: the lock its final edits take turns on, and how many hold or wait for it."""
         self._filter = _RefusalFilter(self)
 
     @staticmethod
@@ -100,13 +111,56 @@ class ChannelEdits:
         granted, wait = self.lanes.reserve_now(self.scope(channel_id), EDIT, urgent=False)
         return 0.0 if granted else max(wait, 0.01)
 
-    async def urgent(self, channel_id: int | str, delivery: Delivery) -> None:
-        """Wait for a final edit's turn in the channel (at most until the answer's deadline)."""
-        _, wait = self.lanes.reserve_now(self.scope(channel_id), EDIT, urgent=True)
-        if delivery.deadline is not None:
-            wait = min(wait, delivery.deadline - time.monotonic())
-        if wait > 0:
-            await asyncio.sleep(wait)
+    @contextlib.asynccontextmanager
+    async def urgent(self, channel_id: int | str, delivery: Delivery) -> AsyncIterator[None]:
+        """Around a final edit: take the channel's next turn (streamed edits give way) without waiting for it;
+        wait for the channel's final edit in flight, if any, and for a ``Retry-After`` Discord gave for the
+        channel's edits, both at most until the answer's deadline."""
+        scope = self.scope(channel_id)
+        self.lanes.reserve_now(scope, EDIT, urgent=True)
+        lock, users = self._finals.get(scope) or (asyncio.Lock(), 0)
+        self._finals[scope] = (lock, users + 1)
+        held = False
+        try:
+            try:
+                async with asyncio.timeout_at(self._deadline_at(delivery)):
+                    await lock.acquire()
+                    held = True
+            except TimeoutError:
+                pass  # past the deadline: the edit goes without its turn
+            wait = self.blocked(channel_id)
+            if delivery.deadline is not None:
+                wait = min(wait, delivery.deadline - time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield
+        finally:
+            if held:
+                lock.release()
+            lock, users = self._finals[scope]
+            if users <= 1:
+                del self._finals[scope]
+            else:
+                self._finals[scope] = (lock, users - 1)
+
+    @staticmethod
+    def _deadline_at(delivery: Delivery) -> float | None:
+        """The answer's deadline on the event loop's clock (``asyncio.timeout_at``), None: none."""
+        if delivery.deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + (delivery.deadline - time.monotonic())
+
+    def blocked(self, channel_id: int | str) -> float:
+        """Seconds until the latest ``Retry-After`` Discord gave for the channel's edits is over (0: none)."""
+        scope = self.scope(channel_id)
+        until = self._blocked.get(scope)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._blocked[scope]
+            return 0.0
+        return left
 
     def delivery(self, digest: str) -> Delivery:
         return Delivery(digest, owner=self)
@@ -153,7 +207,9 @@ class ChannelEdits:
         if found is None:
             return
         if method == "PATCH" and "/messages/" in url:
-            self.lanes.refused_now(self.scope(found[1]), EDIT, retry_after)
+            scope = self.scope(found[1])
+            self.lanes.refused_now(scope, EDIT, retry_after)
+            self._blocked[scope] = max(self._blocked.get(scope, 0.0), time.monotonic() + retry_after)
         server = (self._server_of(int(found[1])) if self._server_of else None) or f"channel {found[1]}"
         now = time.monotonic()
         if self._notices.get(server, -math.inf) <= now:

@@ -9,7 +9,8 @@ Every send and edit carries ``allowed_mentions`` that cannot ping anyone the mod
 @everyone/@here, no roles, no users (only, optionally, the asker we reply to).
 
 The channel's edit budget is shared by every answer in it (:mod:`adapters.discord.limits`): a streamed
-edit is skipped when the channel's lane is busy, a final edit waits for its turn and always goes, and a
+edit is skipped when the channel's lane is busy, a final edit takes the next turn and always goes (one
+at a time per channel, paced by discord.py from Discord's headers, not by the lane), and a
 final edit or send that discord.py gives up on after repeated 429s is tried again until the deadline.
 """
 
@@ -169,14 +170,16 @@ class DiscordReply(PumpedText):
                 if index < len(self.sent):
                     if self._shown[index] != chunk or last_view is not None:
                         message = self.sent[index]
-                        if final:
-                            await self._edits.urgent(message.channel.id, self.delivery)
-                        elif later := self._edits.luxury(message.channel.id):
+                        if not final and (later := self._edits.luxury(message.channel.id)):
                             return later
                         edit = partial(message.edit, content=chunk, allowed_mentions=NO_MENTIONS)
                         if last_view is not None:
                             edit = partial(edit, view=last_view)
-                        await self._retried(edit, final=final)
+                        if final:
+                            async with self._edits.urgent(message.channel.id, self.delivery):
+                                await self._retried(edit)
+                        else:
+                            await self._retried(edit, final=False)
                         self._shown[index] = chunk
                     continue
                 self.sent.append(await self._retried(partial(self._send, chunk, first=index == 0, view=last_view),

@@ -18,7 +18,7 @@ import pytest
 from discord.http import Route
 
 from adapters.discord import DiscordAdapter
-from adapters.discord.limits import ChannelEdits, route_of
+from adapters.discord.limits import EDIT_SPEC, ChannelEdits, route_of
 from adapters.kit.pacing import LaneSpec, LocalLanes
 from bot.metrics import Metrics
 from tests.fakes import discord_payloads as p
@@ -48,9 +48,57 @@ async def test_streamed_edits_share_one_budget_per_channel_and_final_edits_come_
     clock[0] += 1.0
     answer = edits.delivery("d")
     answer.deadline = 0.0  # past: the turns are taken, nobody waits for them
-    await edits.urgent(1, answer)
-    await edits.urgent(1, answer)
+    for _ in range(2):
+        async with edits.urgent(1, answer):
+            pass
     assert edits.luxury(1) == pytest.approx(2.0), "final edits take the next turns; streamed ones give way"
+
+
+async def test_final_edits_go_one_at_a_time_per_channel_without_waiting_for_the_lanes_turns() -> None:
+    """The lane's spacing is ours, not Discord's: discord.py paces a final edit by the bucket's headers. A final
+    that waited for its turn queued a second behind the previous answer's final (its feedback buttons), so in a
+    channel answered faster than once a second an answer completed by its final edit waited behind all of them
+    (the front-door bench's one-user level: 15-32 s). Finals still go one at a time per channel."""
+    clock = [0.0]  # frozen: a final waiting for the lane's turn would never get in below
+    edits = ChannelEdits(lanes=LocalLanes(EDIT_SPEC, clock=lambda: clock[0]))
+    answer = edits.delivery("d")
+    entered: list[int] = []
+    leave = {i: asyncio.Event() for i in range(4)}
+
+    async def final(i: int, channel: int = 1) -> None:
+        async with edits.urgent(channel, answer):
+            entered.append(i)
+            await leave[i].wait()
+
+    for i in range(3):
+        leave[i].set()
+        await asyncio.wait_for(final(i), 1.0)  # never reached: the lane would ask for seconds of a frozen clock
+    assert entered == [0, 1, 2], "a channel's finals go to discord.py without waiting for the lane's turns"
+    assert edits.luxury(1) == pytest.approx(3.0), "the finals took the lane's turns: streamed edits give way"
+    leave[0].clear()
+    first, second = asyncio.create_task(final(0)), asyncio.create_task(final(1))
+    elsewhere = asyncio.create_task(final(3, channel=2))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert entered[3:] == [0, 3], "one final edit at a time per channel; other channels go on"
+    leave[0].set()
+    leave[3].set()
+    await asyncio.gather(first, second, elsewhere)
+    assert entered[3:] == [0, 3, 1] and not edits._finals
+
+    edits.refused("PATCH", "https://discord.com/api/v10/channels/1/messages/9", 30.0)
+    assert edits.blocked(1) == pytest.approx(30.0, abs=1.0) and edits.blocked(2) == 0.0
+    waiting = asyncio.create_task(final(0))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert entered[-1] == 1, "Discord's Retry-After for the channel's edits is waited out"
+    answer.deadline = 0.0  # past: nobody waits any more, neither for the Retry-After nor for the final ahead
+    await asyncio.wait_for(final(2), 1.0)
+    assert entered[-1] == 2
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not edits._finals
 
 
 def test_discord_py_429s_are_counted_slow_the_channel_and_mark_the_answer(
@@ -151,3 +199,42 @@ async def test_a_refused_final_edit_is_retried_by_discord_py_and_counted(
     assert refused(metrics, "PATCH /channels/{id}/messages/{id}") == len(fake_discord.refused)
     await bot.in_flight.settle()
     assert late(metrics) == 1
+
+
+@pytest.fixture
+async def frozen_lane_bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[DiscordAdapter]:
+    """The production lane (an edit a second per channel) on a clock that never moves: any wait for a turn in
+    it would be real seconds, one more for each final edit taken before."""
+    runtime = await make_runtime(discord_token=fake_discord.token, discord_api_base=fake_discord.api_base)
+    edits = ChannelEdits(metrics=runtime.metrics, lanes=LocalLanes(EDIT_SPEC, clock=lambda: 0.0))
+    adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=0.05, metrics=runtime.metrics, edits=edits)
+    identified = len(fake_discord.identifies)
+    await adapter.start()
+    await fake_discord.wait_identified(identified + 1)
+    yield adapter
+    await adapter.close()
+
+
+async def test_answers_in_a_row_in_one_dm_are_not_queued_behind_the_previous_answers_final_edits(
+    fake_discord: FakeDiscord, frozen_lane_bot: DiscordAdapter, fake_openai: FakeOpenAI
+) -> None:
+    """The front-door bench's one-user level: one person's messages one after another in a DM, each answer
+    streamed (first text posted, the rest and the feedback buttons in the final edit). Without a rate limit at
+    Discord no answer waits for the lane: the 6th would otherwise wait 5 s behind the first five's finals."""
+    fake_openai.reply = answer_to
+    fake_openai.stream_delay = 0.02
+    channel = fake_discord.dm_channel_for(fake_discord.alice)["id"]
+
+    def complete(question: str) -> bool:
+        """The answer reads complete in the DM, its feedback buttons under it (as the bot sent them)."""
+        want = answer_to(question, [])
+        return any(c.path.startswith(f"/channels/{channel}/messages") and not c.refused and c.json
+                   and c.json.get("content") == want and c.json.get("components") for c in fake_discord.calls)
+
+    for i in range(6):
+        question = f"question {i}"
+        await fake_discord.send_dm(question)
+        await fake_discord.wait_for(lambda q=question: complete(q), within=4.0)  # type: ignore[misc]
+    edits = fake_discord.find("PATCH", rf"/channels/{channel}/messages/\d+")
+    assert len(edits) >= 6 and not any(c.refused for c in edits)
+    assert fake_discord.early_retries() == []
