@@ -58,6 +58,9 @@ def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, po
         # again: one conversation per user and channel, as before the shared-thread default (issue 15), so the
         # numbers stay comparable. Thread reading and speakers' names are measured by tests/test_slack_threads.py.
         env["THREAD_SCOPE"] = "user"
+        # Top-level DM replies and no loading status (the agent experience's two setStatus calls per channel
+        # answer): the same Slack calls as the first rounds' figures and as the baseline's.
+        env["SLACK_AGENT_VIEW"] = "off"
         if door == "slack_socket":
             env["SLACK_APP_TOKEN"] = APP_TOKEN
     return env

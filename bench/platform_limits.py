@@ -82,7 +82,7 @@ async def _one_run(opts: RigOptions, openai_url: str, index: int, *, workers: in
         try:
             for _ in range(workers):
                 settings = bench_settings(opts, openai_url, slack_bot_token=token, slack_signing_secret=SECRET,
-                                          slack_api_url=slack.api_url, port=_free_port())
+                                          slack_api_url=slack.api_url, port=_free_port(), slack_agent_view=False)
                 runtime = build_runtime(settings)
                 if not shared:
                     runtime.pacer = None

@@ -131,10 +131,10 @@ class Settings(BaseSettings):
     slack_api_url: str | None = None
     port: int = Field(3000, ge=1, le=65535)
     slack_follow_ups: bool = True
-    slack_agent_view: bool = False
-    """The app uses the manifest's ``agent_view``: each top-level DM is answered in a thread of its own. Off by
-    default, for apps still on ``assistant_view`` and for the benchmarks, which count top-level DM replies; the
-    shipped manifest needs it on (README, manifest, and a WARNING when agent events arrive while it is off)."""
+    slack_agent_view: bool = True
+    """The app uses the shipped manifest's ``agent_view``: each top-level DM is answered in a thread of its own,
+    titled, with the loading status in channel threads too. Off for an app still on ``assistant_view`` (top-level
+    DMs answered at the top level; a WARNING if agent events arrive while it is off)."""
     slack_client_id: str | None = None
     slack_client_secret: SecretStr | None = None
     slack_redirect_uri: str | None = None

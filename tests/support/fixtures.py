@@ -125,6 +125,9 @@ def settings_for_test(redis_url: str, prefix: str, base_url: str, **overrides: A
         "openai_max_retries": 2,
         # Memory folds add their own assistant calls; tests that count calls opt in (tests/core/test_memory.py).
         "memory": "off",
+        # Most Slack tests were written for top-level DM replies and count chat.* calls only; the agent
+        # experience (the default: DMs in threads of their own, the loading status) opts in (test_agent.py).
+        "slack_agent_view": False,
     }
     values.update(overrides)
     return load_settings(**values)
