@@ -37,7 +37,7 @@ from bot.assistants.errors import (
     unknown_model,
 )
 from bot.assistants.files import FILE_TEXT_TOKENS, MediaPlan, MediaRefused, media_refusal, text_turn
-from bot.assistants.raw_stream import open_stream, text_delta, typed
+from bot.assistants.raw_stream import create_json, open_stream, text_delta, typed
 from bot.assistants.server import Notes, ServerMemory, check_model
 from bot.assistants.tools import ToolRun
 from bot.assistants.uploads import INLINE_LIMIT, Uploads, delete_file, file_ids
@@ -253,7 +253,7 @@ class ConversationsAssistant:
         what = "sending a message"
 
         async def create(params: dict[str, Any]) -> Sent:
-            response = await run.call(self.server, self.client.responses.create, params)
+            response = await run.call(self.server, partial(create_json, self.client), params)
             run.see_response(response)
             text = getattr(response, "output_text", "") if run.waiting else text_of(response, what)
             return Sent(text, usage_of(getattr(response, "usage", None)), items=output_ids(response))
