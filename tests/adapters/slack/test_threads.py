@@ -19,7 +19,7 @@ from bot.ops import admin
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, FakeSlack, command_form, event_envelope
 from tests.support.erasure import leftovers
-from tests.support.slack import Slack, StartSlack
+from tests.support.slack import JSON, Slack, StartSlack
 
 ADA, BRAM, CHIDI = "U1ADA", "U2BRAM", "U3CHIDI"
 CHANNEL = "C1TEAM"
@@ -44,6 +44,32 @@ def people(fake: FakeSlack) -> None:
     fake.add_user(ADA, "Ada")
     fake.add_user(BRAM, "Bram")
     fake.add_user(CHIDI, "Chidi")
+
+
+async def ada_opens(slack: Slack, text: str) -> JSON:
+    """Ada mentions the bot at the top of CHANNEL with ``text``; returns her message once it is answered."""
+    people(slack.fake)
+    root = slack.fake.user_says(f"<@{BOT_USER_ID}> {text}", user=ADA, channel=CHANNEL, mention=True)
+    assert await slack.event(event_envelope(root)) == 200
+    await slack.answers(CHANNEL, root["ts"])
+    return root
+
+
+async def bram_follows(slack: Slack, root: JSON, text: str, count: int = 2) -> None:
+    """Bram writes ``text`` in the thread without a mention; waits for ``count`` answers and settles."""
+    follow_up = slack.fake.user_says(text, user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
+    assert await slack.event(event_envelope(follow_up)) == 200
+    await slack.answers(CHANNEL, root["ts"], count=count)
+    await slack.adapter.settle()
+
+
+async def forget(slack: Slack, scope: str, url: str) -> None:
+    """Ada's ``/forget <scope>`` in CHANNEL, through to its one delayed response."""
+    fake = slack.fake
+    status, _ = await slack.command(command_form("/forget", scope, user=ADA, channel=CHANNEL,
+                                                 response_url=fake.response_url(url)))
+    assert status == 200
+    await fake.wait_for(lambda: len(fake.responses) == 1)
 
 
 async def a_thread_with_five_messages(slack: Slack) -> str:
@@ -229,24 +255,14 @@ async def test_two_people_share_one_conversation_and_forget_all_erases_only_one(
     slack: Slack, fake_openai: FakeOpenAI
 ) -> None:
     fake = slack.fake
-    people(fake)
-    root = fake.user_says(f"<@{BOT_USER_ID}> my card ends 4242, is that the one on file?", user=ADA,
-                          channel=CHANNEL, mention=True)
-    assert await slack.event(event_envelope(root)) == 200
-    await slack.answers(CHANNEL, root["ts"])
-    follow_up = fake.user_says("mine is the one ending 1881", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(follow_up)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=2)
-    await slack.adapter.settle()
+    root = await ada_opens(slack, "my card ends 4242, is that the one on file?")
+    await bram_follows(slack, root, "mine is the one ending 1881")
 
     [conversation] = fake_openai.active_conversations.values()
     said = [str(item.get("content")) for item in conversation.items if item.get("role") == "user"]
     assert len(said) == 2 and "Ada: my card ends 4242" in said[0] and "Bram: mine is the one ending 1881" in said[1]
 
-    status, _ = await slack.command(command_form("/forget", "all", user=ADA, channel=CHANNEL,
-                                                 response_url=fake.response_url("all")))
-    assert status == 200
-    await fake.wait_for(lambda: len(fake.responses) == 1)
+    await forget(slack, "all", "all")
     assert fake.responses[0][1]["text"] == "Done: I forgot all your conversations in this workspace (1)."
     texts = [str(item.get("content")) for item in conversation.items]
     assert not [t for t in texts if "4242" in t], "Ada's turn and the answer repeating it are gone"
@@ -260,35 +276,22 @@ async def test_two_people_share_one_conversation_and_forget_all_erases_only_one(
     assert await leftovers(rt, [BRAM]) == [] and await leftovers(rt, [hash_user("slack", BRAM)]) != []
 
     # The bot still answers Bram in the same conversation.
-    more = fake.user_says("and now?", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(more)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=3)
-    await slack.adapter.settle()
+    await bram_follows(slack, root, "and now?", count=3)
     assert len(fake_openai.active_conversations) == 1
 
 
 async def test_a_shared_conversation_re_created_from_kept_turns_is_erased_whole(
     slack: Slack, fake_openai: FakeOpenAI
 ) -> None:
-    fake = slack.fake
-    people(fake)
-    root = fake.user_says(f"<@{BOT_USER_ID}> note: gate code 7311", user=ADA, channel=CHANNEL, mention=True)
-    assert await slack.event(event_envelope(root)) == 200
-    await slack.answers(CHANNEL, root["ts"])
+    root = await ada_opens(slack, "note: gate code 7311")
     await slack.adapter.settle()
     [lost] = fake_openai.active_conversations
     fake_openai.delete_conversation(lost)  # gone on the provider: the next turn re-primes a new one
-    follow_up = fake.user_says("got it", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(follow_up)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=2)
-    await slack.adapter.settle()
+    await bram_follows(slack, root, "got it")
     [conversation] = fake_openai.active_conversations.values()
     assert [i for i in conversation.items if "7311" in str(i.get("content"))], "Ada's turn, copied in as a seed"
 
-    status, _ = await slack.command(command_form("/forget", "all", user=ADA, channel=CHANNEL,
-                                                 response_url=fake.response_url("all")))
-    assert status == 200
-    await fake.wait_for(lambda: len(fake.responses) == 1)
+    await forget(slack, "all", "all")
     assert fake_openai.active_conversations == {}, "copies nobody can attribute: the conversation goes whole"
     assert await leftovers(slack.runtime, [ADA, "7311"]) == []
 
@@ -297,33 +300,16 @@ async def test_on_the_chat_backend_forget_all_erases_one_speakers_turns_from_the
     start_slack: StartSlack, fake_openai: FakeOpenAI
 ) -> None:
     slack = await start_slack(assistant_backend="chat")
-    fake = slack.fake
-    people(fake)
-    root = fake.user_says(f"<@{BOT_USER_ID}> my locker is 5512", user=ADA, channel=CHANNEL, mention=True)
-    assert await slack.event(event_envelope(root)) == 200
-    await slack.answers(CHANNEL, root["ts"])
-    follow_up = fake.user_says("mine is 9001", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(follow_up)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=2)
-    await slack.adapter.settle()
-    status, _ = await slack.command(command_form("/forget", "all", user=ADA, channel=CHANNEL,
-                                                 response_url=fake.response_url("all")))
-    assert status == 200
-    await fake.wait_for(lambda: len(fake.responses) == 1)
+    root = await ada_opens(slack, "my locker is 5512")
+    await bram_follows(slack, root, "mine is 9001")
+    await forget(slack, "all", "all")
     assert await leftovers(slack.runtime, [ADA, "5512"]) == [], "her turn and the answer repeating it, gone"
     assert await leftovers(slack.runtime, ["9001"]) != [], "his remain"
 
 
 async def test_the_admin_cli_erases_a_speaker_the_same_way(slack: Slack, fake_openai: FakeOpenAI) -> None:
-    fake = slack.fake
-    people(fake)
-    root = fake.user_says(f"<@{BOT_USER_ID}> secret plan alpha", user=ADA, channel=CHANNEL, mention=True)
-    assert await slack.event(event_envelope(root)) == 200
-    await slack.answers(CHANNEL, root["ts"])
-    follow_up = fake.user_says("plan beta from me", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(follow_up)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=2)
-    await slack.adapter.settle()
+    root = await ada_opens(slack, "secret plan alpha")
+    await bram_follows(slack, root, "plan beta from me")
     out = io.StringIO()
     assert await admin.main(slack.runtime, ["forget-user", "slack", ADA], out=out, err=io.StringIO()) == 0
     assert "Erased 1 threads" in out.getvalue()
@@ -336,24 +322,15 @@ async def test_forget_in_a_channel_resets_its_shared_threads_and_says_so_there(
     slack: Slack, fake_openai: FakeOpenAI
 ) -> None:
     fake = slack.fake
-    people(fake)
-    root = fake.user_says(f"<@{BOT_USER_ID}> hello", user=ADA, channel=CHANNEL, mention=True)
-    assert await slack.event(event_envelope(root)) == 200
-    await slack.answers(CHANNEL, root["ts"])
+    root = await ada_opens(slack, "hello")
     await slack.adapter.settle()
-    status, _ = await slack.command(command_form("/forget", "", user=ADA, channel=CHANNEL,
-                                                 response_url=fake.response_url("here")))
-    assert status == 200
-    await fake.wait_for(lambda: len(fake.responses) == 1)
+    await forget(slack, "", "here")
     assert fake.responses[0][1]["text"].startswith("Done: I forgot our conversation here.")
     assert fake_openai.active_conversations == {}
     _, note = await slack.answers(CHANNEL, root["ts"], count=2)
     assert note.text == "Ada reset this conversation: my next answer here starts fresh."
 
-    follow_up = fake.user_says("still there?", user=BRAM, channel=CHANNEL, thread_ts=root["ts"])
-    assert await slack.event(event_envelope(follow_up)) == 200
-    await slack.answers(CHANNEL, root["ts"], count=3)
-    await slack.adapter.settle()
+    await bram_follows(slack, root, "still there?", count=3)
     assert len(fake_openai.active_conversations) == 1, "the thread is still followed; a new conversation starts"
 
 
