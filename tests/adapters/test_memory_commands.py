@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import command_form, dm_event, event_envelope
-from tests.support.discord import StartBot, wait_answer
+from tests.support.discord import StartBot, followup_to, wait_answer
 from tests.support.slack import Slack
 
 
@@ -41,8 +41,6 @@ async def test_discord_memory_is_private_and_names_how_to_erase_it(
     await start_bot()
     await fake_discord.send_guild("remember me", mention_bot=True)
     await wait_answer(fake_discord, fake_discord.channel_id)
-    interaction = await fake_discord.invoke("memory")
-    token = interaction["token"]
-    [followup] = await fake_discord.wait_for(lambda: fake_discord.find("POST", rf"/webhooks/\d+/{token}"))
+    followup = await followup_to(fake_discord, await fake_discord.invoke("memory"))
     assert followup.json["flags"] & 64  # only the asker sees it
     assert "the last 2 messages" in followup.json["content"] and "/forget" in followup.json["content"]

@@ -45,6 +45,13 @@ async def start_bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> Asy
         await adapter.close()
 
 
+async def followup_to(fake: FakeDiscord, interaction: dict[str, Any]) -> Call:
+    """The one follow-up message the bot posts for a slash command, once it is there."""
+    token = interaction["token"]
+    [followup] = await fake.wait_for(lambda: fake.find("POST", rf"/webhooks/\d+/{token}"))
+    return followup
+
+
 def message_posts(fake: FakeDiscord, channel_id: str) -> list[Call]:
     return fake.find("POST", rf"/channels/{channel_id}/messages")
 

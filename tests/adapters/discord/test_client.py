@@ -12,7 +12,7 @@ from typing import Any
 from bot.errors import Unavailable
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support.discord import StartBot, message_posts, wait_answer
+from tests.support.discord import StartBot, followup_to, message_posts, wait_answer
 
 
 async def test_dm_is_answered(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
@@ -95,9 +95,8 @@ async def test_forget_is_ephemeral_and_the_next_message_starts_a_new_thread(
     assert len(fake_openai.conversations) == 1
 
     interaction = await fake_discord.invoke("forget")
-    token = interaction["token"]
-    [followup] = await fake_discord.wait_for(lambda: fake_discord.find("POST", rf"/webhooks/\d+/{token}"))
-    [callback] = fake_discord.find("POST", rf"/interactions/{interaction['id']}/{token}/callback")
+    followup = await followup_to(fake_discord, interaction)
+    [callback] = fake_discord.find("POST", rf"/interactions/{interaction['id']}/{interaction['token']}/callback")
     assert callback.json == {"type": 5, "data": {"flags": 64}}  # deferred, ephemeral
     assert callback.at <= followup.at
     assert followup.json["flags"] & 64
@@ -118,8 +117,7 @@ async def test_forget_all_covers_every_channel_of_the_user(
     sent = await fake_discord.send_dm("two")
     await wait_answer(fake_discord, sent["channel_id"])
     interaction = await fake_discord.invoke("forget", options=[{"name": "all", "type": 5, "value": True}])
-    token = interaction["token"]
-    [followup] = await fake_discord.wait_for(lambda: fake_discord.find("POST", rf"/webhooks/\d+/{token}"))
+    followup = await followup_to(fake_discord, interaction)
     assert followup.json["content"].startswith("Done: I've forgotten 1 conversation")  # the guild one
     assert sum(c.deleted for c in fake_openai.conversations.values()) == 1
 

@@ -129,14 +129,22 @@ def test_discord_py_429s_are_counted_slow_the_channel_and_mark_the_answer(
 
 
 # ---- end to end -------------------------------------------------------------------------------------
-@pytest.fixture
-async def bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[DiscordAdapter]:
+async def started(fake_discord: FakeDiscord, make_runtime: MakeRuntime, lanes: LocalLanes, *,
+                  edit_interval: float) -> DiscordAdapter:
+    """An adapter connected to the fake Discord whose message edits go through ``lanes``."""
     runtime = await make_runtime(discord_token=fake_discord.token, discord_api_base=fake_discord.api_base)
-    edits = ChannelEdits(metrics=runtime.metrics, lanes=LocalLanes(FAST_EDITS))
-    adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=0.1, metrics=runtime.metrics, edits=edits)
+    edits = ChannelEdits(metrics=runtime.metrics, lanes=lanes)
+    adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=edit_interval, metrics=runtime.metrics,
+                             edits=edits)
     identified = len(fake_discord.identifies)
     await adapter.start()
     await fake_discord.wait_identified(identified + 1)
+    return adapter
+
+
+@pytest.fixture
+async def bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[DiscordAdapter]:
+    adapter = await started(fake_discord, make_runtime, LocalLanes(FAST_EDITS), edit_interval=0.1)
     yield adapter
     await adapter.close()
 
@@ -205,12 +213,8 @@ async def test_a_refused_final_edit_is_retried_by_discord_py_and_counted(
 async def frozen_lane_bot(fake_discord: FakeDiscord, make_runtime: MakeRuntime) -> AsyncIterator[DiscordAdapter]:
     """The production lane (an edit a second per channel) on a clock that never moves: any wait for a turn in
     it would be real seconds, one more for each final edit taken before."""
-    runtime = await make_runtime(discord_token=fake_discord.token, discord_api_base=fake_discord.api_base)
-    edits = ChannelEdits(metrics=runtime.metrics, lanes=LocalLanes(EDIT_SPEC, clock=lambda: 0.0))
-    adapter = DiscordAdapter(runtime.core, runtime.settings, edit_interval=0.05, metrics=runtime.metrics, edits=edits)
-    identified = len(fake_discord.identifies)
-    await adapter.start()
-    await fake_discord.wait_identified(identified + 1)
+    adapter = await started(fake_discord, make_runtime, LocalLanes(EDIT_SPEC, clock=lambda: 0.0),
+                            edit_interval=0.05)
     yield adapter
     await adapter.close()
 
