@@ -111,7 +111,7 @@ class DiscordReply(PumpedText):
             if not self.sent:
                 await self._render(sentence, final=True)
                 return
-            target = await self._target_channel()
+            target = await self.target()
             self.sent.append(await self._retried(lambda: target.send(sentence, allowed_mentions=NO_MENTIONS)))
             self._shown.append(sentence)
 
@@ -152,9 +152,6 @@ class DiscordReply(PumpedText):
 
     async def target(self) -> discord.abc.Messageable:
         """Where the answer goes (an approval prompt too): the destination, resolved at the first call."""
-        return await self._target_channel()
-
-    async def _target_channel(self) -> discord.abc.Messageable:
         async with self._target_lock:
             if self._target is None:
                 self._target = await self._destination() if self._destination else self._channel
@@ -209,7 +206,7 @@ class DiscordReply(PumpedText):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._typed.wait(), 2.0)
             await self._stop_typing()
-        target = await self._target_channel()
+        target = await self.target()
         if first and self._reference is not None and target is self._channel:
             reference = self._reference.to_reference(fail_if_not_exists=False)
             if view is not None:
