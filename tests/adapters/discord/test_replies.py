@@ -11,6 +11,7 @@ from __future__ import annotations
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.discord import StartBot, wait_answer
+from tests.support.inputs import inputs
 
 CONTENT_INTENT = {"discord_channels": "1"}
 """Any listed channel turns the message-content intent on (reading others' messages needs it)."""
@@ -21,15 +22,6 @@ async def answered(fake: FakeDiscord, channel_id: str, count: int = 1) -> bool:
     await fake.wait_for(lambda: len(msgs := fake.bot_messages(channel_id)) >= count
                         and msgs[-1]["content"].startswith("echo:") and msgs[-1]["content"].endswith("?"))
     return True
-
-
-def inputs(fake: FakeOpenAI) -> list[str]:
-    found = []
-    for request in fake.requests:
-        if request.method == "POST" and request.path == "/v1/responses" and request.json:
-            value = request.json.get("input")
-            found.append(value if isinstance(value, str) else str(value))
-    return found
 
 
 async def test_a_reply_to_someone_else_brings_that_message_and_its_chain(

@@ -35,6 +35,14 @@ def responses(fake: FakeOpenAI) -> int:
     return fake.count("POST", "/v1/responses")
 
 
+async def forget(slack: Slack, text: str, *, channel: str, url: str) -> None:
+    """``/forget <text>`` in ``channel``, through to its one delayed response."""
+    status, _ = await slack.command(command_form("/forget", text, channel=channel,
+                                                 response_url=slack.fake.response_url(url)))
+    assert status == 200
+    await slack.fake.wait_for(lambda: len(slack.fake.responses) == 1)
+
+
 async def test_dm_is_answered_in_the_dm(slack: Slack, fake_openai: FakeOpenAI) -> None:
     assert await slack.event(event_envelope(dm_event("hello there", channel="D42"))) == 200
     [answer] = await slack.answers("D42", None)
@@ -77,10 +85,7 @@ async def test_thread_scope_gives_each_slack_thread_its_own_conversation(
     await slack.adapter.settle()
     assert len(fake_openai.conversations) == 2
 
-    status, _ = await slack.command(command_form("/forget", "", channel="C1",
-                                                 response_url=slack.fake.response_url("scoped")))
-    assert status == 200
-    await slack.fake.wait_for(lambda: len(slack.fake.responses) == 1)
+    await forget(slack, "", channel="C1", url="scoped")
     assert "2 conversations" in slack.fake.responses[0][1]["text"]
     assert all(c.deleted for c in fake_openai.conversations.values()), "/forget in a channel covers its threads"
 
@@ -120,10 +125,7 @@ async def test_forget_all_erases_every_thread_of_the_caller(slack: Slack, fake_o
     await slack.adapter.settle()
     assert len(fake_openai.active_conversations) == 3
 
-    status, _ = await slack.command(command_form("/forget", "all", channel="C9",
-                                                 response_url=slack.fake.response_url("all")))
-    assert status == 200
-    await slack.fake.wait_for(lambda: len(slack.fake.responses) == 1)
+    await forget(slack, "all", channel="C9", url="all")
     assert slack.fake.responses[0][1]["text"] == "Done: I forgot all your conversations in this workspace (2)."
     assert len(fake_openai.active_conversations) == 1, "the other user's thread stays"
 

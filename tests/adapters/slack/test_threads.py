@@ -19,21 +19,12 @@ from bot.ops import admin
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, FakeSlack, command_form, event_envelope
 from tests.support.erasure import leftovers
+from tests.support.inputs import inputs
 from tests.support.slack import JSON, Slack, StartSlack
 
 ADA, BRAM, CHIDI = "U1ADA", "U2BRAM", "U3CHIDI"
 CHANNEL = "C1TEAM"
 READS = ("conversations.replies", "users.info")
-
-
-def inputs(fake: FakeOpenAI) -> list[str]:
-    """The text of every turn the model was sent, in order."""
-    found = []
-    for request in fake.requests:
-        if request.method == "POST" and request.path == "/v1/responses" and request.json:
-            value = request.json.get("input")
-            found.append(value if isinstance(value, str) else str(value))
-    return found
 
 
 def reads(fake: FakeSlack) -> list[str]:
