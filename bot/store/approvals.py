@@ -20,7 +20,7 @@ import hashlib
 import time
 from typing import Literal
 
-from bot.store.connect import RedisClient, StoreError
+from bot.store.connect import RedisClient, StoreError, as_str
 from bot.store.keys import Keys
 
 POLL = 0.2
@@ -62,9 +62,6 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 class ApprovalStore:
     """Open approvals: :meth:`open` by the waiting worker, :meth:`decide` by whichever gets the click."""
@@ -95,7 +92,7 @@ class ApprovalStore:
         """Record the decision if ``asker`` may make it and it is still open; the outcome and the label."""
         who = self._binding(token, asker)
         outcome, label = await self._decide(keys=[self._key(token)], args=[who, "1" if approve else "0"])
-        return _str(outcome), _str(label)  # type: ignore[return-value]
+        return as_str(outcome), as_str(label)  # type: ignore[return-value]
 
     async def wait(self, token: str, within: float) -> bool | None:
         """The decision (True: approved), or None when none came ``within`` seconds (the approval is closed).
@@ -109,12 +106,12 @@ class ApprovalStore:
             except StoreError:
                 state = "open"  # Redis away for a moment: the decision, if any, is read once it is back
             _raise_if_cancelled()
-            if state is None or _str(state) != "open":
+            if state is None or as_str(state) != "open":
                 break
             await asyncio.sleep(min(self.poll, left))
         return await self.close(token)
 
     async def close(self, token: str) -> bool | None:
         """Close the approval to clicks: the decision made before (True: approved), else None."""
-        state = _str(await self._close(keys=[self._key(token)]))
+        state = as_str(await self._close(keys=[self._key(token)]))
         return {"1": True, "0": False}.get(state)

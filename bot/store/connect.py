@@ -19,6 +19,11 @@ RedisClient = Redis | RedisCluster
 StoreError = RedisError
 """What any store call raises when Redis fails: callers catch this name and never import redis."""
 
+
+def as_str(value: object) -> str:
+    """Redis replies are ``str`` (decode_responses=True); typing says ``bytes | str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 EMBEDDED_WARNING = (
     "REDIS_URL is not set: using an embedded in-process store. State is lost on restart "
     "and cannot be shared by several workers; set REDIS_URL for production."

@@ -10,13 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.domain import ThreadKey
-from bot.store.connect import RedisClient
+from bot.store.connect import RedisClient, as_str
 from bot.store.keys import Keys
 from bot.store.records import ThreadRecord, Tombstone
-
-
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RetentionReads:
@@ -27,12 +23,12 @@ class RetentionReads:
         """Every remote deletion still owed."""
         out: list[Tombstone] = []
         async for tid, entry in self.redis.hscan_iter(self.keys.tombstones, count=500):
-            backend, key_id, owner = [*_str(entry).split(" ", 2), "", ""][:3]
+            backend, key_id, owner = [*as_str(entry).split(" ", 2), "", ""][:3]
             key: ThreadKey | None = None
             if key_id and key_id != "-":
                 with contextlib.suppress(ValueError):
                     key = ThreadKey.parse(key_id)
-            out.append(Tombstone(_str(tid), backend, key, owner))
+            out.append(Tombstone(as_str(tid), backend, key, owner))
         return out
 
     async def tombstone_count(self) -> int:
@@ -52,14 +48,14 @@ class RetentionReads:
         values = [float(score or 0)]
         if hashed:
             with contextlib.suppress(ValueError):
-                values.append(float(_str(hashed)))
+                values.append(float(as_str(hashed)))
         return max(values)
 
     async def index_backends(self) -> dict[str, str]:
         """Key id -> backend name of every indexed thread (one HSCAN, no per-thread reads)."""
         out: dict[str, str] = {}
         async for key_id, entry in self.redis.hscan_iter(self.keys.index_ids, count=1000):
-            out[_str(key_id)] = _str(entry).partition(" ")[0]
+            out[as_str(key_id)] = as_str(entry).partition(" ")[0]
         return out
 
     async def records(self, entries: Sequence[tuple[ThreadKey, float]], batch: int = 200) -> list[ThreadRecord]:
@@ -77,8 +73,8 @@ class RetentionReads:
                     pipe.hget(self.keys.index_ids, key.id)
                 replies: list[Any] = await pipe.execute()
             for i, (key, score) in enumerate(chunk):
-                data = {_str(k): _str(v) for k, v in (replies[2 * i] or {}).items()}
-                backend, _, thread_id = _str(replies[2 * i + 1] or "").partition(" ")
+                data = {as_str(k): as_str(v) for k, v in (replies[2 * i] or {}).items()}
+                backend, _, thread_id = as_str(replies[2 * i + 1] or "").partition(" ")
                 out.append(
                     ThreadRecord(
                         key=key,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from bot.store.connect import RedisClient
+from bot.store.connect import RedisClient, as_str
 from bot.store.keys import Keys
 
 NOTES_TTL = 86400.0
@@ -33,9 +33,6 @@ return 1
 """
 
 
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 class ServerNotes:
     def __init__(self, redis: RedisClient, keys: Keys, *, ttl: float = NOTES_TTL) -> None:
@@ -50,10 +47,10 @@ class ServerNotes:
         now = time.time()
         out: dict[str, str] = {}
         for field, stored in raw.items():
-            expiry, _, value = _str(stored).partition(" ")
+            expiry, _, value = as_str(stored).partition(" ")
             try:
                 if float(expiry) > now:
-                    out[_str(field)] = value
+                    out[as_str(field)] = value
             except ValueError:
                 continue
         return out

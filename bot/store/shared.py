@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain import ThreadKey
-from bot.store.connect import RedisClient
+from bot.store.connect import RedisClient, as_str
 from bot.store.keys import Keys
 
 MARK = "ctx"
@@ -58,9 +58,6 @@ end
 return 1
 """
 
-
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +137,7 @@ class SharedRecords:
         """The shared conversations a person's words are in (malformed members skipped)."""
         members = await self.redis.smembers(self.person(digest))  # type: ignore[misc]
         out = []
-        for member in sorted(_str(m) for m in members):
+        for member in sorted(as_str(m) for m in members):
             try:
                 out.append(ThreadKey.parse(member))
             except ValueError:
@@ -151,7 +148,7 @@ class SharedRecords:
         raw = await self.redis.hgetall(self.keys.thread(key))  # type: ignore[misc]
         people: dict[str, Said] = {}
         reseeded = False
-        for name, value in ((_str(k), _str(v)) for k, v in raw.items()):
+        for name, value in ((as_str(k), as_str(v)) for k, v in raw.items()):
             reseeded = reseeded or (name == "reseeded" and value == "1")
             for prefix in (BY, IN):
                 if name.startswith(prefix):
@@ -170,7 +167,7 @@ class SharedRecords:
         removed = 0
         for name in lists:
             raw = await self.redis.lrange(name, 0, -1)  # type: ignore[misc]
-            theirs = [_str(item) for item in raw if digest in _whose(item)]
+            theirs = [as_str(item) for item in raw if digest in _whose(item)]
             if theirs:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for item in dict.fromkeys(theirs):
@@ -205,7 +202,7 @@ class SharedRecords:
                           for name in (self.keys.tokens(key, day), self.keys.budget_notice(key, day)))
         seen = f"{self.keys.prefix}:seen:{{"
         async for name in self.redis.scan_iter(match=f"{self.keys.prefix}:seen:*", count=1000):
-            text = _str(name)
+            text = as_str(name)
             if text.startswith(seen) and text[len(seen):].split("}", 1)[0] in digests:
                 doomed.add(text)
         names = sorted(doomed)

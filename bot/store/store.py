@@ -17,7 +17,7 @@ from typing import Any, cast
 import bot.store.scripts as lua
 from bot.domain import ThreadKey, Turn
 from bot.store.chat_history import ChatHistory
-from bot.store.connect import RedisClient
+from bot.store.connect import RedisClient, as_str
 from bot.store.installations import Erasures
 from bot.store.keys import Keys
 from bot.store.lock import RedisLock
@@ -42,10 +42,6 @@ class Scripts:
         self.admit = redis.register_script(lua.ADMIT)
         self.save_summary = redis.register_script(lua.SAVE_SUMMARY)
 
-
-def _str(value: object) -> str:
-    """Redis replies are ``str`` (decode_responses=True); typing says ``bytes | str``."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def turns_of(raw: list[Any]) -> list[Turn]:
@@ -174,10 +170,10 @@ class Store(RetentionReads):
             pipe.hmget(self.keys.thread(key), ["thread_id", "summary"])
             pipe.lrange(self.keys.fold(key), 0, -1)
             (thread_id, summary), raw = await pipe.execute()
-        return _str(thread_id or ""), _str(summary or ""), [_str(r) for r in raw]
+        return as_str(thread_id or ""), as_str(summary or ""), [as_str(r) for r in raw]
 
     async def summary(self, key: ThreadKey) -> str:
-        return _str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
+        return as_str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
 
     async def save_summary(self, key: ThreadKey, summary: str, start: tuple[str, str, list[str]]) -> bool:
         """Replace the summary and drop the folded items, if nothing changed since ``start`` (``fold_pending``)."""
@@ -203,8 +199,8 @@ class Store(RetentionReads):
             await self.scripts.save(keys=[*keys, *self._globals(key), self.keys.tombstones], args=args)
             return
         old = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
-        if old and _str(old) != f"{backend} {thread_id}":
-            old_backend, _, old_id = _str(old).partition(" ")
+        if old and as_str(old) != f"{backend} {thread_id}":
+            old_backend, _, old_id = as_str(old).partition(" ")
             if old_id != gone:
                 await self.add_tombstone(old_id, old_backend, key)
         await self._index_update(key, thread_id, backend, now)
@@ -217,7 +213,7 @@ class Store(RetentionReads):
     async def get_thread(self, key: ThreadKey) -> ThreadRecord | None:
         """The live mapping, or the index's record of it when the mapping already expired."""
         raw = await self.redis.hgetall(self.keys.thread(key))  # type: ignore[misc]
-        data = {_str(k): _str(v) for k, v in raw.items()}
+        data = {as_str(k): as_str(v) for k, v in raw.items()}
         if data.get("thread_id"):
             return ThreadRecord(
                 key=key,
@@ -231,7 +227,7 @@ class Store(RetentionReads):
         entry = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
         if not entry:
             return None
-        backend, _, thread_id = _str(entry).partition(" ")
+        backend, _, thread_id = as_str(entry).partition(" ")
         score = await self.redis.zscore(self.keys.index, key.id)
         return ThreadRecord(key, thread_id, backend, 0.0, float(score or 0))
 
@@ -247,7 +243,7 @@ class Store(RetentionReads):
 
     async def user_keys(self, user_id: str) -> list[ThreadKey]:
         members = await self.redis.smembers(self.keys.user(user_id))  # type: ignore[misc]
-        return [ThreadKey.parse(_str(m)) for m in sorted(members)]
+        return [ThreadKey.parse(as_str(m)) for m in sorted(members)]
 
     async def index_entries(self, max_last_active: float | None = None) -> list[tuple[ThreadKey, float]]:
         """Index members (oldest first), optionally only those idle since before ``max_last_active``."""
@@ -258,9 +254,9 @@ class Store(RetentionReads):
             page = await self.redis.zrangebyscore(self.keys.index, "-inf", hi, start=start, num=500, withscores=True)
             for member, score in cast(list[tuple[Any, Any]], page):
                 try:
-                    out.append((ThreadKey.parse(_str(member)), float(score)))
+                    out.append((ThreadKey.parse(as_str(member)), float(score)))
                 except ValueError:
-                    log.warning("skipping a malformed index member %r", _str(member)[:80])
+                    log.warning("skipping a malformed index member %r", as_str(member)[:80])
             if len(page) < 500:
                 return out
             start += 500
@@ -274,7 +270,7 @@ class Store(RetentionReads):
         ok = bool(await self.scripts.delete_local(keys=keys, args=[key.id, expected_thread_id]))
         if ok and self.cluster:
             entry = await self.redis.hget(self.keys.index_ids, key.id)  # type: ignore[misc]
-            if not expected_thread_id or not entry or _str(entry).endswith(expected_thread_id):
+            if not expected_thread_id or not entry or as_str(entry).endswith(expected_thread_id):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.zrem(self.keys.index, key.id)
                     pipe.hdel(self.keys.index_ids, key.id)
@@ -303,7 +299,7 @@ class Store(RetentionReads):
             self.keys.budget_notice(key, day),
         ]
         code, what = await self.scripts.admit(keys=keys, args=[limit, _ms(window), budget, _ms(2 * 86400)])
-        return ("ok", "notify", "silent")[int(code)], _str(what)
+        return ("ok", "notify", "silent")[int(code)], as_str(what)
 
     async def add_tokens(self, key: ThreadKey, tokens: int) -> int:
         day = _today()
