@@ -30,6 +30,7 @@ from bot.ops.metrics_http import start_metrics_server
 from tests.fakes.slack_server import FakeSlack
 from tests.support.fixtures import MakeRuntime, free_port, start_redis_server
 from tests.support.paths import REPO_ROOT
+from tests.support.serving import healthy, until_served
 
 ROOT = REPO_ROOT
 DOWN = "redis://:hunter2-secret@127.0.0.1:1/0"
@@ -185,19 +186,6 @@ def slack_http(fake: FakeSlack, **env: str) -> dict[str, str]:
             "OPENAI_BASE_URL": "http://127.0.0.1:1/v1", **env}
 
 
-async def wait_until_up(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(300):
-        assert proc.returncode is None, "the bot exited before serving"
-        try:
-            async with http.get(url) as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} never answered")
-
-
 async def test_readyz_follows_redis_while_healthz_stays_up(
     fake_slack: FakeSlack, prefix: str, tmp_path: Path
 ) -> None:
@@ -213,7 +201,8 @@ async def test_readyz_follows_redis_while_healthz_stays_up(
     base = f"http://127.0.0.1:{metrics}"
     try:
         async with aiohttp.ClientSession() as http:
-            await wait_until_up(http, f"{base}/healthz", proc)
+            await until_served(lambda: healthy(http, f"{base}/healthz"), proc, tries=300,
+                               never=f"{base}/healthz never answered")
             status, body = await get(http, f"{base}/readyz")
             assert (status, body["redis"], body["ok"]) == (200, True, True)
             redis_proc.terminate()

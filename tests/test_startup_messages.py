@@ -24,6 +24,7 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.slack_server import FakeSlack
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
+from tests.support.serving import healthy, until_served
 
 ROOT = REPO_ROOT
 BOLT_NOTE = "As you gave `client` as well, `token` will be unused"
@@ -77,15 +78,7 @@ async def test_slack_starts_without_bolts_unused_token_note(fake_slack: FakeSlac
     proc = await start("slack", tmp_path, env)
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                assert proc.returncode is None, "the bot exited before serving"
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+            await until_served(lambda: healthy(http, f"http://127.0.0.1:{port}/healthz"), proc)
         err = await stop(proc)
     finally:
         if proc.returncode is None:

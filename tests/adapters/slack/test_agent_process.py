@@ -16,6 +16,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
+from tests.support.serving import until_served
 from tests.support.slack import SECRET
 
 
@@ -34,15 +35,14 @@ async def test_by_default_a_top_level_dm_is_answered_in_its_own_titled_thread(
     body = json.dumps(event_envelope(event))
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(600):  # bounded wait for the process to listen (it imports and connects first)
-                assert proc.returncode is None, "the bot exited before serving"
-                try:
-                    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(),
-                                         headers={"Content-Type": "application/json", **sign(body, SECRET)}) as resp:
-                        assert resp.status == 200
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+
+            async def deliver() -> bool:
+                async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(),
+                                     headers={"Content-Type": "application/json", **sign(body, SECRET)}) as resp:
+                    assert resp.status == 200
+                    return True
+
+            await until_served(deliver, proc)  # it imports and connects first
 
         def answered() -> bool:
             found = fake_slack.in_thread(event["channel"], event["ts"])

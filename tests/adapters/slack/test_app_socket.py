@@ -20,6 +20,7 @@ from bot.config import ConfigError
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope
 from tests.support.fixtures import MakeRuntime, free_port
+from tests.support.serving import healthy, until_served
 
 
 @pytest.fixture
@@ -79,15 +80,8 @@ async def test_a_refused_token_stops_the_start_with_one_line_naming_it(
 
 async def _wait_healthy(port: int) -> None:
     async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.025)
-    raise AssertionError("the Slack adapter never became healthy")
+        await until_served(lambda: healthy(http, f"http://127.0.0.1:{port}/healthz"), tries=200, pause=0.025,
+                           never="the Slack adapter never became healthy")
 
 
 async def test_run_finishes_the_answer_in_flight_on_sigterm_then_returns(

@@ -15,6 +15,7 @@ from tests.fakes.slack_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fakes.slack_server import FakeSlack
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
+from tests.support.serving import until_served
 from tests.support.slack import SECRET
 
 
@@ -58,16 +59,13 @@ async def test_the_bot_serves_the_install_page_with_oauth(
                        SHUTDOWN_GRACE="1s")
     try:
         async with aiohttp.ClientSession() as http:
-            location = ""
-            for _ in range(600):  # bounded wait for the process to listen (it imports and connects first)
-                assert proc.returncode is None, "the bot exited before serving"
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/slack/install", allow_redirects=False) as resp:
-                        assert resp.status == 302
-                        location = resp.headers["Location"]
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+
+            async def install() -> str:
+                async with http.get(f"http://127.0.0.1:{port}/slack/install", allow_redirects=False) as resp:
+                    assert resp.status == 302
+                    return resp.headers["Location"]
+
+            location = await until_served(install, proc)  # it imports and connects first
         assert location.startswith(f"{fake_slack.base}/oauth/v2/authorize?")
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
