@@ -23,9 +23,8 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit.approvals import FAILED, GONE, NOT_YOURS, decided_text, parts
 from adapters.kit.tasks import InFlight
-from adapters.slack.limits import RESPONSE_URL, SlackCalls
+from adapters.slack.limits import SlackCalls, answer_clicker
 from adapters.slack.parse import Target
-from adapters.slack.reply import DELIVERY_ERRORS
 from bot.core import Core
 from bot.domain import AskApproval, ToolApproval
 from bot.errors import BotError
@@ -109,20 +108,5 @@ class SlackApprovals:
 
     async def _answer(self, body: dict[str, Any], text: str, client: AsyncWebClient, *, replace: bool) -> None:
         """The clicker alone sees ``text``: the prompt replaced by it (``replace``), or a line of its own."""
-        team = str((body.get("team") or {}).get("id") or self.calls.team)
-        delivery = self.calls.delivery(team, "approval")
-        try:
-            if body.get("response_url"):
-                webhook = self.calls.webhook(str(body["response_url"]))
-                sent = await self.calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
-                    text=text, response_type="ephemeral", replace_original=replace))
-                if sent.status_code != 200:
-                    log.warning("could not answer an approval click: response_url answered %d", sent.status_code)
-                return
-            container = body.get("container") or {}
-            channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
-            user = str((body.get("user") or {}).get("id") or "")
-            await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
-                channel=channel, user=user, text=text), channel=channel)
-        except DELIVERY_ERRORS as exc:
-            log.warning("could not answer an approval click: %s", exc)
+        await answer_clicker(self.calls, body, text, client, kind="approval", replace=replace,
+                             failed="could not answer an approval click")

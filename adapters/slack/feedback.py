@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.tasks import InFlight
 from adapters.kit.text import split_text
-from adapters.slack.limits import RESPONSE_URL, SlackCalls
+from adapters.slack.limits import SlackCalls, answer_clicker
 from bot.core import Core
 from bot.core.feedback import record_feedback
 from bot.errors import BotError
@@ -79,21 +79,5 @@ class SlackFeedback:
             log.warning("could not keep the feedback on %s: %s", message, exc)
             counted = True  # the metric counted it: still thank them
         if counted:
-            await self._thank(body, channel, THANKS[value], client)
-
-    async def _thank(self, body: dict[str, Any], channel: str, text: str, client: AsyncWebClient) -> None:
-        team = str((body.get("team") or {}).get("id") or self.calls.team)
-        delivery = self.calls.delivery(team, "feedback")
-        user = str((body.get("user") or {}).get("id") or "")
-        try:
-            if body.get("response_url"):
-                webhook = self.calls.webhook(str(body["response_url"]))
-                sent = await self.calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
-                    text=text, response_type="ephemeral", replace_original=False))
-                if sent.status_code != 200:
-                    log.warning("could not thank for feedback: response_url answered %d", sent.status_code)
-            else:
-                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
-                    channel=channel, user=user, text=text), channel=channel)
-        except Exception as exc:  # a thank-you is a courtesy: never let it fail the task loudly
-            log.warning("could not thank for feedback: %s", exc)
+            await answer_clicker(self.calls, body, THANKS[value], client, kind="feedback", replace=False,
+                                 failed="could not thank for feedback")

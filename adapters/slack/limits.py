@@ -26,10 +26,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -264,3 +264,37 @@ class NoRepostConnectionRetry(AsyncConnectionErrorRetryHandler):
 
 
 __all__ = ["DELIVER_WITHIN", "Delivery", "SlackCalls", "Undelivered", "outcome_unknown", "ratelimited"]
+
+
+SEND_ERRORS: tuple[type[BaseException], ...] = (SlackClientError, aiohttp.ClientError, TimeoutError)
+"""What a Slack call may raise that must not lose the rest of the reply."""
+DELIVERY_ERRORS: tuple[type[BaseException], ...] = (Undelivered, *SEND_ERRORS)
+"""What a paced Slack call may end in: a final text's failure (logged as an ERROR with the thread's digest), a
+hint's (logged and forgotten)."""
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                              "request_timeout"})
+"""Errors that say nothing about whether the workspace supports a method (streams, channel statuses)."""
+
+
+async def answer_clicker(calls: SlackCalls, body: dict[str, Any], text: str, client: AsyncWebClient, *,
+                         kind: str, replace: bool, failed: str) -> None:
+    """The clicker of a button (``body``: the ``block_actions`` payload) alone sees ``text``: through the click's
+    ``response_url`` (the clicked message replaced by it if ``replace``), else ``chat.postEphemeral`` with the
+    token of their workspace (``client``); paced as ``kind``. A failure is logged as ``failed: …``."""
+    team = str((body.get("team") or {}).get("id") or calls.team)
+    delivery = calls.delivery(team, kind)
+    try:
+        if body.get("response_url"):
+            webhook = calls.webhook(str(body["response_url"]))
+            sent = await calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
+                text=text, response_type="ephemeral", replace_original=replace))
+            if sent.status_code != 200:
+                log.warning("%s: response_url answered %d", failed, sent.status_code)
+            return
+        container = body.get("container") or {}
+        channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
+        user = str((body.get("user") or {}).get("id") or "")
+        await calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
+            channel=channel, user=user, text=text), channel=channel)
+    except DELIVERY_ERRORS as exc:
+        log.warning("%s: %s", failed, exc)
