@@ -90,12 +90,15 @@ class DiscordContext:
     async def _chain(self, message: discord.Message) -> list[discord.Message]:
         """The messages this one replies to, newest first as walked, up to the limit."""
         out: list[discord.Message] = []
-        current = replied_to(message) if is_reply(message) else None
+        current = replied_to(message)
         if current is None and is_reply(message):
             current = await self._fetch(message.channel, message.reference)
         while current is not None and len(out) < self.chain_limit:
-            earlier = await self._fetch(message.channel, current.reference) if is_reply(current) else None
-            if current.author.id == self.me.id and (earlier is None or earlier.author.id == message.author.id):
+            mine = current.author.id == self.me.id
+            # the next link is read only when it is needed: to go on, or to tell whom the bot's message answered
+            wanted = mine or len(out) + 1 < self.chain_limit
+            earlier = await self._fetch(message.channel, current.reference) if wanted and is_reply(current) else None
+            if mine and (earlier is None or earlier.author.id == message.author.id):
                 break  # the bot's answer to this person: the rest is in their conversation already
             out.append(current)
             current = earlier
