@@ -22,6 +22,7 @@ from bot.profiles.model import Profile
 from tests.assistants.test_raw_stream import APPROVALS, OPTIONS, TURN
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.fixtures import MakeRuntime
+from tests.support.local_http import serve
 
 ANSWER = {
     "id": "resp_1", "object": "response", "status": "completed", "model": "gpt-test", "created_at": 1,
@@ -93,9 +94,7 @@ async def _serve(body: str, content_type: str, seen: list[tuple[dict[str, str], 
 
     app = web.Application()
     app.router.add_post("/v1/responses", respond)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, _ = await serve(app)
     return runner
 
 

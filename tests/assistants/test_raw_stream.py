@@ -12,6 +12,7 @@ from openai import AsyncOpenAI
 from openai.types.responses import ResponseErrorEvent, ResponseFailedEvent
 
 from bot.assistants.raw_stream import open_stream, text_delta, typed
+from tests.support.local_http import serve
 
 DELTA = {"type": "response.output_text.delta", "delta": "hi", "item_id": "m", "output_index": 0, "content_index": 0,
          "sequence_number": 1}
@@ -49,11 +50,8 @@ async def test_the_request_is_the_sdk_s_and_the_events_its_json(params: dict[str
 
     app = web.Application()
     app.router.add_post("/v1/responses", respond)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    client = AsyncOpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", max_retries=0)
+    runner, base = await serve(app)
+    client = AsyncOpenAI(api_key="sk-test", base_url=f"{base}/v1", max_retries=0)
     try:
         by_sdk = [event async for event in await client.responses.create(**params)]
         raw = [event async for event in await open_stream(client, **params)]

@@ -47,6 +47,7 @@ from tests.fakes.slack_server import (
     sign,
 )
 from tests.support.fixtures import MakeRuntime, free_port
+from tests.support.local_http import serve
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 JSON = dict[str, Any]
@@ -192,12 +193,9 @@ async def test_a_post_whose_outcome_is_unknown_is_not_posted_again(caplog: pytes
 
     app = web.Application()
     app.router.add_post("/api/{method}", api)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, base = await serve(app)
     try:
-        client = AsyncWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/api/")
+        client = AsyncWebClient(token="xoxb-test", base_url=f"{base}/api/")
         calls = SlackCalls(Pacer(LocalLanes()))
         calls.install(client)
         reply = SlackReply(client, Target("D1", None, TEAM_ID, "U1", True), streams=StreamSupport(), calls=calls,
