@@ -42,9 +42,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.tasks import InFlight
 from adapters.slack.context import SlackContext
-from adapters.slack.limits import Delivery, SlackCalls
+from adapters.slack.limits import DELIVERY_ERRORS, Delivery, SlackCalls
 from adapters.slack.parse import PLATFORM, Parsed, team_of
-from adapters.slack.progress import STATUS_ERRORS, ChannelStatus
+from adapters.slack.progress import ChannelStatus
 from bot.config import Settings
 from bot.core import Core
 from bot.domain import Gather, Gathered, Incoming, Quoted, ThreadKey
@@ -290,7 +290,7 @@ class SlackAgent:
         try:
             await self.calls.urgent(delivery, "assistant.threads.setSuggestedPrompts", lambda: (
                 client.assistant_threads_setSuggestedPrompts(channel_id=key.channel, prompts=prompts)))
-        except STATUS_ERRORS as exc:
+        except DELIVERY_ERRORS as exc:
             log.warning("could not offer suggested prompts: %s", exc)
 
     async def _name_thread(self, client: AsyncWebClient, parsed: Parsed, title: str) -> None:
@@ -300,5 +300,5 @@ class SlackAgent:
         try:
             await self.calls.urgent(delivery, "assistant.threads.setTitle", lambda: (
                 client.assistant_threads_setTitle(channel_id=target.channel, thread_ts=thread, title=title)))
-        except STATUS_ERRORS as exc:
+        except DELIVERY_ERRORS as exc:
             log.info("could not name an assistant thread: %s", exc)

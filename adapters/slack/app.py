@@ -59,10 +59,10 @@ from adapters.slack.auth import OneAuthTest
 from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
 from adapters.slack.files import file_refs, slack_fetcher
-from adapters.slack.limits import DELIVER_WITHIN, RESPONSE_URL, SlackCalls
+from adapters.slack.limits import DELIVER_WITHIN, DELIVERY_ERRORS, RESPONSE_URL, SEND_ERRORS, SlackCalls
 from adapters.slack.oauth import SLACK_LIFECYCLE_EVENTS, serve_install_pages, slack_access
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
-from adapters.slack.reply import DELIVERY_ERRORS, SEND_ERRORS, SlackReply, StreamSupport
+from adapters.slack.reply import SlackReply, StreamSupport
 from bot.config import ConfigError, Settings
 from bot.domain import ForgetResult, ThreadKey
 from bot.runtime import Runtime

@@ -37,9 +37,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.limits import Delivery, SlackCalls, Undelivered, ratelimited
+from adapters.slack.limits import DELIVERY_ERRORS, Delivery, SlackCalls, Undelivered, ratelimited
 from adapters.slack.parse import Source
-from adapters.slack.reply import DELIVERY_ERRORS
 from bot.domain import Gather, Gathered, Quoted
 
 log = logging.getLogger("threadkeeper.slack")

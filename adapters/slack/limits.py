@@ -276,6 +276,25 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 """Errors that say nothing about whether the workspace supports a method (streams, channel statuses)."""
 
 
+class Unsupported:
+    """Teams whose workspace refused ``what`` for good (in memory: a restart asks again)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._off: set[str] = set()
+
+    def enabled(self, team: str) -> bool:
+        return team not in self._off
+
+    def refused(self, team: str, error: str) -> None:
+        """Slack refused ``what`` with ``error``: remembered for the team unless the error is transient."""
+        if error in TRANSIENT_ERRORS:
+            log.info("%s failed transiently in team %s (%s)", self.what, team, error)
+        elif team not in self._off:
+            log.info("no %s in team %s (%s)", self.what, team, error)
+            self._off.add(team)
+
+
 async def answer_clicker(calls: SlackCalls, body: dict[str, Any], text: str, client: AsyncWebClient, *,
                          kind: str, replace: bool, failed: str) -> None:
     """The clicker of a button (``body``: the ``block_actions`` payload) alone sees ``text``: through the click's

@@ -16,11 +16,10 @@ import logging
 import time
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
+from adapters.slack.limits import DELIVERY_ERRORS, Delivery, SlackCalls, Unsupported, outcome_unknown
 from adapters.slack.parse import Target
 
 log = logging.getLogger("threadkeeper.slack")
@@ -31,23 +30,13 @@ LOADING_MESSAGES: tuple[str, ...] = ("Reading your message…", "Thinking it thr
 """What Slack rotates under the thread while the model works (Slack takes at most 10)."""
 STATUS_WITHIN = 3.0
 """How long setting or clearing the status may wait for Slack's rate limits (it is only a hint)."""
-STATUS_ERRORS: tuple[type[BaseException], ...] = (Undelivered, SlackClientError, aiohttp.ClientError, TimeoutError)
-TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
-class ChannelStatus:
-    """Teams whose workspace refused a status in a channel thread (in memory: a restart asks again)."""
+class ChannelStatus(Unsupported):
+    """Teams whose workspace refused a status in a channel thread."""
 
     def __init__(self) -> None:
-        self._off: set[str] = set()
-
-    def enabled(self, team: str) -> bool:
-        return team not in self._off
-
-    def refused(self, team: str, error: str) -> None:
-        if error not in TRANSIENT and team not in self._off:
-            log.info("no assistant status in channel threads of team %s (%s)", team, error)
-            self._off.add(team)
+        super().__init__("assistant status in channel threads")
 
 
 class Status:
@@ -87,7 +76,7 @@ class Status:
             await self.calls.urgent(delivery, "assistant.threads.setStatus", lambda: (
                 self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread, status=status,
                                                         loading_messages=loading)), channel=channel)
-        except STATUS_ERRORS as exc:
+        except DELIVERY_ERRORS as exc:
             if isinstance(exc, SlackApiError) and self.channels is not None:
                 self.channels.refused(self.target.team, str(exc.response.get("error", "")))
             log.debug("could not set the assistant status: %s", exc)

@@ -33,49 +33,36 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit.pacing import LocalLanes, Pacer
 from adapters.kit.reply import Pump
 from adapters.kit.text import split_text
-from adapters.slack.limits import Delivery, SlackCalls, Undelivered, outcome_unknown
+from adapters.slack.limits import (
+    DELIVERY_ERRORS,
+    SEND_ERRORS,
+    Delivery,
+    SlackCalls,
+    Undelivered,
+    Unsupported,
+    outcome_unknown,
+)
 from adapters.slack.mrkdwn import SLACK_TEXT_LIMIT, markdown_to_mrkdwn
 from adapters.slack.parse import Target
 from adapters.slack.progress import ChannelStatus, Status, Tasks
 
 log = logging.getLogger("threadkeeper.slack")
 
-SEND_ERRORS: tuple[type[BaseException], ...] = (SlackClientError, aiohttp.ClientError, TimeoutError)
-"""What a Slack call may raise that must not lose the rest of the reply."""
-DELIVERY_ERRORS: tuple[type[BaseException], ...] = (Undelivered, *SEND_ERRORS)
-"""What delivering a final text may end in (logged as an ERROR with the thread's digest)."""
-
-TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
-                              "request_timeout"})
-"""Stream errors that say nothing about whether the workspace supports streaming."""
-
 Call = Callable[[], Awaitable[AsyncSlackResponse]]
 
 
-class StreamSupport:
-    """Teams whose workspace refused the chat streaming API (in memory: a restart asks again)."""
+class StreamSupport(Unsupported):
+    """Teams whose workspace refused the chat streaming API (``not_allowed``, ``unknown_method``, ...)."""
 
     def __init__(self) -> None:
-        self._off: set[str] = set()
-
-    def enabled(self, team: str) -> bool:
-        return team not in self._off
-
-    def refused(self, team: str, exc: SlackApiError) -> None:
-        error = str(exc.response.get("error", ""))
-        if error in TRANSIENT_ERRORS:
-            log.info("chat streaming failed transiently (%s); using message edits for this answer", error)
-            return
-        if team not in self._off:
-            log.info("chat streaming is unavailable in team %s (%s); using message edits", team, error)
-        self._off.add(team)
+        super().__init__("chat streaming")
 
 
 class SlackReply:
@@ -287,7 +274,7 @@ class SlackReply:
     def _fall_back(self, exc: SlackApiError) -> None:
         """Streaming failed: continue with message edits, on the streamed message if there is one."""
         if self._stream_ts is None:
-            self.streams.refused(self.target.team, exc)
+            self.streams.refused(self.target.team, str(exc.response.get("error", "")))
         else:
             log.warning("chat stream broke off (%s); finishing with message edits", exc.response.get("error"))
             self._ts = self._stream_ts
