@@ -24,8 +24,7 @@ import secrets
 
 from bot.assistants.tools import MAX_APPROVAL_ROUNDS
 from bot.domain import SHARED, ApprovalDecision, Approve, Expire, Incoming, ToolApproval, hash_user
-from bot.errors import Unavailable
-from bot.store import Store, StoreError
+from bot.store import Store, StoreError, unavailable
 from bot.store.approvals import ApprovalStore, Decided
 
 log = logging.getLogger("threadkeeper.core")
@@ -103,10 +102,8 @@ class Approvals:
         else's prompt: nothing changes) or ``gone`` (decided already, or past its deadline)."""
         if not token or not user:
             return "gone", ""
-        try:
+        with unavailable():
             return await self.store.decide(token, hash_user(platform, user), approve)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:

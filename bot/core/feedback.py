@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from bot.errors import Unavailable
 from bot.metrics import Metrics
-from bot.store import Store, StoreError
+from bot.store import Store, unavailable
 
 log = logging.getLogger("threadkeeper.feedback")
 
@@ -35,10 +34,8 @@ async def record_feedback(core: HasStoreAndMetrics, platform: str, value: str, *
         return False
     core.metrics.feedback.labels(platform, value).inc()
     log.info("feedback %s on %s message %s (thread %s)", value, platform, message, digest)
-    try:
+    with unavailable():
         await core.store.record_feedback(platform, value)
-    except StoreError as exc:
-        raise Unavailable(f"redis: {exc}") from None
     return True
 
 

@@ -33,7 +33,7 @@ from bot.errors import BotError, BudgetExceeded, Misconfigured, NotAllowed, Rate
 from bot.metrics import Metrics
 from bot.profiles import LiveProfiles, load_profiles
 from bot.safety import Safety, parse_patterns
-from bot.store import Duplicate, FinishedTurn, LockBusy, Mapping, Store, StoreError
+from bot.store import Duplicate, FinishedTurn, LockBusy, Mapping, Store, StoreError, unavailable
 from bot.text import clean_input
 
 log = logging.getLogger("threadkeeper.core")
@@ -196,23 +196,17 @@ class Core:
 
     async def memory_of(self, key: ThreadKey) -> tuple[str, int]:
         """``/memory``: the thread's summary and how many kept items it has."""
-        try:
+        with unavailable():
             return await self.memory.show(key)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
 
     async def get_flag(self, name: str) -> str | None:
         """A small shared value (adapters' command-set hashes and the like)."""
-        try:
+        with unavailable():
             return await self.store.get_flag(name)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
 
     async def set_flag(self, name: str, value: str) -> None:
-        try:
+        with unavailable():
             await self.store.set_flag(name, value)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
 
     # -- the locked part ---------------------------------------------------------------
     async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None,
@@ -364,10 +358,8 @@ class Core:
             await self.store.delete_local(key, thread_id)
 
     async def _user_keys(self, key: ThreadKey) -> list[ThreadKey]:
-        try:
+        with unavailable():
             return await self.store.user_keys(key.user_id)
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
 
     async def _forget_many(self, keys: list[ThreadKey]) -> ForgetResult:
         threads = pending = 0

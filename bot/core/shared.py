@@ -30,7 +30,7 @@ from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
 from bot.domain import Answer, ForgetResult, Gathered, Incoming, Quoted, ThreadKey, Turn, UserTurn, hash_user
 from bot.errors import Unavailable
-from bot.store import LockBusy, Store, StoreError
+from bot.store import LockBusy, Store, StoreError, unavailable
 from bot.tokens import counter_for, message_tokens
 
 log = logging.getLogger("threadkeeper.core")
@@ -150,10 +150,8 @@ class SharedConversations:
         if key.shared:
             return result
         below = key.channel + "/"
-        try:
+        with unavailable():
             theirs = await self.store.shared.conversations_of(hash_user(key.platform, key.user))
-        except StoreError as exc:
-            raise Unavailable(f"redis: {exc}") from None
         threads, pending, reset = result.threads, result.remote_pending, []
         for shared in theirs:
             if (shared.platform, shared.workspace) != (key.platform, key.workspace) or not (

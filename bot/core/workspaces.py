@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.domain import ForgetResult, ThreadKey
-from bot.errors import Unavailable
-from bot.store import Store, StoreError
+from bot.store import Store, unavailable
 from bot.store.installations import workspace_digest
 
 Forget = Callable[[ThreadKey], Awaitable[ForgetResult]]
@@ -38,7 +37,7 @@ class Erased:
 
 async def forget_workspace(store: Store, forget: Forget, platform: str, workspace: str) -> ForgetResult:
     """(threads removed, remote deletions left owed) for every thread of ``workspace`` on ``platform``."""
-    try:
+    with unavailable():
         entries = await store.index_entries()
         keys = sorted({k for k, _ in entries if k.platform == platform and k.workspace == workspace},
                       key=lambda k: k.id)
@@ -51,8 +50,6 @@ async def forget_workspace(store: Store, forget: Forget, platform: str, workspac
             for digest in people:
                 await store.shared.leave(digest, key)
         await store.shared.sweep(keys)
-    except StoreError as exc:
-        raise Unavailable(f"redis: {exc}") from None
     return ForgetResult(threads, pending)
 
 
@@ -60,18 +57,16 @@ async def erase_workspace(store: Store, forget: Forget, platform: str, workspace
                           installation: str | None) -> Erased:
     """Every thread of ``workspace``, then the installation kept under ``installation`` (a workspace id: the
     same one, or a Slack enterprise for an org-wide install; None: none), durably (see the module docstring)."""
-    try:
+    with unavailable():
         mark = await store.erasures.begin(platform, workspace, installation)
         result = await forget_workspace(store, forget, platform, workspace)
         removed = await store.erasures.finish(mark)
-    except StoreError as exc:
-        raise Unavailable(f"redis: {exc}") from None
     return Erased(result.threads, result.remote_pending, removed)
 
 
 async def resume_erasures(store: Store, forget: Forget) -> int:
     """Finish the erasures a stopped process left marked (the janitor's part); returns how many."""
-    try:
+    with unavailable():
         marks = await store.erasures.pending()
         if not marks:
             return 0
@@ -81,6 +76,4 @@ async def resume_erasures(store: Store, forget: Forget) -> int:
             if mark in by_digest:
                 await forget_workspace(store, forget, *by_digest[mark])
             await store.erasures.finish(mark)
-    except StoreError as exc:
-        raise Unavailable(f"redis: {exc}") from None
     return len(marks)

@@ -1,7 +1,7 @@
 """The store: the only code that talks to Redis (thread map, turns, locks, index, limits, chat history)."""
 
 from bot.store.chat_history import ChatHistory, Message
-from bot.store.connect import RedisClient, StoreError, make_redis
+from bot.store.connect import RedisClient, StoreError, make_redis, unavailable
 from bot.store.lock import Duplicate, LockBusy, RedisLock
 from bot.store.records import Admission, FinishedTurn, Mapping, Recorded, ReleaseMode, ThreadRecord, Tombstone
 from bot.store.server_notes import ServerNotes
@@ -25,4 +25,5 @@ __all__ = [
     "ThreadRecord",
     "Tombstone",
     "make_redis",
+    "unavailable",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -12,12 +14,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.errors import Unavailable
+
 log = logging.getLogger("threadkeeper.store")
 
 RedisClient = Redis | RedisCluster
 
 StoreError = RedisError
 """What any store call raises when Redis fails: callers catch this name and never import redis."""
+
+
+@contextlib.contextmanager
+def unavailable() -> Iterator[None]:
+    """Redis failing is :class:`~bot.errors.Unavailable` for the store's callers (adapters never see redis)."""
+    try:
+        yield
+    except StoreError as exc:
+        raise Unavailable(f"redis: {exc}") from None
 
 
 def as_str(value: object) -> str:

@@ -18,16 +18,13 @@ the mark, and the janitor's next pass finishes the erasure; the mark names no wo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from bot.crypto import Sealer, Undecryptable
-from bot.errors import Unavailable
-from bot.store.connect import RedisClient, StoreError
+from bot.store.connect import RedisClient, unavailable
 from bot.store.keys import Keys
 
 log = logging.getLogger("threadkeeper.store")
@@ -40,15 +37,6 @@ def _digest(*parts: str) -> str:
 def workspace_digest(platform: str, workspace: str) -> str:
     """A workspace, one-way: its installation's key and its erasure mark are named by it."""
     return _digest("install", platform, workspace)
-
-
-@contextlib.contextmanager
-def _unavailable() -> Iterator[None]:
-    """Redis failing is :class:`~bot.errors.Unavailable` for the port's users (the Slack adapter never sees redis)."""
-    try:
-        yield
-    except StoreError as exc:
-        raise Unavailable(f"redis: {exc}") from None
 
 
 class Installations:
@@ -64,13 +52,13 @@ class Installations:
         """Keep (or replace) a workspace's installation."""
         digest = workspace_digest(platform, workspace)
         sealed = self.sealer.seal(json.dumps(record, separators=(",", ":")).encode())
-        with _unavailable():
+        with unavailable():
             await self.redis.set(self.keys.installation(digest), sealed.decode())
             await self.redis.sadd(self.keys.installations, digest)  # type: ignore[misc]
 
     async def find(self, platform: str, workspace: str) -> dict[str, Any] | None:
         """The workspace's installation; None when there is none, or when no key opens it (logged)."""
-        with _unavailable():
+        with unavailable():
             sealed = await self.redis.get(self.keys.installation(workspace_digest(platform, workspace)))
         if sealed is None:
             return None
@@ -84,22 +72,22 @@ class Installations:
 
     async def delete(self, platform: str, workspace: str) -> bool:
         """Drop a workspace's installation; True if there was one."""
-        with _unavailable():
+        with unavailable():
             return await drop_installation(self.redis, self.keys, workspace_digest(platform, workspace))
 
     async def count(self) -> int:
         """How many workspaces have the app installed."""
-        with _unavailable():
+        with unavailable():
             return int(await self.redis.scard(self.keys.installations))  # type: ignore[misc]
 
     async def issue_state(self, state: str, ttl: float) -> None:
         """Remember an install flow's state for ``ttl`` seconds."""
-        with _unavailable():
+        with unavailable():
             await self.redis.set(self.keys.oauth_state(_digest("state", state)), "1", px=max(1, round(ttl * 1000)))
 
     async def consume_state(self, state: str) -> bool:
         """True exactly once for a state issued and not expired; False for any other (forged, reused, late)."""
-        with _unavailable():
+        with unavailable():
             return bool(await self.redis.delete(self.keys.oauth_state(_digest("state", state))))
 
 
