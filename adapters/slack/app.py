@@ -59,7 +59,7 @@ from adapters.slack.auth import OneAuthTest
 from adapters.slack.context import SlackContext
 from adapters.slack.feedback import SlackFeedback, feedback_blocks
 from adapters.slack.files import file_refs, slack_fetcher
-from adapters.slack.limits import DELIVER_WITHIN, DELIVERY_ERRORS, RESPONSE_URL, SEND_ERRORS, SlackCalls
+from adapters.slack.limits import DELIVER_WITHIN, DELIVERY_ERRORS, SEND_ERRORS, SlackCalls, answer_privately
 from adapters.slack.oauth import SLACK_LIFECYCLE_EVENTS, serve_install_pages, slack_access
 from adapters.slack.parse import ForgetRequest, Parsed, parse_event, parse_forget
 from adapters.slack.reply import SlackReply, StreamSupport
@@ -255,21 +255,10 @@ class SlackAdapter:
     async def _reply_privately(self, body: dict[str, Any], respond: AsyncRespond | None, text: str,
                                command: str, client: AsyncWebClient) -> None:
         """A slash command's answer only its caller sees: through response_url, else an ephemeral post."""
-        delivery = self.calls.delivery(str(body.get("team_id") or self.calls.team), command)
-        try:
-            if respond is not None and respond.response_url:
-                webhook = self.calls.webhook(respond.response_url)
-                sent = await self.calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
-                    text=text, response_type="ephemeral"))
-                if sent.status_code != 200:
-                    log.error("could not answer %s: response_url answered %d %s", command, sent.status_code,
-                              sent.body)
-            else:
-                channel = str(body.get("channel_id"))
-                await self.calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
-                    channel=channel, user=str(body.get("user_id")), text=text), channel=channel)
-        except DELIVERY_ERRORS as exc:
-            log.error("could not answer %s: %s", command, exc)
+        await answer_privately(self.calls, client, text, team=str(body.get("team_id") or ""),
+                               channel=str(body.get("channel_id")), user=str(body.get("user_id")),
+                               response_url=respond.response_url if respond is not None else None, kind=command,
+                               failed=f"could not answer {command}", level=logging.ERROR)
 
     async def _memory(self, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient) -> None:
         """``/memory``: what the bot remembers of the conversation where it is typed, privately."""

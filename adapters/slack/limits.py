@@ -295,25 +295,34 @@ class Unsupported:
             self._off.add(team)
 
 
-async def answer_clicker(calls: SlackCalls, body: dict[str, Any], text: str, client: AsyncWebClient, *,
-                         kind: str, replace: bool, failed: str) -> None:
-    """The clicker of a button (``body``: the ``block_actions`` payload) alone sees ``text``: through the click's
-    ``response_url`` (the clicked message replaced by it if ``replace``), else ``chat.postEphemeral`` with the
-    token of their workspace (``client``); paced as ``kind``. A failure is logged as ``failed: …``."""
-    team = str((body.get("team") or {}).get("id") or calls.team)
-    delivery = calls.delivery(team, kind)
+async def answer_privately(calls: SlackCalls, client: AsyncWebClient, text: str, *, team: str, channel: str,
+                           user: str, response_url: str | None, kind: str, failed: str, replace: bool = False,
+                           level: int = logging.WARNING) -> None:
+    """``user`` alone sees ``text``: through ``response_url`` (the message it came from replaced by it if
+    ``replace``), else ``chat.postEphemeral`` in ``channel`` with the token of their workspace (``client``); paced
+    as ``kind``. A failure is logged at ``level`` as ``failed: …``."""
+    delivery = calls.delivery(team or calls.team, kind)
     try:
-        if body.get("response_url"):
-            webhook = calls.webhook(str(body["response_url"]))
+        if response_url:
+            webhook = calls.webhook(response_url)
             sent = await calls.urgent(delivery, RESPONSE_URL, lambda: webhook.send(
                 text=text, response_type="ephemeral", replace_original=replace))
             if sent.status_code != 200:
-                log.warning("%s: response_url answered %d", failed, sent.status_code)
+                log.log(level, "%s: response_url answered %d %s", failed, sent.status_code, sent.body)
             return
-        container = body.get("container") or {}
-        channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
-        user = str((body.get("user") or {}).get("id") or "")
         await calls.urgent(delivery, "chat.postEphemeral", lambda: client.chat_postEphemeral(
             channel=channel, user=user, text=text), channel=channel)
     except DELIVERY_ERRORS as exc:
-        log.warning("%s: %s", failed, exc)
+        log.log(level, "%s: %s", failed, exc)
+
+
+async def answer_clicker(calls: SlackCalls, body: dict[str, Any], text: str, client: AsyncWebClient, *,
+                         kind: str, replace: bool, failed: str) -> None:
+    """The clicker of a button (``body``: the ``block_actions`` payload) alone sees ``text``
+    (:func:`answer_privately`)."""
+    container = body.get("container") or {}
+    await answer_privately(
+        calls, client, text, team=str((body.get("team") or {}).get("id") or ""),
+        channel=str(container.get("channel_id") or (body.get("channel") or {}).get("id") or ""),
+        user=str((body.get("user") or {}).get("id") or ""), response_url=str(body.get("response_url") or ""),
+        kind=kind, failed=failed, replace=replace)
