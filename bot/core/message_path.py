@@ -212,11 +212,11 @@ class Core:
     async def _locked_handle(self, msg: Incoming, text: str, on_delta: DeltaCallback | None,
                              on_status: StatusCallback | None) -> Answer:
         key = msg.key
-        turn = self.safety.redact(UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments))
+        turn = UserTurn(text, speaker=msg.speaker, context=msg.context, attachments=msg.attachments)
         async with self.store.lock(key, claim=msg.message_id, wait=self.lock_wait) as lock:
             await self._admit(self.shared.payer(msg))
             prepared = await self.shared.prepare(msg, turn, lock.mapping.mark)
-            turn = self.safety.redact(prepared.turn)  # the context gathered just now is redacted too
+            turn = self.safety.redact(prepared.turn)  # once, with the context gathered just now
             if (flagged := await self.safety.screen_input(key, turn)) is not None:
                 return Answer(flagged, lock.mapping.thread_id)  # no assistant call, nothing kept
             held = None if self.safety.holds_answers else on_delta  # MODERATION=both: checked before shown
