@@ -74,11 +74,13 @@ async def start_slack(make_runtime: MakeRuntime, fake_slack: FakeSlack) -> Async
     started: list[Slack] = []
     async with aiohttp.ClientSession() as http:
 
-        async def start(**overrides: Any) -> Slack:
+        async def start(*, update_interval: float = 0.02, deliver_within: float | None = None,
+                        **overrides: Any) -> Slack:
             settings: JSON = {"slack_bot_token": "xoxb-test", "slack_signing_secret": SECRET,
                               "slack_api_url": fake_slack.api_url, "port": free_port(), **overrides}
             runtime = await make_runtime(**settings)
-            adapter = SlackAdapter(runtime, update_interval=0.02, host="127.0.0.1")
+            within = {} if deliver_within is None else {"deliver_within": deliver_within}
+            adapter = SlackAdapter(runtime, update_interval=update_interval, host="127.0.0.1", **within)
             await adapter.start()
             started.append(Slack(adapter, fake_slack, runtime, http))
             return started[-1]

@@ -11,12 +11,10 @@ the Redis ones alike.
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -27,7 +25,6 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.pacing import Lanes, LaneSpec, LocalLanes, Pacer, TooLate
-from adapters.slack import SlackAdapter
 from adapters.slack.limits import NoRepostConnectionRetry, PacedRateLimitRetry, SlackCalls
 from adapters.slack.mrkdwn import markdown_to_mrkdwn
 from adapters.slack.parse import Target, thread_key
@@ -44,12 +41,10 @@ from tests.fakes.slack_server import (
     dm_event,
     event_envelope,
     mention_event,
-    sign,
 )
-from tests.support.fixtures import MakeRuntime, free_port
 from tests.support.local_http import serve
+from tests.support.slack import Slack, StartSlack
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 JSON = dict[str, Any]
 CHAT = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream")
 
@@ -174,7 +169,7 @@ async def test_a_dropped_connection_is_never_retried_for_a_post_but_is_for_an_ed
     assert await handler.can_retry_async(state=RetryState(), request=request_for("chat.update"), error=dropped)
 
 
-async def test_the_adapter_client_retries_refusals_and_never_reposts(start_bot: StartBot) -> None:
+async def test_the_adapter_client_retries_refusals_and_never_reposts(start_bot: StartSlack) -> None:
     bot = await start_bot()
     handlers = bot.adapter.client.retry_handlers
     assert [type(h) for h in handlers] == [NoRepostConnectionRetry, PacedRateLimitRetry]
@@ -212,54 +207,10 @@ async def test_a_post_whose_outcome_is_unknown_is_not_posted_again(caplog: pytes
 
 
 # ---- end to end --------------------------------------------------------------------------------
-@dataclass
-class Bot:
-    adapter: SlackAdapter
-    runtime: Runtime
-    http: aiohttp.ClientSession
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.runtime.settings.port}/slack/events"
-
-    async def post(self, body: str, content_type: str) -> int:
-        headers = {"Content-Type": content_type, **sign(body, SECRET)}
-        async with self.http.post(self.url, data=body.encode(), headers=headers) as resp:
-            return resp.status
-
-    async def event(self, event: JSON) -> int:
-        return await self.post(json.dumps(event_envelope(event)), "application/json")
-
-    async def command(self, form: dict[str, str]) -> int:
-        return await self.post(urlencode(form), "application/x-www-form-urlencoded")
-
-
-StartBot = Callable[..., Awaitable[Bot]]
-
-
 @pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def start_bot(make_runtime: MakeRuntime, fake_slack: FakeSlack) -> AsyncIterator[StartBot]:
+def start_bot(start_slack: StartSlack) -> StartSlack:
     """``await start_bot()``: one more worker on the same Redis prefix (a second process, as far as it knows)."""
-    started: list[SlackAdapter] = []
-    async with aiohttp.ClientSession() as http:
-
-        async def start(*, deliver_within: float = 60.0, **overrides: Any) -> Bot:
-            runtime = await make_runtime(slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
-                                         slack_api_url=fake_slack.api_url, port=free_port(), **overrides)
-            adapter = SlackAdapter(runtime, update_interval=0.05, host="127.0.0.1", deliver_within=deliver_within)
-            await adapter.start()
-            started.append(adapter)
-            return Bot(adapter, runtime, http)
-
-        yield start
-        for adapter in started:
-            await adapter.stop(5.0)
+    return functools.partial(start_slack, update_interval=0.05, deliver_within=60.0)
 
 
 def tight_limits(fake: FakeSlack) -> None:
@@ -285,12 +236,13 @@ def late_counted(runtime: Runtime) -> float:
     return runtime.metrics.answers_late.labels("slack")._value.get()
 
 
-async def send_all(bots: list[Bot], n_dms: int, n_mentions: int) -> tuple[list[JSON], list[JSON]]:
+async def send_all(bots: list[Slack], n_dms: int, n_mentions: int) -> tuple[list[JSON], list[JSON]]:
     dms = [dm_event(f"question {i}", user=f"U{i:03d}", channel=f"D{i:03d}") for i in range(n_dms)]
     mentions = [mention_event(f"<@{BOT_USER_ID}> topic {i}", user=f"U{i:03d}", channel="C1BUSY")
                 for i in range(n_mentions)]
     events = [e for pair in zip(dms, mentions, strict=False) for e in pair] + dms[n_mentions:] + mentions[n_dms:]
-    statuses = await asyncio.gather(*(bots[(i // 2) % len(bots)].event(e) for i, e in enumerate(events)))
+    statuses = await asyncio.gather(*(bots[(i // 2) % len(bots)].event(event_envelope(e))
+                                      for i, e in enumerate(events)))
     assert set(statuses) == {200}
     return dms, mentions
 
@@ -309,7 +261,7 @@ def assert_all_complete(fake: FakeSlack, dms: list[JSON], mentions: list[JSON]) 
 
 
 async def test_120_answers_at_once_all_arrive_complete_under_tight_limits(
-    start_bot: StartBot, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    start_bot: StartSlack, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_openai.reply = answer_to
     fake_openai.stream_delay = 0.01
@@ -328,7 +280,7 @@ async def test_120_answers_at_once_all_arrive_complete_under_tight_limits(
 
 
 async def test_two_workers_share_one_workspace_budget(
-    start_bot: StartBot, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    start_bot: StartSlack, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_openai.reply = answer_to
     fake_openai.stream_delay = 0.01
@@ -346,13 +298,13 @@ async def test_two_workers_share_one_workspace_budget(
 
 
 async def test_an_answer_that_cannot_get_through_by_the_deadline_is_an_error_with_its_digest(
-    start_bot: StartBot, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+    start_bot: StartSlack, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot = await start_bot(deliver_within=0.5)
     fake_slack.rate_limit("chat.postMessage", per_second=0.2, burst=1)  # one post, then Retry-After: 5 s
     with caplog.at_level(logging.ERROR, logger="threadkeeper.slack"):
-        assert await bot.event(dm_event("first", channel="D2", user="U2")) == 200
-        assert await bot.event(dm_event("second", channel="D3", user="U3")) == 200
+        assert await bot.event(event_envelope(dm_event("first", channel="D2", user="U2"))) == 200
+        assert await bot.event(event_envelope(dm_event("second", channel="D3", user="U3"))) == 200
         await bot.adapter.settle()
     delivered = [c for c in ("D2", "D3") if [m.text for m in fake_slack.in_thread(c, None)] != []]
     lost = {"D2", "D3"} - set(delivered)
@@ -366,13 +318,13 @@ async def test_an_answer_that_cannot_get_through_by_the_deadline_is_an_error_wit
 
 
 async def test_a_refused_forget_reply_is_retried_after_retry_after(
-    start_bot: StartBot, fake_slack: FakeSlack
+    start_bot: StartSlack, fake_slack: FakeSlack
 ) -> None:
     bot = await start_bot()
     fake_slack.rate_limit("response_url", per_second=1, burst=1)
     forms = [command_form("/forget", "", channel=f"D{i}", user=f"U{i}", response_url=fake_slack.response_url(f"r{i}"))
              for i in range(3)]
-    assert await asyncio.gather(*(bot.command(f) for f in forms)) == [200, 200, 200]
+    assert [status for status, _ in await asyncio.gather(*(bot.command(f) for f in forms))] == [200, 200, 200]
     await bot.adapter.settle(within=20)
     assert sorted(name for name, _ in fake_slack.responses) == ["r0", "r1", "r2"]
     assert fake_slack.refused and fake_slack.early_retries() == []
