@@ -115,7 +115,3 @@ class Profiles:
             if match.specificity > score and match.matches(key):
                 best, score = profile, match.specificity
         return best or self.defaults
-
-    @property
-    def uses_tools(self) -> bool:
-        return bool(self.defaults.tools) or any(p.tools for _, p in self.rules)
