@@ -74,10 +74,6 @@ class ApprovalStore:
         self._decide = redis.register_script(DECIDE)
         self._close = redis.register_script(CLOSE)
 
-    def _key(self, token: str) -> str:
-        digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-        return f"{self.keys.prefix}:approval:{{{digest}}}"
-
     @staticmethod
     def _binding(token: str, asker: str) -> str:
         """Who may decide, as stored: useless without the token, so it names nobody."""
@@ -86,19 +82,19 @@ class ApprovalStore:
     async def open(self, token: str, asker: str, label: str, ttl: float) -> None:
         """An approval ``asker`` (a one-way digest) may decide within ``ttl`` seconds (plus :data:`LINGER`)."""
         who = self._binding(token, asker)
-        await self._open(keys=[self._key(token)], args=[who, label, int((ttl + LINGER) * 1000)])
+        await self._open(keys=[self.keys.approval(token)], args=[who, label, int((ttl + LINGER) * 1000)])
 
     async def decide(self, token: str, asker: str, approve: bool) -> tuple[Decided, str]:
         """Record the decision if ``asker`` may make it and it is still open; the outcome and the label."""
         who = self._binding(token, asker)
-        outcome, label = await self._decide(keys=[self._key(token)], args=[who, "1" if approve else "0"])
+        outcome, label = await self._decide(keys=[self.keys.approval(token)], args=[who, "1" if approve else "0"])
         return as_str(outcome), as_str(label)  # type: ignore[return-value]
 
     async def wait(self, token: str, within: float) -> bool | None:
         """The decision (True: approved), or None when none came ``within`` seconds (the approval is closed).
 
         A poll that fails is tried again at the next; only closing it at the end raises :class:`StoreError`."""
-        key = self._key(token)
+        key = self.keys.approval(token)
         deadline = time.monotonic() + within
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -113,5 +109,5 @@ class ApprovalStore:
 
     async def close(self, token: str) -> bool | None:
         """Close the approval to clicks: the decision made before (True: approved), else None."""
-        state = as_str(await self._close(keys=[self._key(token)]))
+        state = as_str(await self._close(keys=[self.keys.approval(token)]))
         return {"1": True, "0": False}.get(state)

@@ -118,6 +118,19 @@ class Keys:
         """Set by a refusal until the scope's refused lanes are quiet again (calls then skip the lanes)."""
         return self._k("paceloud", f"{{{scope}}}")
 
+    # Shared conversations (``bot.store.shared``) and tool approvals (``bot.store.approvals``)
+    def shared_person(self, digest: str) -> str:
+        """Set: the shared conversations one person's words are in (``digest``: the person, one-way)."""
+        return self._k("shared", digest)
+
+    def joined(self, place: str) -> str:
+        """Set while the bot is in a platform thread (``place``, hashed)."""
+        return self._k("joined", hashlib.sha256(place.encode()).hexdigest()[:24])
+
+    def approval(self, token: str) -> str:
+        """One open approval, by a digest of its token (hash-tagged: the scripts use it alone)."""
+        return self._k("approval", f"{{{hashlib.sha256(token.encode()).hexdigest()[:32]}}}")
+
     # Platform installations (Slack OAuth), named by a one-way digest of the workspace
     def installation(self, digest: str) -> str:
         """One workspace's installation, sealed with ``TOKEN_ENCRYPTION_KEY`` (see ``bot.store.installations``)."""

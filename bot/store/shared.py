@@ -24,7 +24,6 @@ there need no mention. It lives as long as an idle conversation does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -95,10 +94,7 @@ class SharedRecords:
 
     def person(self, digest: str) -> str:
         """Set: the shared conversations one person's words are in."""
-        return f"{self.keys.prefix}:shared:{digest}"
-
-    def _joined(self, place: str) -> str:
-        return f"{self.keys.prefix}:joined:{hashlib.sha256(place.encode()).hexdigest()[:24]}"
+        return self.keys.shared_person(digest)
 
     # -- the message path (the mark itself is read with the thread's lock: ``Mapping.mark``) ------------
     async def record(self, key: ThreadKey, *, mark: str = "", items: Sequence[str] = (), wrote: str = "",
@@ -121,7 +117,7 @@ class SharedRecords:
                 pipe.sadd(self.person(digest), key.id)
                 pipe.pexpire(self.person(digest), ttl)
             if place:
-                pipe.set(self._joined(place), "1", px=ttl)
+                pipe.set(self.keys.joined(place), "1", px=ttl)
             if charge and charge[1]:
                 tokens = self.keys.tokens(charge[0], time.strftime("%Y%m%d", time.gmtime()))
                 pipe.incrby(tokens, charge[1])
@@ -130,7 +126,7 @@ class SharedRecords:
         return True
 
     async def joined(self, place: str) -> bool:
-        return bool(await self.redis.exists(self._joined(place)))
+        return bool(await self.redis.exists(self.keys.joined(place)))
 
     # -- erasure -----------------------------------------------------------------------------------
     async def conversations_of(self, digest: str) -> list[ThreadKey]:
@@ -194,7 +190,8 @@ class SharedRecords:
         if not keys:
             return
         digests = {key.digest for key in keys}
-        doomed = {self._joined(f"{key.platform}:{key.workspace}:{key.channel}") for key in keys if "/" in key.channel}
+        doomed = {self.keys.joined(f"{key.platform}:{key.workspace}:{key.channel}")
+                  for key in keys if "/" in key.channel}
         now = time.time()
         days = {time.strftime("%Y%m%d", time.gmtime(now - back)) for back in (0, 86400)}
         for key in keys:
