@@ -224,6 +224,13 @@ def answer_to(text: str, _items: list[JSON]) -> str:
     return f"About {text}: " + " ".join(f"point{i}" for i in range(30)) + ". The end."
 
 
+def long_answers_under_tight_limits(fake_slack: FakeSlack, fake_openai: FakeOpenAI) -> None:
+    """Streamed answers of some length (:func:`answer_to`) against :func:`tight_limits`."""
+    fake_openai.reply = answer_to
+    fake_openai.stream_delay = 0.01
+    tight_limits(fake_slack)
+
+
 def refused_counted(runtimes: list[Runtime]) -> float:
     total = 0.0
     for runtime in runtimes:
@@ -263,9 +270,7 @@ def assert_all_complete(fake: FakeSlack, dms: list[JSON], mentions: list[JSON]) 
 async def test_120_answers_at_once_all_arrive_complete_under_tight_limits(
     start_bot: StartSlack, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake_openai.reply = answer_to
-    fake_openai.stream_delay = 0.01
-    tight_limits(fake_slack)
+    long_answers_under_tight_limits(fake_slack, fake_openai)
     bot = await start_bot()
     with caplog.at_level(logging.WARNING, logger="threadkeeper.slack"):
         dms, mentions = await send_all([bot], 60, 60)
@@ -282,9 +287,7 @@ async def test_120_answers_at_once_all_arrive_complete_under_tight_limits(
 async def test_two_workers_share_one_workspace_budget(
     start_bot: StartSlack, fake_slack: FakeSlack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake_openai.reply = answer_to
-    fake_openai.stream_delay = 0.01
-    tight_limits(fake_slack)
+    long_answers_under_tight_limits(fake_slack, fake_openai)
     bots = [await start_bot(), await start_bot()]
     with caplog.at_level(logging.WARNING, logger="threadkeeper.slack"):
         dms, mentions = await send_all(bots, 30, 30)  # the mentions of both land in one channel
