@@ -58,17 +58,25 @@ class ThreadKey:
     ``workspace`` is the Slack team, the Discord guild, or ``dm``. ``channel``
     may carry a platform thread (``C1/1700000000.0001``) when the adapter
     scopes conversations per platform thread.
+
+    ``id`` and ``digest`` are computed once per key and kept (an answer reads them a few dozen times: Redis
+    keys, locks, logs, metrics); they take no part in equality or ``repr``.
     """
 
     platform: str
     workspace: str
     channel: str
     user: str
+    _id: str = field(default="", init=False, repr=False, compare=False)
+    _digest: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         """Stable string form, used as the Redis hash tag and index member."""
-        return ":".join(_escape(p) for p in (self.platform, self.workspace, self.channel, self.user))
+        if not self._id:
+            value = ":".join(_escape(p) for p in (self.platform, self.workspace, self.channel, self.user))
+            object.__setattr__(self, "_id", value)
+        return self._id
 
     @classmethod
     def parse(cls, key_id: str) -> ThreadKey:
@@ -86,7 +94,9 @@ class ThreadKey:
     @property
     def digest(self) -> str:
         """A short one-way hash of the key: safe for logs, metadata and cache keys."""
-        return hashlib.sha256(self.id.encode()).hexdigest()[:16]
+        if not self._digest:
+            object.__setattr__(self, "_digest", hashlib.sha256(self.id.encode()).hexdigest()[:16])
+        return self._digest
 
     @property
     def shared(self) -> bool:

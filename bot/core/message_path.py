@@ -223,12 +223,12 @@ class Core:
             answer = await self._answer(key, turn, lock.mapping, held, on_status, self.approvals.approver(msg))
             if (flagged := await self.safety.screen_answer(key, answer.text)) is not None:
                 answer = Answer(flagged, answer.thread_id, answer.recovered, answer.usage, answer.items)
-            await self.shared.record(msg, prepared, answer)
             turns = self.shared.kept(msg, turn, kept_text(turn), answer.text)
             usage = answer.usage
             try:
                 finished = FinishedTurn(answer.thread_id, self.assistant.name, turns, usage.input_tokens,
-                                        usage.output_tokens, fold=self.memory.enabled)
+                                        usage.output_tokens, fold=self.memory.enabled,
+                                        shared=self.shared.record(msg, prepared, answer))
                 recorded = await lock.finish(finished)
                 if not recorded:
                     log.warning("answered %s after its lock lapsed; this turn was not recorded", key.digest)

@@ -30,7 +30,7 @@ from bot.core.deleter import Deleter
 from bot.core.local_locks import KeyedLocks
 from bot.domain import Answer, ForgetResult, Gathered, Incoming, Quoted, ThreadKey, Turn, UserTurn, hash_user
 from bot.errors import Unavailable
-from bot.store import LockBusy, Store, StoreError, unavailable
+from bot.store import LockBusy, SharedRecord, Store, StoreError, unavailable
 from bot.tokens import counter_for, message_tokens
 
 log = logging.getLogger("threadkeeper.core")
@@ -116,23 +116,19 @@ class SharedConversations:
                 item["about"] = about
         return kept
 
-    async def record(self, msg: Incoming, prepared: Prepared, answer: Answer) -> None:
-        """After the answer, before the turn is finished (the lock is still held). Failures only cost bookkeeping.
+    def record(self, msg: Incoming, prepared: Prepared, answer: Answer) -> SharedRecord:
+        """What the answer records besides its turn; written with it (:class:`~bot.store.FinishedTurn`).
 
         Who said what is recorded in shared conversations only: their key names nobody, so a person's list of
         them never names anyone else (a one-person conversation's key names its owner)."""
         key, digest = msg.key, self.digest(msg)
-        quoted = self.quoted(msg, prepared.turn) if digest else []
-        used = answer.usage.input_tokens + answer.usage.output_tokens
-        try:
-            await self.store.shared.record(key, mark=prepared.mark, items=answer.items if digest else (),
-                                           wrote=digest, quoted=quoted, reseeded=key.shared and answer.recovered,
-                                           place=msg.place, charge=(self.payer(msg), used) if digest else None)
-        except StoreError as exc:
-            log.warning("answered %s but could not record who said what (%s); erasing a speaker may miss this turn",
-                        key.digest, exc)
         if digest and not answer.items:
             log.warning("the provider gave no item ids for a turn of %s; erasing its speaker will miss it", key.digest)
+        used = answer.usage.input_tokens + answer.usage.output_tokens
+        return SharedRecord(mark=prepared.mark, items=tuple(answer.items) if digest else (), wrote=digest,
+                            quoted=tuple(self.quoted(msg, prepared.turn)) if digest else (),
+                            reseeded=key.shared and answer.recovered, place=msg.place,
+                            charge=(self.payer(msg), used) if digest else None)
 
     async def joined(self, place: str) -> bool:
         """Whether the bot answered in this platform thread (follow-ups there need no mention)."""

@@ -3,7 +3,16 @@
 from bot.store.chat_history import ChatHistory, Message
 from bot.store.connect import RedisClient, StoreError, make_redis, unavailable
 from bot.store.lock import Duplicate, LockBusy, RedisLock
-from bot.store.records import Admission, FinishedTurn, Mapping, Recorded, ReleaseMode, ThreadRecord, Tombstone
+from bot.store.records import (
+    Admission,
+    FinishedTurn,
+    Mapping,
+    Recorded,
+    ReleaseMode,
+    SharedRecord,
+    ThreadRecord,
+    Tombstone,
+)
 from bot.store.server_notes import ServerNotes
 from bot.store.store import Store
 
@@ -20,6 +29,7 @@ __all__ = [
     "RedisLock",
     "ReleaseMode",
     "ServerNotes",
+    "SharedRecord",
     "Store",
     "StoreError",
     "ThreadRecord",

@@ -38,6 +38,28 @@ class FinishedTurn:
     output_tokens: int = 0
     fold: bool = False
     """Move kept items that leave the window to the fold list (memory on)."""
+    shared: SharedRecord | None = None
+    """What the answer records besides its turn (the context mark, who said what, the joined platform thread),
+    written in the same step where one script can (:meth:`bot.store.store.Store.record_turn`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRecord:
+    """An answer's record for shared conversations and thread reading (:mod:`bot.store.shared`)."""
+
+    mark: str = ""
+    """The newest platform message brought into the conversation ('' = keep the old mark)."""
+    items: tuple[str, ...] = ()
+    """The answer's item ids, where someone's words must be found again (shared conversations)."""
+    wrote: str = ""
+    """The writer's digest in a shared conversation ('' in one person's)."""
+    quoted: tuple[str, ...] = ()
+    """Digests of the people the turn quoted."""
+    reseeded: bool = False
+    place: str = ""
+    """The platform thread the answer went to: joined (follow-ups there need no mention)."""
+    charge: tuple[ThreadKey, int] | None = None
+    """The writer's key and the tokens to count against their daily budget."""
 
 
 @dataclass(frozen=True, slots=True)

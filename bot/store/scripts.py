@@ -28,12 +28,15 @@ end
 return {'ok', '', '', '', ''}
 """
 
-# KEYS: thread, turns, lock, seen, fold, [index, index_ids, user, daily_tokens]
+# KEYS: thread, turns, lock, seen, fold, [index, index_ids, user, daily_tokens, [joined]]
 # ARGV: token, thread_id, backend, now, ttl_ms, dedupe_ttl_ms, max_items, key_id,
-#       input_tokens, output_tokens, n_turns, fold(1|0), turn_1 .. turn_n
+#       input_tokens, output_tokens, n_turns, fold(1|0), turn_1 .. turn_n,
+#       [mark, reseeded, item ids, field_1 .. field_m]
 # Records the turn only while the lock is still ours: a retried call, or one whose lock
 # lapsed while a forget or the janitor ran, must not write the mapping back. With fold, kept
 # items that leave the window move to the fold list (memory folds them into the summary).
+# On a single Redis the answer's shared record (bot/store/shared.py's RECORD: the context mark, who
+# said what) and its joined platform thread are written in the same step, after the turns.
 # Returns {recorded(1|0), items waiting in the fold list}.
 FINISH = """
 redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
@@ -70,6 +73,22 @@ if KEYS[6] then
     redis.call('INCRBY', KEYS[9], used)
     redis.call('EXPIRE', KEYS[9], 172800)
   end
+end
+local at = 13 + n
+if ARGV[at] then
+  if ARGV[at] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[at]) end
+  if ARGV[at + 1] == '1' then redis.call('HSET', KEYS[1], 'reseeded', '1') end
+  if ARGV[at + 2] ~= '' then
+    for i = at + 3, #ARGV do
+      local cur = redis.call('HGET', KEYS[1], ARGV[i])
+      if cur and cur ~= '' then
+        redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[at + 2])
+      else
+        redis.call('HSET', KEYS[1], ARGV[i], ARGV[at + 2])
+      end
+    end
+  end
+  if KEYS[10] then redis.call('SET', KEYS[10], '1', 'PX', ARGV[5]) end
 end
 return {1, folding}
 """

@@ -33,6 +33,7 @@ from typing import Any
 from bot.domain import ThreadKey
 from bot.store.connect import RedisClient, as_str
 from bot.store.keys import Keys
+from bot.store.records import SharedRecord
 
 MARK = "ctx"
 BY = "by:"
@@ -97,18 +98,27 @@ class SharedRecords:
         return self.keys.shared_person(digest)
 
     # -- the message path (the mark itself is read with the thread's lock: ``Mapping.mark``) ------------
-    async def record(self, key: ThreadKey, *, mark: str = "", items: Sequence[str] = (), wrote: str = "",
-                     quoted: Sequence[str] = (), reseeded: bool = False, place: str = "",
-                     charge: tuple[ThreadKey, int] | None = None) -> bool:
+    @staticmethod
+    def thread_args(rec: SharedRecord) -> list[str]:
+        """ARGV of the thread hash's part (:data:`RECORD`'s, and the tail of the turn's own script): the mark,
+        reseeded, the item ids and the fields that name whose words they hold."""
+        fields = ([BY + rec.wrote] if rec.wrote else []) + [IN + d for d in rec.quoted if d != rec.wrote]
+        return [rec.mark, "1" if rec.reseeded else "", " ".join(rec.items) if fields else "", *fields]
+
+    async def record(self, key: ThreadKey, rec: SharedRecord, *, with_turn: bool = False) -> bool:
         """After an answer, in at most two round trips: the mark, which items hold whose words and whether the
         conversation was re-created from kept turns (in the thread hash, only while it exists: False if not);
-        then the people's sets, the joined ``place``, and the writer's daily tokens (``charge``: their key)."""
-        fields = ([BY + wrote] if wrote else []) + [IN + d for d in quoted if d != wrote]
-        if mark or reseeded or (fields and items):
-            args = [mark, "1" if reseeded else "", " ".join(items) if fields else "", *fields]
+        then the people's sets, the joined ``place``, and the writer's daily tokens (``charge``: their key).
+
+        ``with_turn``: the thread hash's part and the joined mark were written by the turn's own script
+        (:meth:`bot.store.store.Store.record_turn`, one round trip): only the people's sets and the charge are left."""
+        args = self.thread_args(rec)
+        if not with_turn and (rec.mark or rec.reseeded or args[2]):
             if not await self._record(keys=[self.keys.thread(key)], args=args):
                 return False
-        people = list(dict.fromkeys(d for d in (wrote, *quoted) if d)) if items else []
+        people = list(dict.fromkeys(d for d in (rec.wrote, *rec.quoted) if d)) if rec.items else []
+        place = "" if with_turn else rec.place
+        charge = rec.charge
         if not (people or place or (charge and charge[1])):
             return True
         ttl = max(1, int(self.idle_ttl * 1000))

@@ -155,12 +155,21 @@ class Store(RetentionReads):
             "1" if turn.fold else "0",
         ]
         args += [json.dumps(t, ensure_ascii=False) for t in turn.turns]
+        shared = turn.shared
         if self.cluster:
+            if shared is not None:
+                await self.shared.record(key, shared)
             # The durable index first: a crash in between must never hide a thread from the janitor.
             await self._index_update(key, turn.thread_id, turn.backend, now)
             if turn.input_tokens + turn.output_tokens:
                 await self.add_tokens(key, turn.input_tokens + turn.output_tokens)
+        elif shared is not None:  # one round trip for both (the shared record's own script is for Cluster)
+            args += self.shared.thread_args(shared)
+            if shared.place:
+                keys.append(self.keys.joined(shared.place))
         written, folding = cast(list[int], await self.scripts.finish(keys=keys, args=args))
+        if written and shared is not None and not self.cluster:
+            await self.shared.record(key, shared, with_turn=True)
         return Recorded(bool(written), int(folding))
 
     # -- memory ----------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
+from bench.redis_count import RoundTrips, count_async
 from bot.assistants.errors import TIMEOUT_SENTENCE
-from bot.domain import Incoming, ThreadKey
+from bot.domain import Gathered, Incoming, ThreadKey
 from bot.errors import Misconfigured, Unavailable
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.fixtures import MakeRuntime
@@ -44,6 +45,30 @@ async def test_first_message_creates_thread_then_one_call_per_message(
     assert body["conversation"] == conv_id
     assert body["instructions"] == rt.settings.assistant_instructions
     assert body["model"] == "gpt-test"
+
+
+async def test_an_answer_in_a_platform_thread_costs_two_round_trips(make_runtime: MakeRuntime) -> None:
+    """Claim and lock, then the turn with its context mark and the joined platform thread, in one script."""
+    rt = await make_runtime()
+    place = "slack:T1:C1/1700000000.000100"
+    marks: list[str] = []
+
+    def placed(text: str, mid: str, mark: str) -> Incoming:
+        async def gather(since: str) -> Gathered:
+            marks.append(since)
+            return Gathered(mark=mark)
+
+        return Incoming(KEY, text, message_id=mid, place=place, gather=gather)
+
+    await rt.core.handle(placed("hello", "m1", "1700000000.000100"))
+    tally = RoundTrips()
+    count_async(rt.store.redis, tally)
+    answer = await rt.core.handle(placed("again", "m2", "1700000000.000200"))
+    assert answer is not None and answer.text == "echo: again"
+    assert tally.snapshot() == {"EVALSHA": 2}
+    assert marks == ["", "1700000000.000100"], "each turn reads from the mark the one before wrote"
+    assert await rt.store.shared.joined(place)
+    assert await rt.store.redis.hget(rt.store.keys.thread(KEY), "ctx") == "1700000000.000200"
 
 
 async def test_mapping_turns_and_index_share_one_ttl(make_runtime: MakeRuntime) -> None:
