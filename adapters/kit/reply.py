@@ -120,7 +120,8 @@ class Pump:
             return
         task, self._task = self._task, None
         try:
-            await asyncio.wait_for(asyncio.shield(task), within)
+            async with asyncio.timeout(within):  # no task of its own, unlike wait_for before Python 3.12
+                await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
         except asyncio.CancelledError:
@@ -141,7 +142,8 @@ class Pump:
             if later is not None:
                 self._dirty.set()  # what was skipped is still to show
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(self._interval, later or 0.0))
+                async with asyncio.timeout(max(self._interval, later or 0.0)):
+                    await self._stopping.wait()
 
 
 class PumpedText:

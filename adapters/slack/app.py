@@ -149,6 +149,11 @@ class SlackAdapter:
 
     # ---- registration ------------------------------------------------------------------------
     def _register(self) -> None:
+        # Messages first: Bolt tries each listener's matchers in order and runs the first that matches, so the
+        # events that carry nearly all the traffic are matched without testing the rarer ones before them.
+        for event_type in dict.fromkeys(SLACK_EVENTS.values()):
+            self.app.event(event_type)(self._on_event)
+        self.registered_events.update(SLACK_EVENTS)
         assistant = AsyncAssistant(logger=log)
         assistant.thread_started(self._on_thread_started)
         assistant.user_message(self._on_event)
@@ -156,9 +161,6 @@ class SlackAdapter:
         self.agent.register(self.app, assistant)  # prompts, titles, the channel the user looks at
         self.app.use(assistant)
         self.registered_events.update(SLACK_ASSISTANT_EVENTS, SLACK_AGENT_EVENTS)
-        for event_type in dict.fromkeys(SLACK_EVENTS.values()):  # Bolt runs the first matching listener only
-            self.app.event(event_type)(self._on_event)
-        self.registered_events.update(SLACK_EVENTS)
         self.feedback = SlackFeedback(self.core, self.calls, self.in_flight)
         self.feedback.register(self.app)  # clicks on the buttons under answers (block_actions)
         self.access.register(self.app, self.core, self.in_flight, self.context)  # uninstalls, refused requests
