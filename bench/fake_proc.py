@@ -12,14 +12,19 @@ Latency is split in two, because the article's lazy check pays for a
 ``retrieve`` that takes "roughly 150-300 ms", not a model's full answer time:
 ``turn_latency`` is slept by turns (``POST /v1/responses``, ``/v1/chat/completions``),
 ``meta_latency`` by every other call (create, retrieve, delete).
+
+A paced stream (:meth:`BenchFake.pace`, off by default) makes every answer longer (the echo, then filler words up
+to a set count: :func:`paced_answer`) and sends a streamed turn's text a few words at a time, one delta every
+``interval`` after the turn latency, as a model writes (issue 19's "3 words per 100 ms").
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -29,17 +34,84 @@ from aiohttp.typedefs import Handler
 from tests.fakes.openai_server import FakeOpenAI
 
 TURN_PATHS = ("/v1/responses", "/v1/chat/completions")
+FILLER = ("and", "then", "the", "answer", "goes", "on", "in", "plain", "words", "as", "a", "model", "writes", "them")
+"""Words a paced answer is padded with after its echo."""
+JSON = dict[str, Any]
+
+
+def paced_answer(text: str, words: int) -> str:
+    """``echo: <text>`` followed by filler words up to ``words`` words in all: still unique per message, still
+    beginning as the short answer does (the front-door driver matches answers by their beginning)."""
+    head = f"echo: {text}"
+    extra = max(0, words - len(head.split()))
+    return " ".join([head, *(FILLER[n % len(FILLER)] for n in range(extra))])
+
+
+def word_chunks(text: str, words: int) -> list[str]:
+    """``text`` cut after every ``words`` words (each piece keeps its trailing spaces: they join back to ``text``)."""
+    tokens = re.findall(r"\s*\S+\s*", text) if text.strip() else [text]
+    return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), max(1, words))]
 
 
 class BenchFake(FakeOpenAI):
     """The fake with separate latencies for turns and for metadata calls."""
 
     def __init__(self, *, turn_latency: float, meta_latency: float, context_limit: int | None) -> None:
-        super().__init__(latency=0.0, context_limit=context_limit)
+        super().__init__(latency=0.0, context_limit=context_limit, reply=self._reply)
         self.turn_latency = turn_latency
         self.meta_latency = meta_latency
         self.turns_arrived = 0
         """Turns received, counted on arrival (``calls`` records a call after its latency)."""
+        self.stream_words = 0
+        """Paced stream: words per streamed text delta (0: off, the fake's own three deltas sent at once)."""
+        self.answer_words = 0
+        """Paced stream: words of every answer (the echo, then filler)."""
+
+    def pace(self, words: int, interval: float, answer_words: int) -> None:
+        """Stream ``words`` words every ``interval`` seconds, answers of ``answer_words`` words; ``words=0``: off."""
+        self.stream_words = max(0, words)
+        self.answer_words = answer_words if words else 0
+        self.stream_delay = interval if words else 0.0  # slept after each text delta (tests.fakes.openai_server)
+
+    def answer(self, text: str) -> str:
+        """The whole answer to a user's ``text``, as the fake will write it now."""
+        return paced_answer(text, self.answer_words) if self.stream_words else f"echo: {text}"
+
+    def _reply(self, text: str, _before: list[JSON]) -> str:
+        return self.answer(text)
+
+    async def _sse(self, request: web.Request, events: Iterable[JSON], *, named: bool) -> web.StreamResponse:
+        return await super()._sse(request, self._events(events), named=named)
+
+    def _events(self, events: Iterable[JSON]) -> Iterator[JSON]:
+        """The streamed events as sent: with a paced stream, each run of text deltas cut again into
+        ``stream_words`` words apiece (sequence numbers renumbered); otherwise as given."""
+        if not self.stream_words:
+            yield from events
+            return
+        seq = 0
+        run: list[JSON] = []
+
+        def numbered(event: JSON) -> JSON:
+            nonlocal seq
+            seq += 1
+            return {**event, "sequence_number": seq - 1} if "sequence_number" in event else event
+
+        def recut() -> Iterator[JSON]:
+            text = "".join(str(e.get("delta") or "") for e in run)
+            for piece in word_chunks(text, self.stream_words):
+                yield numbered({**run[0], "delta": piece})
+            run.clear()
+
+        for event in events:
+            if event.get("type") == "response.output_text.delta":
+                run.append(event)
+                continue
+            if run:
+                yield from recut()
+            yield numbered(event)
+        if run:
+            yield from recut()
 
     @web.middleware
     async def _pipeline(self, request: web.Request, handler: Handler) -> web.StreamResponse:

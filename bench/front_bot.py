@@ -35,8 +35,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, port: int) -> dict[str, str]:
-    """The process's whole environment: the settings of ``door`` and nothing of the caller's but PATH."""
+def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, port: int,
+             agent_view: bool = False) -> dict[str, str]:
+    """The process's whole environment: the settings of ``door`` and nothing of the caller's but PATH.
+    ``agent_view``: ``SLACK_AGENT_VIEW`` left at its default (on), for the DMs of the streams level."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -60,10 +62,17 @@ def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, po
         env["THREAD_SCOPE"] = "user"
         # Top-level DM replies and no loading status (the agent experience's two setStatus calls per channel
         # answer): the same Slack calls as the first rounds' figures and as the baseline's.
-        env["SLACK_AGENT_VIEW"] = "off"
+        if not agent_view:
+            env["SLACK_AGENT_VIEW"] = "off"
         if door == "slack_socket":
             env["SLACK_APP_TOKEN"] = APP_TOKEN
     return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class BotProcess:
@@ -122,8 +131,7 @@ class BotProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (all its threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def memory_kib(self) -> dict[str, int]:
         """``VmRSS`` (now) and ``VmHWM`` (peak resident set since start), KiB."""

@@ -14,8 +14,10 @@ the fakes' process (:mod:`bench.front_driver`), and runs the same levels:
 Each level first has every user send one message (new users: their conversation is created), then
 the ``messages`` measured ones (returning users); new users' time to first text is compared with the
 returning users'. Slack events are mentions in a channel of the user's own (the answer streams in
-the thread); Discord messages are DMs. Finally, with ``profile``, one more level at the largest
-latency runs under cProfile (``bench.bot_proc``) and its top functions are kept.
+the thread); Discord messages are DMs. Then, with ``profile``, one more level at the largest
+latency runs under cProfile (``bench.bot_proc``) and its top functions are kept. Last, with ``stream_users``, the
+streams level (:mod:`bench.front_streams`: that many answers streaming at once, paced; Slack's DMs in a second
+process with the agent view on), kept apart from the levels above (``streams`` of each door).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import redis
 
 from bench.front_bot import DOORS, ROOT, BotProcess, door_env, free_port
 from bench.front_driver import RECORD, FakesProcess
+from bench.front_streams import KINDS, dm_streams, stream_level
 from bench.stats import summary_ms
 
 log = logging.getLogger("bench")
@@ -63,11 +66,20 @@ class FrontConfig:
     """Functions per profile table."""
     profile_dir: Path | None = None
     """Where to keep each door's cProfile stats (``<door>.prof``); a temporary directory when unset."""
+    stream_users: int = 300
+    """Answers streaming at once in the streams level (:mod:`bench.front_streams`); 0: no such level."""
+    stream_words: int = 3
+    """Words per streamed delta in the streams level..."""
+    stream_interval_ms: int = 100
+    """...one delta every this many ms, after the turn latency."""
+    stream_answer_words: int = 60
+    """Words of each answer in the streams level (the echo, then filler)."""
 
     @classmethod
     def quick(cls) -> FrontConfig:
         return cls(users=12, messages=2, latencies_ms=[0, 50], meta_latency_ms=20, solo_messages=8, timeout=20.0,
-                   top=12, baseline_messages=2, few_users=3)
+                   top=12, baseline_messages=2, few_users=3, stream_users=6, stream_interval_ms=20,
+                   stream_answer_words=10)
 
 
 def _records(phase: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,7 +142,9 @@ class DoorRun:
         self.fakes = fakes
         self.door = door
         self.cfg = cfg
-        env = door_env(door, fakes.urls, redis_url=redis_url, prefix=f"{prefix}{TAGS[door]}", port=free_port())
+        self.redis_url = redis_url
+        self.prefix = f"{prefix}{TAGS[door]}"
+        env = door_env(door, fakes.urls, redis_url=redis_url, prefix=self.prefix, port=free_port())
         profiled = cfg.profile and door != "baseline"
         self.bot = BotProcess(door, env, profile_out=workdir / f"{door}.prof" if profiled else None)
         self.kind = "dm" if door == "discord" else "mention"
@@ -182,15 +196,24 @@ class DoorRun:
                 profile = top_functions(self.bot.profile_out, self.cfg.top, answers=profiled["answered"])
                 profile.update({"latency_ms": latency_ms, "users": self.cfg.users})
             memory = self.bot.memory_kib()
+            kinds = KINDS.get(self.door, ()) if self.cfg.stream_users > 0 else ()
+            streams = {kind: stream_level(self.fakes, self.bot, self.cfg, door=self.door, kind=kind,
+                                          tag=f"{TAGS[self.door]}s{kind[0]}")
+                       for kind in kinds if kind == self.kind}
         finally:
             code = self.bot.stop()
         after = self.fakes.call("totals")
+        for kind in kinds:
+            if kind not in streams:  # Slack's DMs: the agent view on, in a process of their own
+                streams[kind] = dm_streams(self.fakes, self.door, self.cfg, redis_url=self.redis_url,
+                                           prefix=self.prefix, tag=f"{TAGS[self.door]}s{kind[0]}")
         stderr = self.bot.stderr()
         slack_before, slack_after = before["slack"], after["slack"]
         return {
             "door": self.door,
             "startup_s": round(started_s, 2),
             "levels": levels,
+            "streams": streams,
             "profile": profile,
             "peak_rss_mib": round(memory.get("VmHWM", 0) / 1024, 1),
             "rss_at_end_mib": round(memory.get("VmRSS", 0) / 1024, 1),

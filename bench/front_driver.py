@@ -68,10 +68,12 @@ class Fakes:
         return {"slack": self.slack.counts(), "discord": self.discord.counts(), "openai": dict(openai),
                 "slack_sockets": self.slack.socket_connections, "discord_identifies": len(self.discord.identifies)}
 
-    async def ready(self, door: str, within: float = 30.0) -> None:
-        """Until the bot's connection is up: its Socket Mode websocket, or its gateway session."""
+    async def ready(self, door: str, sockets: int = 0, within: float = 30.0) -> None:
+        """Until the bot's connection is up: its Socket Mode websocket (the fake's ``sockets + 1``-th: events go
+        to the newest), or its gateway session."""
         if door == "slack_socket":
-            await self.slack.wait_for(lambda: self.slack.open_sockets >= 1, within)
+            await self.slack.wait_for(lambda: self.slack.open_sockets >= 1 and self.slack.socket_connections > sockets,
+                                      within)
         elif door == "discord":
             await self.discord.wait_for(lambda: self.discord.connected >= 1, within)
 
@@ -86,7 +88,7 @@ class Fakes:
         if door == "discord":
             author = self._discord_user(uid)
             channel = str(self.discord.dm_channel_for(author)["id"])
-            entry = self.watch.expect(channel, f"echo: {text}")
+            entry = self.watch.expect(channel, self.openai.answer(text))
             await self.discord.dispatch("MESSAGE_CREATE", dp.message(channel, author, text))
             return entry
         user = f"U{uid}"
@@ -96,7 +98,7 @@ class Fakes:
         else:
             channel = f"C{uid}"
             event = mention_event(f"<@{BOT_USER_ID}> {text}", user=user, channel=channel)
-        entry = self.watch.expect(channel, f"echo: {text}")
+        entry = self.watch.expect(channel, self.openai.answer(text))
         envelope = event_envelope(event)
         if door == "slack_socket":
             await self.slack.push_event(envelope)
@@ -169,8 +171,11 @@ async def _command(fakes: Fakes, cmd: tuple[Any, ...]) -> Any:
     if name == "latency":
         fakes.openai.turn_latency, fakes.openai.meta_latency = float(cmd[1]), float(cmd[2])
         return None
+    if name == "pace":
+        fakes.openai.pace(int(cmd[1]), float(cmd[2]), int(cmd[3]))
+        return None
     if name == "ready":
-        await fakes.ready(str(cmd[1]))
+        await fakes.ready(str(cmd[1]), *(int(n) for n in cmd[2:3]))
         return None
     if name == "phase":
         return await fakes.phase(dict(cmd[1]))

@@ -8,9 +8,10 @@ Every fake keeps the clock of the process they share (``time.monotonic``), so th
 * when the platform first showed text of the answer, and when it showed the complete answer
   (:class:`TimedSlack`: the bot's ``chat.*`` calls; :class:`TimedDiscord`: its message posts and edits).
 
-Answers are matched to messages by text: the fake OpenAI echoes (``echo: <what the user wrote>``)
-and every message of a run is unique. One conversation at a time per channel: a user sends the
-next message only when the previous answer is complete, so :class:`Watch` keys by channel.
+Answers are matched to messages by text: the fake OpenAI echoes (``echo: <what the user wrote>``, followed by
+filler words under a paced stream: :meth:`~bench.fake_proc.BenchFake.answer`) and every message of a run is
+unique. One conversation at a time per channel: a user sends the next message only when the previous answer is
+complete, so :class:`Watch` keys by channel.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class TimedOpenAI(BenchFake):
         super().__init__(**kwargs)
         self.first_output: dict[str, float] = {}
 
-    async def _sse(self, request: web.Request, events: Iterable[JSON], *, named: bool) -> web.StreamResponse:
-        return await super()._sse(request, self._stamped(events), named=named)
+    def _events(self, events: Iterable[JSON]) -> Iterator[JSON]:
+        return self._stamped(super()._events(events))  # stamped as each event goes out (a paced one too)
 
     def _stamped(self, events: Iterable[JSON]) -> Iterator[JSON]:
         first: float | None = None

@@ -78,6 +78,43 @@ def table(front: dict[str, Any]) -> list[str]:
         else "-")
     row("peak RSS of the process, MiB", lambda d: f"{d['peak_rss_mib']:,.1f}")
     row("not answered (of all levels)", lambda d: str(sum(lv["not_answered"] for lv in d["levels"])))
+    streams = stream_table(front)
+    return [*lines, "", *streams] if streams else lines
+
+
+def _stream_name(door: str, kind: str) -> str:
+    if kind == "mention":
+        what = "mentions (streamed in the thread)"
+    elif door == "discord":
+        what = "DMs (posted, then edited)"
+    else:
+        what = "DMs (agent view on: streamed in a thread of their own)"
+    return f"{NAMES.get(door, door)}, {what}"
+
+
+def stream_table(front: dict[str, Any]) -> list[str]:
+    """The streams level (:mod:`bench.front_streams`): one row per door and kind of message."""
+    rows = [(name, kind, lv) for name, door in front["doors"].items()
+            for kind, lv in (door.get("streams") or {}).items()]
+    if not rows:
+        return []
+    first = rows[0][2]
+    lines = [
+        f"{first['users']} answers streaming at once: {first['answer_words']} words each, {first['words_per_delta']} "
+        f"words every {first['delta_interval_ms']} ms after the assistant's {first['latency_ms']:,} ms (the stream "
+        f"itself lasts {first['stream_ms']:,} ms)",
+        "",
+        "| door, messages | answered | first streamed token -> first text, p50 / p99 ms | first token -> complete "
+        "answer, p50 / p99 ms | event -> first text, p50 / p99 ms | CPU ms of the process per answer | platform API "
+        "calls per answer | level's wall s / CPU s of the process / of the fakes' |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, kind, lv in rows:
+        answered = f"{lv['answered']} of {lv['messages']}" + (f", {lv['strays']} strays" if lv["strays"] else "")
+        lines.append(f"| {_stream_name(name, kind)} | {answered} | {_ms(lv['first_token_to_visible_ms'])} "
+                     f"| {_ms(lv['first_token_to_done_ms'])} | {_ms(lv['to_first_text_ms'])} "
+                     f"| {lv['cpu_ms_per_answer'] or 0:.2f} | {_calls(lv['platform_calls_per_answer'])} "
+                     f"| {lv['seconds']:.1f} / {lv['cpu_s']:.2f} / {lv.get('fakes_cpu_s', 0):.2f} |")
     return lines
 
 

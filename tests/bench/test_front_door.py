@@ -1,7 +1,8 @@
 """Smoke test of the front-door part of ``python -m bench --quick`` (issue 19): it runs end to end, through
 the real ``python -m bot`` processes and the baseline's, and its counts are right.
 
-Counts only, never times: the timings depend on the machine.
+Counts only, never times: the timings depend on the machine (the one time checked, that a paced answer takes its
+stream's length, is a lower bound the fake's pacing sets).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench.front_bot import DOORS
+from bench.front_report import table as front_table
 from bench.run import Config, parse_args, run_bench
 
 STREAM = {"chat.startStream", "chat.appendStream", "chat.stopStream"}
@@ -104,10 +106,51 @@ def test_each_bot_door_is_profiled_and_everything_is_written(front: dict[str, An
     assert not (out / "latest.json").exists(), "a front-door run alone leaves the core's results alone"
 
 
+def test_every_paced_stream_of_the_streams_level_arrives_whole(front: dict[str, Any]) -> None:
+    cfg = front["config"]
+    users = cfg["stream_users"]
+    assert users > 1 and cfg["stream_answer_words"] > 2 * cfg["stream_words"], "several answers, several deltas each"
+    kinds = {"slack_http": {"mention", "dm"}, "slack_socket": {"mention", "dm"}, "discord": {"dm"}}
+    for name, door in front["doors"].items():
+        streams = door["streams"]
+        assert set(streams) == kinds.get(name, set()), name
+        for kind, level in streams.items():
+            where = (name, kind)
+            # Answered means the platform showed exactly the expected (long) text, complete: the driver's match.
+            assert level["answered"] == level["messages"] == level["users"] == users, where
+            assert level["not_answered"] == 0 and level["strays"] == 0, where
+            assert level["new_users"]["answered"] == users, where
+            assert level["first_token_to_visible_ms"]["n"] == level["first_token_to_done_ms"]["n"] == users, where
+            assert level["cpu_ms_per_answer"] is not None, where
+            # The answer was paced: its last delta left the fake (deltas - 1) intervals after its first.
+            deltas = -(-level["answer_words"] // level["words_per_delta"])
+            shortest = level["first_token_to_done_ms"]["cdf"][0][1]
+            assert shortest >= (deltas - 1) * level["delta_interval_ms"] - 1, where
+            assert level["assistant_calls_per_answer"] == {"POST /v1/responses": 1.0}, where
+            calls = level["platform_calls_per_answer"]
+            if name == "discord":
+                assert calls["POST /channels/{id}/messages"] == 1.0, calls
+                continue
+            assert calls["chat.startStream"] == calls["chat.stopStream"] == 1.0, where
+            if kind == "dm":  # the agent view: each DM answered in a thread of its own, titled, with a status
+                assert calls["assistant.threads.setTitle"] == 1.0 and calls["assistant.threads.setStatus"] >= 1, calls
+                assert set(calls) <= STREAM | {"assistant.threads.setTitle", "assistant.threads.setStatus"}, calls
+                process = level["process"]
+                assert process["exit_code"] == 0 and process["stderr_warnings"] == [], (where, process)
+                assert process["auth_test_calls"] == 1 and process["peak_rss_mib"] > 0, where
+            else:
+                assert set(calls) <= STREAM, calls
+    page = "\n".join(front_table(front))
+    assert page.count("streamed in the thread)") == 2 and page.count("thread of their own)") == 2
+    assert "Discord, DMs (posted, then edited)" in page
+
+
 def test_front_door_options() -> None:
     cfg = parse_args(["--redis-url", "redis://x/1", "--parts", "front", "--front-doors", "slack_http,baseline",
-                      "--front-users", "7", "--front-latency-ms", "0,250", "--no-profile"])
+                      "--front-users", "7", "--front-latency-ms", "0,250", "--no-profile", "--front-stream-users", "0"])
     assert cfg.parts == ["front"] and cfg.front.doors == ["slack_http", "baseline"]
     assert cfg.front.users == 7 and cfg.front.latencies_ms == [0, 250] and not cfg.front.profile
+    assert cfg.front.stream_users == 0
+    assert parse_args(["--redis-url", "redis://x/1"]).front.stream_users == 300
     with pytest.raises(SystemExit):
         parse_args(["--parts", "frontdoor"])
