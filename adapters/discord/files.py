@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import discord
 
-from adapters.kit.files import FileFetcher, FileRef, Hosts, origin_of_base
+from adapters.kit.files import FileFetcher, FileRef, Hosts
 from bot.config import Settings
 
 DISCORD_FILE_HOSTS: tuple[str, ...] = ("cdn.discordapp.com", "media.discordapp.net")
@@ -27,6 +27,6 @@ def file_refs(message: discord.Message) -> tuple[FileRef, ...]:
 
 
 def discord_fetcher(settings: Settings) -> FileFetcher:
-    hosts = Hosts.https(DISCORD_FILE_HOSTS, origin_of_base(settings.discord_api_base), token=False)
+    hosts = Hosts.https(DISCORD_FILE_HOSTS, settings.discord_api_base, token=False)
     return FileFetcher(hosts, max_bytes=settings.max_file_bytes, max_files=settings.max_files_per_message,
                        platform="Discord")

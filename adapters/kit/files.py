@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -90,8 +91,11 @@ class Hosts:
     """Origins the ``Authorization`` header is sent to, on the first request and after every redirect."""
 
     @classmethod
-    def https(cls, names: Sequence[str], extra: set[Origin], *, token: bool) -> Hosts:
-        files = frozenset({("https", n, 443) for n in names} | extra)
+    @functools.lru_cache(maxsize=16)
+    def https(cls, names: tuple[str, ...], base: str | None, *, token: bool) -> Hosts:
+        """The platform's file hosts over HTTPS, and the origin of its configured API base (``base``: a loopback
+        fake's). Made once per platform and base: every answer asks for them."""
+        files = frozenset({("https", n, 443) for n in names} | origin_of_base(base))
         return cls(files, files if token else frozenset())
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.kit.files import FileFetcher, FileRef, Hosts, origin_of_base
+from adapters.kit.files import FileFetcher, FileRef, Hosts
 from bot.config import Settings
 
 SLACK_FILE_HOSTS: tuple[str, ...] = ("files.slack.com", "files.slack-gov.com")
@@ -39,6 +39,6 @@ def file_refs(body: dict[str, Any]) -> tuple[FileRef, ...]:
 
 
 def slack_fetcher(settings: Settings, token: str) -> FileFetcher:
-    hosts = Hosts.https(SLACK_FILE_HOSTS, origin_of_base(settings.slack_api_url), token=True)
+    hosts = Hosts.https(SLACK_FILE_HOSTS, settings.slack_api_url, token=True)
     return FileFetcher(hosts, token=token, max_bytes=settings.max_file_bytes,
                        max_files=settings.max_files_per_message, platform="Slack")

@@ -82,6 +82,7 @@ class Core:
         self._model_known = False
         self._model_bad_until = 0.0
         self._model_check: asyncio.Future[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self.unrecorded = Unrecorded(assistant.delete_thread)
         """Remote threads made but never recorded (Redis failed in between): deleted by this process."""
 
@@ -167,8 +168,24 @@ class Core:
         except TimeoutError:
             return False
 
+    def warm_up(self) -> asyncio.Task[None] | None:
+        """Check ``OPENAI_MODEL`` now, in the background, so the first new users after a start do not wait for
+        the check (issue 19); one that fails here is made again before the first new conversation. The check's
+        task (the same one when called again), or None when the model is known already."""
+        if not self._model_known and self._warming is None:
+            self._warming = asyncio.create_task(self._warm(), name="check-model")
+        return self._warming
+
+    async def _warm(self) -> None:
+        try:
+            await self._check_model()
+        except Exception as exc:  # checked again for the first new conversation, whose user is told
+            log.warning("could not confirm OPENAI_MODEL at start: %s", exc)
+
     async def close(self) -> None:
         """Stop folding; one last try at threads made but never recorded (the log names what is left)."""
+        if self._warming is not None:
+            self._warming.cancel()
         await self.memory.close()
         await self.unrecorded.close()
 

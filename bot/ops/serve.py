@@ -14,7 +14,8 @@ from bot.runtime import Runtime
 @contextlib.asynccontextmanager
 async def extras(runtime: Runtime) -> AsyncIterator[None]:
     """Serve ``/metrics`` on METRICS_PORT and run the janitor every JANITOR_INTERVAL, when set; reload
-    ``PROFILES_FILE`` on SIGHUP."""
+    ``PROFILES_FILE`` on SIGHUP; check ``OPENAI_MODEL`` while the adapter connects."""
+    runtime.core.warm_up()
     metrics = await maybe_start_metrics_server(runtime)
     janitor = asyncio.create_task(janitor_task(runtime)) if runtime.settings.janitor_interval else None
     try:

@@ -197,6 +197,31 @@ async def test_unknown_model_creates_no_thread(
     assert await bad.store.get_thread(other) is None
 
 
+async def test_the_model_is_checked_at_start_not_before_the_first_users_answer(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = await make_runtime()
+    warming = rt.core.warm_up()
+    assert warming is not None and rt.core.warm_up() is warming, "one check"
+    await warming
+    assert fake_openai.count("GET", "/v1/models") == 1
+    fake_openai.reset_calls()
+    first = await rt.core.handle(msg("hello", "m1"))
+    assert first is not None and first.text == "echo: hello"
+    assert fake_openai.calls == [("POST", "/v1/conversations"), ("POST", "/v1/responses")]
+
+    bad = await make_runtime(openai_model="gpt-nope")
+    with caplog.at_level(logging.WARNING):
+        warming = bad.core.warm_up()
+        assert warming is not None
+        await warming
+    assert any("OPENAI_MODEL" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    fake_openai.reset_calls()
+    with pytest.raises(Misconfigured):
+        await bad.core.handle(msg("first ever", "m2", ThreadKey("slack", "T1", "C1", "U2")))
+    assert fake_openai.count("POST", "/v1/conversations") == 0, "no thread for a model the server does not know"
+
+
 async def test_429_then_success(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
     rt = await make_runtime()
     await rt.core.handle(msg("hi", "m1"))
