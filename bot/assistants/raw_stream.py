@@ -4,13 +4,14 @@
 request on this machine, and an identity for what the bot sends: plain JSON, and the Responses parameters have
 no aliases or formats) and builds a pydantic model of every event (about 55 µs each; most of an answer's events
 are text deltas, read for one field; the last one carries the whole response, about 0.9 ms to build).
-:func:`open_stream` sends the same request through the same client (``AsyncOpenAI.post``: its retries, timeouts,
-headers, error translation and SSE decoding, an ``error`` in the stream included), and the events arrive as the
-server's JSON. A text delta is read as it is; an answer's end (``response.completed``, once per answer) gets a
-:class:`JsonView` (:func:`typed`): the SDK's attribute names over the same JSON, a missing field an
-``AttributeError`` as with the SDK's unvalidated models. The rare endings whose fields the SDK defaults
-(``response.failed`` without ``error``, ``response.incomplete``, an ``error`` without ``code``: None there) are
-built as the SDK's models, so they read exactly as before. The others go to
+:func:`open_stream` sends the same request as ``AsyncOpenAI.post`` (its retries, timeouts, headers, error
+translation and SSE decoding, an ``error`` in the stream included), and the events arrive as the server's JSON:
+straight over aiohttp with the SDK's URL, headers and body, the SDK taking over whatever is not a 2xx event
+stream (:mod:`bot.assistants.direct_stream`). A text delta is read as it is; an answer's end
+(``response.completed``, once per answer) gets a :class:`JsonView` (:func:`typed`): the SDK's attribute names
+over the same JSON, a missing field an ``AttributeError`` as with the SDK's unvalidated models. The rare endings
+whose fields the SDK defaults (``response.failed`` without ``error``, ``response.incomplete``, an ``error``
+without ``code``: None there) are built as the SDK's models, so they read exactly as before. The others go to
 :meth:`bot.assistants.tools.ToolRun.see` as JSON, which reads both alike.
 
 A non-streamed answer (:func:`create_json`) is the same request without ``stream``, through the same
@@ -24,9 +25,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openai import AsyncOpenAI, AsyncStream, NotGiven, Omit
+from openai import AsyncOpenAI, NotGiven, Omit
 from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent
+
+from bot.assistants import direct_stream
+from bot.assistants.direct_stream import EventStream
 
 DELTA = "response.output_text.delta"
 VIEWED = frozenset({"response.completed", DELTA})
@@ -54,14 +58,13 @@ def _request(params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return body, options
 
 
-async def open_stream(client: AsyncOpenAI, **params: Any) -> AsyncStream[object]:
+async def open_stream(client: AsyncOpenAI, **params: Any) -> EventStream:
     """``client.responses.create(**params)`` with ``stream=True`` in ``params``, yielding each event's JSON.
 
     ``extra_headers``, ``extra_query``, ``extra_body`` and ``timeout`` go where the SDK puts them; a parameter
     that is ``NOT_GIVEN`` or ``omit`` is left out, as the SDK leaves it out."""
     body, options = _request(params)
-    return await client.post("/responses", body=body, cast_to=object, options=options, stream=True,
-                             stream_cls=AsyncStream[object])
+    return await direct_stream.open_stream(client, "/responses", body, options)
 
 
 async def create_json(client: AsyncOpenAI, **params: Any) -> Any:
