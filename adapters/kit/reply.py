@@ -78,7 +78,9 @@ class Pump:
     The first :meth:`wake` starts the task, which flushes at once; later wakes are folded into one
     flush after the interval, counted from the *end* of the last request so two never reach the
     platform closer than that. A flush that returns a number skipped its work (the platform's budget
-    is spent): the pump flushes again after that many seconds (at least the interval), woken or not.
+    is spent, or its turn is a little way off): it made no request, so the pump flushes again after that
+    many seconds, woken or not (the first text of an answer is not held back a whole interval because its
+    lane was busy for a few milliseconds; since the last request, the interval has passed already).
     ``errors`` from a flush are logged and the pump goes on; anything else ends it and is raised by
     :meth:`stop`.
     """
@@ -142,7 +144,7 @@ class Pump:
             if later is not None:
                 self._dirty.set()  # what was skipped is still to show
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(self._interval, later or 0.0)):
+                async with asyncio.timeout(self._interval if later is None else later):
                     await self._stopping.wait()
 
 
