@@ -404,7 +404,7 @@ class ConversationsAssistant:
                   "input": transcript, "store": False}
         what = "summarising"
         try:
-            response = await self.server.call("responses", self.client.responses.create, params)
+            response = await self.server.call("responses", partial(create_json, self.client), params)
         except openai.APIError as exc:
             raise translate(exc, what=what) from None
         except BROKEN_BODY as exc:
