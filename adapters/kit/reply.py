@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -78,9 +79,10 @@ class Pump:
     The first :meth:`wake` starts the task, which flushes at once; later wakes are folded into one
     flush after the interval, counted from the *end* of the last request so two never reach the
     platform closer than that. A flush that returns a number skipped its work (the platform's budget
-    is spent, or its turn is a little way off): it made no request, so the pump flushes again after that
-    many seconds, woken or not (the first text of an answer is not held back a whole interval because its
-    lane was busy for a few milliseconds; since the last request, the interval has passed already).
+    is spent, or its turn is a little way off) and made no request: the pump flushes again after that many
+    seconds (at least the interval), woken or not. Until a flush has gone through, the first text of an
+    answer is not held back a whole interval because its lane was busy for a few milliseconds: it asks
+    again after the hint, backing off towards the interval, with jitter (:meth:`_first_retry`).
     ``errors`` from a flush are logged and the pump goes on; anything else ends it and is raised by
     :meth:`stop`.
     """
@@ -131,6 +133,8 @@ class Pump:
             raise
 
     async def _run(self) -> None:
+        shown = False  # a flush went through: the ones after it keep the interval
+        skipped = 0  # flushes skipped in a row before that
         while not self._stopping.is_set():
             await self._dirty.wait()
             self._dirty.clear()
@@ -141,11 +145,20 @@ class Pump:
                 later = await self._flush()
             except self._errors as exc:
                 self._log.warning("could not update the answer in progress: %s", exc)
-            if later is not None:
+            if later is None:
+                shown, skipped, pause = True, 0, self._interval
+            else:
                 self._dirty.set()  # what was skipped is still to show
+                skipped += 1
+                pause = max(self._interval, later) if shown else self._first_retry(later, skipped)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval if later is None else later):
+                async with asyncio.timeout(pause):
                     await self._stopping.wait()
+
+    def _first_retry(self, hint: float, skipped: int) -> float:
+        """Until the answer shows something: the lane's hint, doubled for each skip in a row up to the interval,
+        and up to half again at random, so answers skipped together do not all ask again at the same moment."""
+        return max(hint, min(self._interval, hint * 2.0 ** (skipped - 1))) * (1 + random.random() / 2)
 
 
 class PumpedText:

@@ -184,8 +184,10 @@ class Core:
 
     async def close(self) -> None:
         """Stop folding; one last try at threads made but never recorded (the log names what is left)."""
-        if self._warming is not None:
-            self._warming.cancel()
+        checks = [t for t in (self._warming, self._model_check) if t is not None and not t.done()]
+        for check in checks:  # a model check still out at shutdown: nobody waits for it any more
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         await self.memory.close()
         await self.unrecorded.close()
 

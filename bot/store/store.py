@@ -17,11 +17,11 @@ from typing import Any, cast
 import bot.store.scripts as lua
 from bot.domain import ThreadKey, Turn
 from bot.store.chat_history import ChatHistory
-from bot.store.connect import RedisClient, as_str
+from bot.store.connect import RedisClient, StoreError, as_str
 from bot.store.installations import Erasures
 from bot.store.keys import Keys
 from bot.store.lock import RedisLock
-from bot.store.records import Admission, FinishedTurn, Recorded, ThreadRecord
+from bot.store.records import Admission, FinishedTurn, Recorded, SharedRecord, ThreadRecord
 from bot.store.retention import RetentionReads
 from bot.store.server_notes import ServerNotes
 from bot.store.shared import SharedRecords
@@ -158,7 +158,7 @@ class Store(RetentionReads):
         shared = turn.shared
         if self.cluster:
             if shared is not None:
-                await self.shared.record(key, shared)
+                await self._record_shared(key, shared)
             # The durable index first: a crash in between must never hide a thread from the janitor.
             await self._index_update(key, turn.thread_id, turn.backend, now)
             if turn.input_tokens + turn.output_tokens:
@@ -168,9 +168,20 @@ class Store(RetentionReads):
             if shared.place:
                 keys.append(self.keys.joined(shared.place))
         written, folding = cast(list[int], await self.scripts.finish(keys=keys, args=args))
-        if written and shared is not None and not self.cluster:
-            await self.shared.record(key, shared, with_turn=True)
+        if shared is not None and not self.cluster:
+            # The people's sets and the charge; or, if the lock had lapsed (the script wrote nothing), the whole
+            # record as before, while the conversation exists: erasure must still find this speaker's words.
+            await self._record_shared(key, shared, with_turn=bool(written))
         return Recorded(bool(written), int(folding))
+
+    async def _record_shared(self, key: ThreadKey, shared: SharedRecord, *, with_turn: bool = False) -> None:
+        """The shared record apart from the turn's script: its failure costs that bookkeeping alone (one warning),
+        never the turn."""
+        try:
+            await self.shared.record(key, shared, with_turn=with_turn)
+        except StoreError as exc:
+            log.warning("answered %s but could not record who said what (%s); erasing a speaker may miss this turn",
+                        key.digest, exc)
 
     # -- memory ----------------------------------------------------------------------------
     async def fold_pending(self, key: ThreadKey) -> tuple[str, str, list[str]]:

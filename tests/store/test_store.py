@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.domain import ThreadKey, Turn
-from bot.store import Duplicate, FinishedTurn, LockBusy, Store
+from bot.store import Duplicate, FinishedTurn, LockBusy, SharedRecord, Store
 from bot.store.keys import Keys
 from bot.store.records import Mapping
 from tests.support.store import owed
@@ -164,6 +165,42 @@ async def test_finish_writes_nothing_once_the_lock_is_gone(store: Store) -> None
     assert await store.get_thread(KEY) is None and await store.turns(KEY) == []
     with pytest.raises(Duplicate):
         await store.lock(KEY, claim="m1").acquire()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster-order"])
+async def test_who_said_what_is_kept_when_the_lock_lapsed(redis_url: str, prefix: str, cluster: bool) -> None:
+    """The turn is not recorded, but erasure must still find the speaker's words in the conversation they are in
+    (on a single Redis the record rides the turn's script, which writes nothing once the lock is gone)."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    store = Store(client, prefix=prefix, idle_ttl=3600, lock_ttl=5, dedupe_ttl=60, keep_items=4, cluster=cluster)
+    shared = ThreadKey("slack", "T1", "C1/1700.1", "*")
+    place = "slack:T1:C1/1700.1"
+    try:
+        await client.hset(store.keys.thread(shared), mapping={"thread_id": "conv_1", "backend": "conversations"})
+        lock = await store.lock(shared, claim="m1").acquire()
+        await client.delete(store.keys.lock(shared))  # lapsed: renewals failed while Redis was away
+        record = SharedRecord(mark="1700.2", items=("msg_9",), wrote="alice", place=place)
+        assert not await lock.finish(FinishedTurn("conv_1", "conversations", [], shared=record))
+        assert await client.hget(store.keys.thread(shared), "by:alice") == "msg_9"
+        assert await client.smembers(store.shared.person("alice")) == {shared.id}
+        assert await store.shared.joined(place)
+    finally:
+        await client.aclose()
+
+
+async def test_the_turn_is_recorded_when_its_shared_record_fails(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Who said what is bookkeeping: a Redis error there costs that (one warning), never the recorded turn."""
+    shared = ThreadKey("slack", "T1", "C1/1700.1", "*")
+    record = SharedRecord(items=("msg_9",), wrote="alice", place="slack:T1:C1/1700.1")
+    await store.redis.set(store.shared.person("alice"), "not a set")  # SADD on it fails: WRONGTYPE
+    lock = await store.lock(shared, claim="m1").acquire()
+    with caplog.at_level(logging.WARNING):
+        recorded = await lock.finish(FinishedTurn("conv_1", "conversations", [Turn(role="user", text="x")],
+                                                  shared=record))
+    assert recorded and await store.turns(shared) == [{"role": "user", "text": "x"}]
+    assert any("who said what" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_replaced_thread_is_queued_for_deletion(store: Store) -> None:
