@@ -2,9 +2,11 @@
 
 Under load the SDK's request machinery (``post``, ``_build_request``, the auth wrappers, httpx2's ``send``, the
 vendored aiohttp transport, SSE decoding through five generators per event) was 15-20 % of the CPU per answer.
-:func:`open_stream` sends the same bytes over one ``aiohttp.ClientSession`` per client and reads the events itself.
-It keeps of the SDK: the URL, headers and timeout its ``_build_request`` makes (once per client while its key, URL,
-timeout, organization and project stay; per request when the request has extra headers, query or timeout), with
+:func:`open_stream` sends the same bytes over the SDK transport's own ``aiohttp.ClientSession`` (one pool, so one
+connection cap, and one cookie jar for every request of the client) and reads the events itself.
+It keeps of the SDK: the URL, headers and timeout its ``_build_request`` makes (once per client while what it reads
+stays: key, URL, timeout, organization, project, default headers and query, the HTTP client's headers and params, the
+request's ``security``; per request when the request has extra headers, query or timeout), with
 only the body (``openapi_dumps``) and ``content-length`` varying, as in its first attempt; the vendored transport's
 settings (connection limit, keep-alive, TLS, connect/read/pool timeouts, no redirects or decompression) and its
 mapping of aiohttp's exceptions; ``AsyncStream.__stream__`` (``cast_to=object``): the SSE decoder's lines,
@@ -13,37 +15,49 @@ read errors as ``APITimeoutError``/``APIConnectionError``. Everything else is th
 is not a 2xx (a status, a connection error, a timeout) is replayed into its request loop (``post`` on a copy of the
 client whose first send returns that outcome), so the SDK decides whether and when to retry, with which headers,
 and what to raise; a compressed 2xx is read by its ``AsyncStream``; a redirect is sent again through it (it
-follows). Cookies a server sets are kept by this session's jar, as by the SDK's.
+follows). A stream dropped unread gives its connection back when it is collected, as an ``AsyncStream`` does.
 
 Only a plain client goes this way (``AsyncOpenAI`` with an API key, no provider, workload identity or key callable,
-over the SDK's aiohttp transport without proxy, auth or event hooks); any other goes through ``post`` unchanged.
+over the SDK's aiohttp transport without proxy, auth or event hooks); any other goes through ``post`` unchanged, as
+does every client with an SDK (``openai>=3,<4``) lacking an internal this module reads (said once at DEBUG).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import functools
 import json
+import logging
 import re
 import weakref
 from collections import deque
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 import anyio
 import httpx2
 from openai import APIConnectionError, APIError, APITimeoutError, AsyncOpenAI, AsyncStream
-from openai._base_client import _merge_mappings, get_platform
-from openai._httpx2 import request_exceptions, timeout_exceptions
-from openai._models import FinalRequestOptions
-from openai._types import RequestOptions
-from openai._utils import asyncify
-from openai._utils._json import openapi_dumps
-from openai._vendor.httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
 from yarl import URL
 
+MISSING: ImportError | None = None
+"""The SDK's internal that could not be imported (then every stream goes through ``post``)."""
+try:
+    from openai._base_client import _merge_mappings, get_platform
+    from openai._httpx2 import request_exceptions, timeout_exceptions
+    from openai._models import FinalRequestOptions
+    from openai._utils import asyncify
+    from openai._utils._json import openapi_dumps
+    from openai._vendor.httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
+except ImportError as exc:  # pragma: no cover - an SDK laid out otherwise (the test loads this module so)
+    MISSING = exc
+if TYPE_CHECKING:
+    from openai._types import RequestOptions
+
+log = logging.getLogger(__name__)
 EventStream: TypeAlias = "AsyncStream[object] | DirectStream"
-Call: TypeAlias = tuple[AsyncOpenAI, str, dict[str, Any], RequestOptions]
+Call: TypeAlias = "tuple[AsyncOpenAI, str, dict[str, Any], RequestOptions]"
 """A ``post``'s client, path, body and options."""
 LINE_END = re.compile(rb"\r\n|\r|\n")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -67,35 +81,24 @@ class _Plan:
 
 
 class _Direct:
-    """A client's session (made in the running loop) and plan (made again when the client's settings change)."""
+    """A client's plan (made again when anything the SDK's ``_build_request`` reads for it changes)."""
 
     def __init__(self) -> None:
-        self.session: aiohttp.ClientSession | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.key: tuple[Any, ...] | None = None
         self.plan: _Plan | None = None
+        self.sdk = False  # this SDK lacks what the plan reads: post, from now on
 
     async def plan_for(self, client: AsyncOpenAI, path: str, options: RequestOptions) -> _Plan | None:
-        key = (path, client.api_key, client._base_url, client.timeout, client.organization, client.project)
+        if MISSING is not None:
+            raise MISSING
         if not options.keys() <= CACHED:
             return await _plan(client, path, options)
+        http, own = client._client, (client._custom_headers, client._custom_query, options.get("security"))
+        who = (client.api_key, client.admin_api_key, client.organization, client.project, client._base_url)
+        key = (path, *who, client.timeout, *map(str, own), tuple(http.headers.raw), str(http.params))  # str: a copy
         if key != self.key:
             self.key, self.plan = key, await _plan(client, path, options)
         return self.plan
-
-    def session_for(self, transport: AiohttpTransport) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self.session is None or self.session.closed or self.loop is not loop:
-            limits = transport.limits  # as AiohttpTransport.get_client makes its session
-            connector = aiohttp.TCPConnector(
-                keepalive_timeout=limits.keepalive_expiry,
-                ssl=transport.ssl_context,
-                local_addr=(transport.local_address, 0) if transport.local_address else None,
-                limit=limits.max_connections if limits.max_connections is not None else 100,
-            )
-            self.session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
-            self.loop = loop
-        return self.session
 
 
 _DIRECT: weakref.WeakKeyDictionary[AsyncOpenAI, _Direct] = weakref.WeakKeyDictionary()
@@ -110,12 +113,25 @@ async def _plan(client: AsyncOpenAI, path: str, options: RequestOptions) -> _Pla
     auth = (client._provider_runtime, client.workload_identity, client._api_key_provider, client.custom_auth)
     if any((*auth, client._idempotency_header, http.auth, transport.proxy, transport.uds, *http.event_hooks.values())):
         return None
+    if not callable(client._send_request) or not callable(client._make_sse_decoder):  # _replay's, AsyncStream's
+        return None
     if client._platform is None:  # as AsyncAPIClient.request does before its first request
         client._platform = await asyncify(get_platform)()
     request = _sdk_request((client, path, {}, options))
     if request.url.userinfo or http._transport_for_url(request.url) is not transport:
         return None  # credentials in the URL, or a proxy mounted for it
     return _Plan(request, transport)
+
+
+def _session(transport: AiohttpTransport) -> aiohttp.ClientSession | None:
+    """The transport's own session (made as it makes it on its first request); None where the SDK would not send
+    over it on this loop (closed, or made in another loop: the SDK's request then does what it does)."""
+    if transport.client is None:
+        transport.client = transport.get_client()
+    session = transport.client
+    if not isinstance(session, aiohttp.ClientSession) or session.closed:
+        return None
+    return session if session._loop is asyncio.get_running_loop() else None
 
 
 def _sdk_request(call: Call) -> httpx2.Request:
@@ -178,14 +194,19 @@ async def open_stream(client: AsyncOpenAI, path: str, body: dict[str, Any], opti
     events as JSON, sent straight over aiohttp when the client is a plain one."""
     call: Call = (client, path, body, options)
     direct = _DIRECT.get(client) or _DIRECT.setdefault(client, _Direct())
-    plan = await direct.plan_for(client, path, options)
-    if plan is None or client._client.is_closed:
+    try:
+        plan = None if direct.sdk else await direct.plan_for(client, path, options)
+        session = None if plan is None or client._client.is_closed else _session(plan.transport)
+    except (AttributeError, ImportError) as exc:  # openai>=3,<4: an SDK without an internal read here
+        direct.sdk, direct.plan = True, None
+        log.debug("streams of %r go through the SDK's post: %r", client, exc)
+        return await _sdk_post(call)
+    if plan is None or session is None:
         return await _sdk_post(call)
     extra = options.get("extra_json")
     payload = openapi_dumps(_merge_mappings(body, extra) if extra is not None else body)
     headers = [*plan.head, ("content-length", str(len(payload))), *plan.tail]
     try:
-        session = direct.session_for(plan.transport)
         response = await session.request("POST", plan.url, data=payload, headers=headers, **plan.send)
     except Exception as exc:
         return await _replay(call, _mapped(exc))
@@ -201,10 +222,9 @@ async def open_stream(client: AsyncOpenAI, path: str, body: dict[str, Any], opti
 
 
 async def close_direct(client: AsyncOpenAI) -> None:
-    """Close the session :func:`open_stream` keeps for ``client`` (where the client is closed)."""
-    direct = _DIRECT.pop(client, None)
-    if direct is not None and direct.session is not None:
-        await direct.session.close()
+    """Forget what :func:`open_stream` keeps for ``client`` (where the client is closed, which closes the session:
+    its transport's). Again: nothing."""
+    _DIRECT.pop(client, None)
 
 
 class DirectStream:
@@ -213,7 +233,8 @@ class DirectStream:
     def __init__(self, response: aiohttp.ClientResponse, call: Call) -> None:
         self._response, self._call = response, call
         self._ready: deque[tuple[str | None, str]] = deque()
-        self._rest, self._skip_lf, self._done = b"", False, False
+        self._rest: list[bytes] = []  # the pieces of a line not ended yet
+        self._skip_lf, self._done = False, False
         self._error: UnicodeDecodeError | None = None  # raised after the events before it, as the SDK's decoder
         self._event: str | None = None  # the SDK's SSEDecoder state: event, data, last id, retry
         self._data: list[str] = []
@@ -233,6 +254,21 @@ class DirectStream:
         self._done = True
         with map_aiohttp_exceptions():
             await self._response.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        """Dropped unread: the connection goes back (closed), as the SDK's stream's does when its generator is
+        collected; the response's own callbacks keep it from being collected, so it would stay acquired."""
+        if not self._response.closed:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._response.release()
+
+    @functools.cached_property
+    def response(self) -> httpx2.Response:
+        """The response as the SDK's stream has it (its status and headers; its events are read here)."""
+        return _wrapped(self._response, _sdk_request(self._call))
 
     async def __anext__(self) -> object:
         try:
@@ -271,12 +307,17 @@ class DirectStream:
                 raise APIConnectionError(request=_sdk_request(self._call)) from mapped
             raise
         if not chunk:  # the end: what is left is a last line
-            lines, self._rest, self._done = [self._rest] if self._rest else [], b"", True
+            lines, self._rest, self._done = [b"".join(self._rest)] if self._rest else [], [], True
         else:
             if self._skip_lf and chunk[:1] == b"\n":  # a CR ended the last chunk: this LF ends the same line
                 chunk = chunk[1:]
-            lines = LINE_END.split(self._rest + chunk)
-            self._rest, self._skip_lf = lines.pop(), chunk.endswith(b"\r")
+            lines = LINE_END.split(chunk)  # this chunk's bytes only: a long line costs its length once
+            rest, self._skip_lf = lines.pop(), chunk.endswith(b"\r")
+            if lines and self._rest:
+                lines[0] = b"".join((*self._rest, lines[0]))
+                self._rest = []
+            if rest:
+                self._rest.append(rest)
         for raw in lines:
             try:
                 line = raw.decode("utf-8")

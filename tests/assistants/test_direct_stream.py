@@ -7,20 +7,25 @@ server sees the same attempts (every header, the body), and the caller the same 
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import importlib.util
 import json
+import logging
 import socket
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from openai import APIConnectionError, AsyncOpenAI, AsyncStream
 
 from bot.assistants import direct_stream
 from bot.assistants.conversations import ConversationsAssistant, make_client
 from bot.assistants.direct_stream import DirectStream, close_direct
-from bot.assistants.raw_stream import _request, open_stream
+from bot.assistants.raw_stream import _request, create_json, open_stream
 from tests.support.fixtures import settings_for_test
 from tests.support.local_http import serve
 
@@ -167,7 +172,7 @@ async def run(
         )
     finally:
         if direct:
-            assert direct_stream._DIRECT[client].session is not None, "the first attempt went straight"
+            assert direct_stream._DIRECT[client].plan is not None, "the first attempt went straight"
         await close_direct(client)
         await client.close()
     return read, None
@@ -316,6 +321,177 @@ async def test_other_clients_go_through_the_sdk_and_the_session_closes_with_the_
     assistant = ConversationsAssistant(settings)
     stream = await open_stream(assistant.client, **PARAMS)
     assert isinstance(stream, DirectStream) and [e async for e in stream] == [DELTA]
-    session = direct_stream._DIRECT[assistant.client].session
+    session = assistant.client._client._transport.client  # type: ignore[attr-defined]
     await assistant.close()
-    assert session is not None and session.closed and assistant.client.is_closed()
+    assert isinstance(session, ClientSession) and session.closed and assistant.client.is_closed()
+    await close_direct(assistant.client)  # again: harmless
+
+
+def held(peers: set[object]) -> Respond:
+    """One event, then the stream stays open until the test releases it."""
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(DELTA)}\n\n".encode())
+        await request.app[RELEASE].wait()
+        return response
+
+    return respond
+
+
+def pool(client: AsyncOpenAI) -> Any:
+    """The connector of the SDK transport's own session (None before its first request)."""
+    session = client._client._transport.client  # type: ignore[attr-defined]
+    return session.connector if isinstance(session, ClientSession) else None
+
+
+async def test_streams_and_the_sdk_s_other_requests_share_one_pool(wire: tuple[Wire, str]) -> None:
+    """OPENAI_MAX_CONNECTIONS caps every request: with 1, a call made while an answer streams waits for it."""
+    served, base = wire
+    peers: set[object] = set()
+    answered = status(200, {"id": "resp_2", "output": []})
+
+    async def script(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        return await answered(request)
+
+    served.script = [held(peers), script]
+    settings = settings_for_test("redis://127.0.0.1:6379/9", "direct", f"{base}/v1", openai_max_connections=1)
+    client = make_client(settings)
+    try:
+        stream = await open_stream(client, **PARAMS)
+        assert isinstance(stream, DirectStream) and await stream.__anext__() == DELTA
+        call = asyncio.create_task(create_json(client, model="gpt-test", input="hi"))
+        for _ in range(10_000):  # turns of the loop: the call runs until it is sent or waits for a connection
+            if call.done() or (pool(client) is not None and pool(client)._waiters):
+                break
+            await asyncio.sleep(0)
+        assert not call.done() and len(served.seen) == 1, "the call waits for the stream's connection"
+        served.app[RELEASE].set()
+        assert [e async for e in stream] == []
+        assert (await call).id == "resp_2" and len(peers) == 1, "then it has it: one socket in all"
+    finally:
+        await close_direct(client)
+        await client.close()
+
+
+async def test_a_long_line_in_small_pieces_is_read_in_linear_time(wire: tuple[Wire, str]) -> None:
+    """A big event (a ``response.completed`` with a long answer) arrives in many reads; each read's bytes are
+    scanned once, not the line read so far again (quadratic: 8 MB in 16 KB writes cost about 11 s of CPU, 30 times
+    the SDK's). The bound is loose (the SDK's CPU twice over): here the two cost about the same."""
+    big = {**DONE, "response": {"id": "resp_1", "output": [], "text": "x" * 8_000_000}}
+    line = f"data: {json.dumps(big)}\r\n\r\n".encode()
+    head, end = line[:-4], line[-4:]
+    pieces = [head[i : i + 16384] for i in range(0, len(head), 16384)] + [end[:3], end[3:]]
+    cpu: dict[bool, float] = {}
+    for direct in (False, True):
+        started = time.process_time()  # the server's writes too, the same for both
+        assert await run(wire, [sse(*pieces)], direct=direct) == ([big], None), "a CR ends a write, its LF the next"
+        cpu[direct] = time.process_time() - started
+    assert cpu[True] < 2 * cpu[False] + 0.1, f"{cpu[True]:.2f} s of CPU, the SDK {cpu[False]:.2f} s"
+
+
+async def test_a_stream_dropped_unread_gives_its_connection_back(wire: tuple[Wire, str]) -> None:
+    """As the SDK's ``AsyncStream`` (its generator is closed when it is collected); ``aclose`` and ``response`` as
+    it has them."""
+    served, base = wire
+    served.script = [held(set())]
+    client = make_client(settings_for_test("redis://127.0.0.1:6379/9", "direct", f"{base}/v1"))
+    try:
+        stream = await open_stream(client, **PARAMS)
+        assert isinstance(stream, DirectStream) and await stream.__anext__() == DELTA
+        assert len(pool(client)._acquired) == 1
+        del stream
+        gc.collect()
+        assert not pool(client)._acquired, "the connection is given back (closed: its body was not read)"
+        stream = await open_stream(client, **PARAMS)
+        assert await stream.__anext__() == DELTA and len(pool(client)._acquired) == 1
+        assert stream.response.status_code == 200 and stream.response.headers["content-type"] == "text/event-stream"
+        await stream.aclose()
+        assert not pool(client)._acquired
+        del stream
+        gc.collect()  # closed already: nothing more
+    finally:
+        await close_direct(client)
+        await client.close()
+
+
+async def test_an_sdk_without_what_the_direct_path_reads_goes_through_post(
+    wire: tuple[Wire, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``openai>=3,<4``: an SDK whose internals differ (here a client without ``workload_identity``) streams through
+    its own ``post``, said once at DEBUG, instead of failing every answer."""
+    served, base = wire
+    served.script = [events(DELTA, done=True)]
+    client = make_client(settings_for_test("redis://127.0.0.1:6379/9", "direct", f"{base}/v1"))
+    del client.workload_identity
+    caplog.set_level(logging.DEBUG, logger=direct_stream.__name__)
+    try:
+        for _ in range(2):
+            stream = await open_stream(client, **PARAMS)
+            assert isinstance(stream, AsyncStream) and [e async for e in stream] == [DELTA]
+    finally:
+        await close_direct(client)
+        await client.close()
+    said = [r for r in caplog.records if r.name == direct_stream.__name__]
+    assert len(said) == 1 and said[0].levelno == logging.DEBUG and "workload_identity" in said[0].getMessage()
+
+
+async def test_an_sdk_without_a_module_the_direct_path_imports_goes_through_post(
+    wire: tuple[Wire, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module imports without the SDK internals it reads (each stream then goes through ``post``)."""
+    served, base = wire
+    served.script = [events(DELTA, done=True)]
+    client = make_client(settings_for_test("redis://127.0.0.1:6379/9", "direct", f"{base}/v1"))
+    monkeypatch.setitem(sys.modules, "openai._vendor.httpx_aiohttp.transport", None)  # an SDK without it
+    spec = importlib.util.find_spec(direct_stream.__name__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)  # imported as with that SDK
+    assert isinstance(fresh.MISSING, ImportError)
+    try:
+        body, options = _request(PARAMS)
+        stream = await fresh.open_stream(client, "/responses", body, options)
+        assert isinstance(stream, AsyncStream) and [e async for e in stream] == [DELTA]
+    finally:
+        await fresh.close_direct(client)
+        await client.close()
+
+
+async def test_a_client_or_request_set_up_otherwise_is_sent_as_the_sdk_sends_it(wire: tuple[Wire, str]) -> None:
+    """What the SDK builds the headers and URL from (the request's ``security``, the client's default headers and
+    query, its HTTP client's headers and params) is part of the plan's key: changed, the request changes."""
+    served, base = wire
+    served.script = [events(DELTA, done=True)]
+    body, options = _request(PARAMS)
+    client = make_client(settings_for_test("redis://127.0.0.1:6379/9", "direct", f"{base}/v1"))
+    client.admin_api_key = "sk-admin"
+    changes: list[tuple[Callable[[], None], dict[str, Any]]] = [
+        (lambda: None, options),
+        (lambda: None, {**options, "security": {"admin_api_key_auth": True}}),
+        (lambda: client._custom_headers.update({"X-Team": "a"}), options),  # type: ignore[attr-defined]
+        (lambda: client._custom_query.update({"team": "a"}), options),  # type: ignore[attr-defined]
+        (lambda: client._client.headers.update({"X-Proxy-Hint": "b"}), options),
+        (lambda: setattr(client._client, "params", client._client.params.merge({"hint": "b"})), options),
+    ]
+    try:
+        for change, sent in changes:
+            change()
+            by: dict[bool, list[Any]] = {}
+            for direct in (False, True):
+                served.seen = []
+                if direct:
+                    stream: Any = await direct_stream.open_stream(client, "/responses", body, sent)  # type: ignore[arg-type]
+                else:
+                    stream = await direct_stream._sdk_post((client, "/responses", body, sent))  # type: ignore[arg-type]
+                assert [e async for e in stream] == [DELTA] and isinstance(stream, DirectStream) == direct
+                by[direct] = served.seen
+            assert by[True] == by[False]
+    finally:
+        await close_direct(client)
+        await client.close()
