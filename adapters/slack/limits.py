@@ -170,25 +170,36 @@ class SlackCalls:
                 await self.pacer.release(scope, method, channel, delivery.holder)
 
     async def luxury(self, delivery: Delivery, method: str, call: Callable[[], Awaitable[T]], *,
-                     channel: str = "") -> tuple[T | None, float]:
-        """``(result, 0.0)``, or ``(None, seconds)`` when the lane had no turn free or Slack refused: skipped."""
+                     channel: str = "", wait: float = 0.0) -> tuple[T | None, float]:
+        """``(result, 0.0)``, or ``(None, seconds)`` when the lane had no turn free or Slack refused: skipped.
+
+        ``wait``: take the lane's next turn if it comes within that many seconds, in line with the other calls
+        waiting for theirs (an answer's first text: when many answers start at once, each waits its turn instead
+        of asking again and again for a free one); skipped only when the turn is further off."""
         scope = self.scope(delivery.team)
         channel = channel if method in PER_CHANNEL else ""
         if channel and self.pacer.channel_busy(scope, method, channel):
             return None, self.pacer.poll
         async with self.pacer.channel_lock(scope, method, channel):
-            later = await self.pacer.turn(scope, method, urgent=False, channel=channel, holder=delivery.holder)
-            if later > 0:
-                return None, later
-            token = _CURRENT.set(_Call(delivery, method, False, channel))
+            if wait <= 0 and (later := await self.pacer.turn(scope, method, urgent=False, channel=channel,
+                                                             holder=delivery.holder)) > 0:
+                return None, later  # no turn, so no hold taken
             try:
-                return await call(), 0.0
+                if wait > 0:
+                    await self.pacer.turn(scope, method, urgent=True, channel=channel, holder=delivery.holder,
+                                          deadline=time.monotonic() + wait)
+                token = _CURRENT.set(_Call(delivery, method, False, channel))
+                try:
+                    return await call(), 0.0
+                finally:
+                    _CURRENT.reset(token)
+            except TooLate as exc:
+                return None, exc.wait
             except SlackApiError as exc:
                 if ratelimited(exc):
                     return None, max(self.pacer.floor(scope, method), self.pacer.poll)
                 raise
             finally:
-                _CURRENT.reset(token)
                 await self.pacer.release(scope, method, channel, delivery.holder)
 
     # ---- from inside slack_sdk's retry loop ------------------------------------------------------------

@@ -108,6 +108,7 @@ class SlackReply:
         """Tool progress ("searching the web…"), and what of it Slack shows (:meth:`on_status`)."""
         self.tasks = Tasks()
         """Stream mode: the ``task_update`` chunks of the tool statuses."""
+        self._interval = interval
         self._pump = Pump(self._push, interval=interval, errors=SEND_ERRORS, log=log, name="slack-reply")
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -255,8 +256,11 @@ class SlackReply:
         return None
 
     async def _luxury_create(self, method: str, text: str, call: Call) -> tuple[AsyncSlackResponse | None, float]:
+        """The answer's first message (a stream's start, or the first post): it waits up to an interval for its
+        turn, since nothing is shown yet and skipping it would show nothing for at least that long."""
         try:
-            return await self.calls.luxury(self.delivery, method, call, channel=self.target.channel)
+            return await self.calls.luxury(self.delivery, method, call, channel=self.target.channel,
+                                           wait=self._interval)
         except SEND_ERRORS as exc:
             if not isinstance(exc, SlackApiError) and outcome_unknown(exc):
                 self._unknown.add(text)
