@@ -128,6 +128,31 @@ async def test_a_channel_hold_lets_one_call_per_channel_fly(lanes: Lanes) -> Non
     assert (await lanes.reserve("s2", "post", urgent=False, channel="C1", holder="c"))[0], "holds are per scope"
 
 
+async def test_an_answer_s_first_message_waits_its_turn_in_line_when_it_is_near(lanes: Lanes) -> None:
+    """A plain luxury is skipped while the lane is busy; a first message given ``wait`` takes the next turn within
+    it, holding the channel while it flies (released after), and is skipped only when the turn is further off."""
+    calls = SlackCalls(Pacer(lanes))
+    delivery = calls.delivery(TEAM_ID, "abc123")
+    scope = calls.scope(TEAM_ID)
+    sent: list[str] = []
+
+    async def post() -> str:
+        granted, _ = await lanes.reserve(scope, "chat.startStream", urgent=False, channel="C1", holder="other")
+        sent.append("held" if not granted else "free")
+        return "posted"
+
+    assert (await lanes.reserve(scope, "chat.startStream", urgent=False))[0]  # the lane is busy for 0.1 s
+    result, later = await calls.luxury(delivery, "chat.startStream", post, channel="C1")
+    assert result is None and 0 < later <= 0.1 + 0.01, "a plain luxury is skipped, told when to ask again"
+    result, later = await calls.luxury(delivery, "chat.startStream", post, channel="C1", wait=0.05)
+    assert result is None and later > 0.05, "its turn is further off than it may wait"
+    result, later = await calls.luxury(delivery, "chat.startStream", post, channel="C1", wait=1.0)
+    assert (result, later) == ("posted", 0.0), "it waited in line for its turn"
+    assert sent == ["held"], "the channel was held while it flew"
+    assert (await lanes.reserve(scope, "chat.startStream", urgent=True, channel="C1", holder="other"))[0], \
+        "and given back after"
+
+
 class BrokenLanes:
     async def reserve(self, scope: str, method: str, *, urgent: bool, channel: str = "",
                       holder: str = "") -> tuple[bool, float]:
