@@ -320,12 +320,15 @@ class Core:
         """Before the first thread this process makes: is ``OPENAI_MODEL`` known? (No thread for a wrong one.)
 
         One check at a time: messages arriving together wait for the same answer."""
-        if self._model_known:
+        check = self._model_check
+        if self._model_known or (check is not None and check.done() and not check.cancelled()
+                                 and check.exception() is None):  # passed; its waiters have not resumed yet
+            self._model_known = True
             return
-        if self._model_check is None or self._model_check.done():
-            self._model_check = asyncio.ensure_future(self.assistant.check_model())
+        if check is None or check.done():
+            self._model_check = check = asyncio.ensure_future(self.assistant.check_model())
         try:
-            await asyncio.shield(self._model_check)
+            await asyncio.shield(check)
         except UnknownModel:
             self._model_bad_until = time.monotonic() + MODEL_RECHECK
             raise
