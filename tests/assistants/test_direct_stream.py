@@ -26,19 +26,12 @@ from bot.assistants import direct_stream
 from bot.assistants.conversations import ConversationsAssistant, make_client
 from bot.assistants.direct_stream import DirectStream, close_direct
 from bot.assistants.raw_stream import _request, create_json, open_stream
+from tests.assistants.test_raw_stream import DELTA
 from tests.support.fixtures import settings_for_test
 from tests.support.local_http import serve
 
 Respond = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PARAMS = {"model": "gpt-test", "conversation": "conv_1", "input": "hi", "stream": True}
-DELTA = {
-    "type": "response.output_text.delta",
-    "delta": "hi",
-    "item_id": "m",
-    "output_index": 0,
-    "content_index": 0,
-    "sequence_number": 1,
-}
 DONE = {"type": "response.completed", "sequence_number": 2, "response": {"id": "resp_1", "output": []}}
 RELEASE = web.AppKey("release", asyncio.Event)
 FAST = {"retry-after-ms": "1"}
