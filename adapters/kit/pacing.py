@@ -231,12 +231,14 @@ class Pacer:
         return left
 
     async def turn(self, scope: str, method: str, *, urgent: bool, channel: str = "", holder: str = "",
-                   deadline: float | None = None) -> float:
+                   deadline: float | None = None, soft: bool = False) -> float:
         """Wait for the call's turn; 0.0 when it may go now (holding ``channel`` if given).
 
         A luxury call never waits: without a free turn it gets back at once how many seconds to wait
         before asking again. An urgent call waits, and raises :class:`TooLate` as soon as its turn
-        cannot come before ``deadline`` (on this pacer's clock).
+        cannot come before ``deadline`` (on this pacer's clock). ``soft``: the deadline only decides whether
+        to wait for a turn not yet granted; a granted one (at most the lanes' horizon ahead) is used, never
+        thrown away (the lane has moved on past it).
         """
         while True:
             granted, wait, own = await self._ask(scope, method, urgent, channel, holder)
@@ -248,7 +250,8 @@ class Pacer:
                     await self.release(scope, method, channel, holder)
                 return max(wait, floor, MIN_HINT)
             if granted and floor <= wait:
-                self._check(method, wait, deadline)
+                if not soft:
+                    self._check(method, wait, deadline)
                 if wait > 0:
                     await asyncio.sleep(wait)
                     if self.floor(scope, method) > 0 or (own and not await self._quiet(scope)):

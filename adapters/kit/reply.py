@@ -157,8 +157,10 @@ class Pump:
 
     def _first_retry(self, hint: float, skipped: int) -> float:
         """Until the answer shows something: the lane's hint, doubled for each skip in a row up to the interval,
-        and up to half again at random, so answers skipped together do not all ask again at the same moment."""
-        return max(hint, min(self._interval, hint * 2.0 ** (skipped - 1))) * (1 + random.random() / 2)
+        plus up to half of the smaller of the two at random, so answers skipped together do not all ask again at
+        the same moment (a long hint, a refusal's ``Retry-After``, is not stretched by half)."""
+        base = max(hint, min(self._interval, hint * 2.0 ** (skipped - 1)))
+        return base + random.random() * min(hint, self._interval) / 2
 
 
 class PumpedText:

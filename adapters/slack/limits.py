@@ -40,7 +40,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from adapters.kit.pacing import Pacer, TooLate
+from adapters.kit.pacing import MIN_HINT, Pacer, TooLate
 from bot.metrics import Metrics
 
 log = logging.getLogger("threadkeeper.slack")
@@ -173,9 +173,10 @@ class SlackCalls:
                      channel: str = "", wait: float = 0.0) -> tuple[T | None, float]:
         """``(result, 0.0)``, or ``(None, seconds)`` when the lane had no turn free or Slack refused: skipped.
 
-        ``wait``: take the lane's next turn if it comes within that many seconds, in line with the other calls
-        waiting for theirs (an answer's first text: when many answers start at once, each waits its turn instead
-        of asking again and again for a free one); skipped only when the turn is further off."""
+        ``wait``: take the lane's next turn if it comes within about that many seconds, in line with the other
+        calls waiting for theirs (an answer's first text: when many answers start at once, each waits its turn
+        instead of asking again and again for a free one); skipped only when the turn is further off. A turn once
+        granted is used, even a little past ``wait`` (at most the lanes' horizon): never granted and then lost."""
         scope = self.scope(delivery.team)
         channel = channel if method in PER_CHANNEL else ""
         if channel and self.pacer.channel_busy(scope, method, channel):
@@ -187,14 +188,14 @@ class SlackCalls:
             try:
                 if wait > 0:
                     await self.pacer.turn(scope, method, urgent=True, channel=channel, holder=delivery.holder,
-                                          deadline=time.monotonic() + wait)
+                                          deadline=time.monotonic() + wait, soft=True)
                 token = _CURRENT.set(_Call(delivery, method, False, channel))
                 try:
                     return await call(), 0.0
                 finally:
                     _CURRENT.reset(token)
             except TooLate as exc:
-                return None, exc.wait
+                return None, max(exc.wait, MIN_HINT)
             except SlackApiError as exc:
                 if ratelimited(exc):
                     return None, max(self.pacer.floor(scope, method), self.pacer.poll)
