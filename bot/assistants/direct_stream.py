@@ -30,7 +30,6 @@ import copy
 import functools
 import json
 import logging
-import re
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -47,6 +46,7 @@ try:
     from openai._base_client import _merge_mappings, get_platform
     from openai._httpx2 import request_exceptions, timeout_exceptions
     from openai._models import FinalRequestOptions
+    from openai._streaming import SSEDecoder, _SSELineDecoder
     from openai._utils import asyncify
     from openai._utils._json import openapi_dumps
     from openai._vendor.httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 EventStream: TypeAlias = "AsyncStream[object] | DirectStream"
 Call: TypeAlias = "tuple[AsyncOpenAI, str, dict[str, Any], RequestOptions]"
 """A ``post``'s client, path, body and options."""
-LINE_END = re.compile(rb"\r\n|\r|\n")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CACHED = frozenset({"security", "extra_json"})
 """Request options that leave the SDK's URL and headers as they are (with others they are built per request)."""
@@ -233,13 +232,9 @@ class DirectStream:
     def __init__(self, response: aiohttp.ClientResponse, call: Call) -> None:
         self._response, self._call = response, call
         self._ready: deque[tuple[str | None, str]] = deque()
-        self._rest: list[bytes] = []  # the pieces of a line not ended yet
-        self._skip_lf, self._done = False, False
+        self._lines, self._decoder = _SSELineDecoder(), SSEDecoder()  # the SDK's own, fed chunk by chunk
+        self._done = False
         self._error: UnicodeDecodeError | None = None  # raised after the events before it, as the SDK's decoder
-        self._event: str | None = None  # the SDK's SSEDecoder state: event, data, last id, retry
-        self._data: list[str] = []
-        self._id: str | None = None
-        self._retry: int | None = None
 
     def __aiter__(self) -> DirectStream:
         return self
@@ -307,41 +302,18 @@ class DirectStream:
                 raise APIConnectionError(request=_sdk_request(self._call)) from mapped
             raise
         if not chunk:  # the end: what is left is a last line
-            lines, self._rest, self._done = [b"".join(self._rest)] if self._rest else [], [], True
+            lines, self._done = self._lines.finish(), True
         else:
-            if self._skip_lf and chunk[:1] == b"\n":  # a CR ended the last chunk: this LF ends the same line
-                chunk = chunk[1:]
-            lines = LINE_END.split(chunk)  # this chunk's bytes only: a long line costs its length once
-            rest, self._skip_lf = lines.pop(), chunk.endswith(b"\r")
-            if lines and self._rest:
-                lines[0] = b"".join((*self._rest, lines[0]))
-                self._rest = []
-            if rest:
-                self._rest.append(rest)
+            lines = self._lines.feed(chunk)  # this chunk's bytes only: a long line costs its length once
         for raw in lines:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 self._error, self._done = exc, True
                 return
-            if not line:
-                if self._event or self._data or self._id or self._retry is not None:
-                    self._ready.append((self._event or None, "\n".join(self._data)))
-                    self._event, self._data, self._retry = None, [], None
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value[:1] == " " else value
-            if field == "data":
-                self._data.append(value)
-            elif field == "event":
-                self._event = value
-            elif field == "id" and "\0" not in value:
-                self._id = value
-            elif field == "retry":
-                try:
-                    self._retry = int(value)
-                except (TypeError, ValueError):
-                    pass
+            sse = self._decoder.decode(line)
+            if sse is not None:
+                self._ready.append((sse.event, sse.data))
 
     async def _drain(self) -> None:
         """As the SDK after ``[DONE]``: the rest of the body is read (for 0.1 s at most), so the connection is kept."""
