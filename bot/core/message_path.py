@@ -79,7 +79,6 @@ class Core:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
-        self._model_known = False
         self._model_bad_until = 0.0
         self._model_check: asyncio.Future[None] | None = None
         self._warming: asyncio.Task[None] | None = None
@@ -172,7 +171,7 @@ class Core:
         """Check ``OPENAI_MODEL`` now, in the background, so the first new users after a start do not wait for
         the check (issue 19); one that fails here is made again before the first new conversation. The check's
         task (the same one when called again), or None when the model is known already."""
-        if not self._model_known and self._warming is None:
+        if not self._model_known() and self._warming is None:
             self._warming = asyncio.create_task(self._warm(), name="check-model")
         return self._warming
 
@@ -320,11 +319,9 @@ class Core:
         """Before the first thread this process makes: is ``OPENAI_MODEL`` known? (No thread for a wrong one.)
 
         One check at a time: messages arriving together wait for the same answer."""
-        check = self._model_check
-        if self._model_known or (check is not None and check.done() and not check.cancelled()
-                                 and check.exception() is None):  # passed; its waiters have not resumed yet
-            self._model_known = True
+        if self._model_known():
             return
+        check = self._model_check
         if check is None or check.done():
             self._model_check = check = asyncio.ensure_future(self.assistant.check_model())
         try:
@@ -332,7 +329,11 @@ class Core:
         except UnknownModel:
             self._model_bad_until = time.monotonic() + MODEL_RECHECK
             raise
-        self._model_known = True
+
+    def _model_known(self) -> bool:
+        """A check passed (known from its end on, before its waiters resume)."""
+        check = self._model_check
+        return check is not None and check.done() and not check.cancelled() and check.exception() is None
 
     async def _create(self, key: ThreadKey, seed: list[Turn], *, gone: str = "") -> str:
         thread_id = await self.assistant.create_thread(key, seed)
