@@ -35,12 +35,33 @@ return {'ok', '', '', '', ''}
 # Records the turn only while the lock is still ours: a retried call, or one whose lock
 # lapsed while a forget or the janitor ran, must not write the mapping back. With fold, kept
 # items that leave the window move to the fold list (memory folds them into the summary).
-# On a single Redis the answer's shared record (bot/store/shared.py's RECORD: the context mark, who
-# said what) and its joined platform thread are written in the same step, after the turns.
-# Returns {recorded(1|0), items waiting in the fold list}.
+# The answer's shared record (bot/store/shared.py: the context mark, who said what) comes first, in the
+# same step: with the lock, or once it lapsed while the thread still exists (erasure must find a speaker's
+# words even in a turn that lapsed); on a single Redis its joined platform thread (KEYS[10]) too.
+# Returns {recorded(1|0), items waiting in the fold list, shared record written(1|0)}.
 FINISH = """
 redis.call('SET', KEYS[4], 'done', 'PX', ARGV[6])
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {0, 0} end
+local n = tonumber(ARGV[11])
+local at = 13 + n
+local ours = redis.call('GET', KEYS[3]) == ARGV[1]
+local shared = 0
+if ARGV[at] and (ours or redis.call('HEXISTS', KEYS[1], 'thread_id') == 1) then
+  shared = 1
+  if ARGV[at] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[at]) end
+  if ARGV[at + 1] == '1' then redis.call('HSET', KEYS[1], 'reseeded', '1') end
+  if ARGV[at + 2] ~= '' then
+    for i = at + 3, #ARGV do
+      local cur = redis.call('HGET', KEYS[1], ARGV[i])
+      if cur and cur ~= '' then
+        redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[at + 2])
+      else
+        redis.call('HSET', KEYS[1], ARGV[i], ARGV[at + 2])
+      end
+    end
+  end
+  if KEYS[10] then redis.call('SET', KEYS[10], '1', 'PX', ARGV[5]) end
+end
+if not ours then return {0, 0, shared} end
 redis.call('DEL', KEYS[3])
 local now = ARGV[4]
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[2], 'backend', ARGV[3], 'last_active', now)
@@ -48,7 +69,6 @@ redis.call('HSETNX', KEYS[1], 'created', now)
 if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[9]) end
 if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[10]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local n = tonumber(ARGV[11])
 local max = tonumber(ARGV[7])
 if max == 0 then
   redis.call('DEL', KEYS[2])
@@ -74,23 +94,7 @@ if KEYS[6] then
     redis.call('EXPIRE', KEYS[9], 172800)
   end
 end
-local at = 13 + n
-if ARGV[at] then
-  if ARGV[at] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[at]) end
-  if ARGV[at + 1] == '1' then redis.call('HSET', KEYS[1], 'reseeded', '1') end
-  if ARGV[at + 2] ~= '' then
-    for i = at + 3, #ARGV do
-      local cur = redis.call('HGET', KEYS[1], ARGV[i])
-      if cur and cur ~= '' then
-        redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[at + 2])
-      else
-        redis.call('HSET', KEYS[1], ARGV[i], ARGV[at + 2])
-      end
-    end
-  end
-  if KEYS[10] then redis.call('SET', KEYS[10], '1', 'PX', ARGV[5]) end
-end
-return {1, folding}
+return {1, folding, shared}
 """
 
 # KEYS: thread, fold. ARGV: summary, folded items, thread_id, previous summary, last folded item.

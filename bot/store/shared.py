@@ -39,26 +39,6 @@ MARK = "ctx"
 BY = "by:"
 IN = "in:"
 
-# KEYS: thread. ARGV: mark ('' = keep), reseeded ('1' | ''), item ids (space-separated, '' = none),
-# field 1 .. field n. Only while the thread exists: a turn whose thread was forgotten meanwhile writes nothing.
-RECORD = """
-if redis.call('HEXISTS', KEYS[1], 'thread_id') == 0 then return 0 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'ctx', ARGV[1]) end
-if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'reseeded', '1') end
-if ARGV[3] ~= '' then
-  for i = 4, #ARGV do
-    local cur = redis.call('HGET', KEYS[1], ARGV[i])
-    if cur and cur ~= '' then
-      redis.call('HSET', KEYS[1], ARGV[i], cur .. ' ' .. ARGV[3])
-    else
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[3])
-    end
-  end
-end
-return 1
-"""
-
-
 
 @dataclass(frozen=True, slots=True)
 class Said:
@@ -91,7 +71,6 @@ class SharedRecords:
         self.keys = keys
         self.idle_ttl = idle_ttl
         self.cluster = cluster
-        self._record = redis.register_script(RECORD)
 
     def person(self, digest: str) -> str:
         """Set: the shared conversations one person's words are in."""
@@ -100,27 +79,20 @@ class SharedRecords:
     # -- the message path (the mark itself is read with the thread's lock: ``Mapping.mark``) ------------
     @staticmethod
     def thread_args(rec: SharedRecord) -> list[str]:
-        """ARGV of the thread hash's part (:data:`RECORD`'s, and the tail of the turn's own script): the mark,
-        reseeded, the item ids and the fields that name whose words they hold."""
+        """What the turn's own script writes in the thread hash (``FINISH`` in :mod:`bot.store.scripts`), only while
+        the thread exists: the mark, reseeded, the item ids and the fields that name whose words they hold."""
         fields = ([BY + rec.wrote] if rec.wrote else []) + [IN + d for d in rec.quoted if d != rec.wrote]
         return [rec.mark, "1" if rec.reseeded else "", " ".join(rec.items) if fields else "", *fields]
 
-    async def record(self, key: ThreadKey, rec: SharedRecord, *, with_turn: bool = False) -> bool:
-        """After an answer, in at most two round trips: the mark, which items hold whose words and whether the
-        conversation was re-created from kept turns (in the thread hash, only while it exists: False if not);
-        then the people's sets, the joined ``place``, and the writer's daily tokens (``charge``: their key).
-
-        ``with_turn``: the thread hash's part and the joined mark were written by the turn's own script
-        (:meth:`bot.store.store.Store.record_turn`, one round trip): only the people's sets and the charge are left."""
-        args = self.thread_args(rec)
-        if not with_turn and (rec.mark or rec.reseeded or args[2]):
-            if not await self._record(keys=[self.keys.thread(key)], args=args):
-                return False
+    async def record(self, key: ThreadKey, rec: SharedRecord, *, joined: bool = False) -> None:
+        """After an answer whose thread hash part the turn's script wrote, in one round trip at most: the people's
+        sets, the writer's daily tokens (``charge``: their key) and, with ``joined`` (on Cluster, where the
+        script cannot reach that key), the joined ``place``."""
         people = list(dict.fromkeys(d for d in (rec.wrote, *rec.quoted) if d)) if rec.items else []
-        place = "" if with_turn else rec.place
+        place = rec.place if joined else ""
         charge = rec.charge
         if not (people or place or (charge and charge[1])):
-            return True
+            return
         ttl = max(1, int(self.idle_ttl * 1000))
         async with self.redis.pipeline(transaction=False) as pipe:
             for digest in people:
@@ -133,7 +105,6 @@ class SharedRecords:
                 pipe.incrby(tokens, charge[1])
                 pipe.expire(tokens, 2 * 86400)
             await pipe.execute()
-        return True
 
     async def joined(self, place: str) -> bool:
         return bool(await self.redis.exists(self.keys.joined(place)))

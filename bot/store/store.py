@@ -156,29 +156,25 @@ class Store(RetentionReads):
         ]
         args += [json.dumps(t, ensure_ascii=False) for t in turn.turns]
         shared = turn.shared
+        if shared is not None:  # written by the same script (its joined thread too, but on Cluster)
+            args += self.shared.thread_args(shared)
+            if shared.place and not self.cluster:
+                keys.append(self.keys.joined(shared.place))
         if self.cluster:
-            if shared is not None:
-                await self._record_shared(key, shared)
             # The durable index first: a crash in between must never hide a thread from the janitor.
             await self._index_update(key, turn.thread_id, turn.backend, now)
             if turn.input_tokens + turn.output_tokens:
                 await self.add_tokens(key, turn.input_tokens + turn.output_tokens)
-        elif shared is not None:  # one round trip for both (the shared record's own script is for Cluster)
-            args += self.shared.thread_args(shared)
-            if shared.place:
-                keys.append(self.keys.joined(shared.place))
-        written, folding = cast(list[int], await self.scripts.finish(keys=keys, args=args))
-        if shared is not None and not self.cluster:
-            # The people's sets and the charge; or, if the lock had lapsed (the script wrote nothing), the whole
-            # record as before, while the conversation exists: erasure must still find this speaker's words.
-            await self._record_shared(key, shared, with_turn=bool(written))
+        written, folding, in_thread = cast(list[int], await self.scripts.finish(keys=keys, args=args))
+        if shared is not None and in_thread:
+            await self._record_shared(key, shared)
         return Recorded(bool(written), int(folding))
 
-    async def _record_shared(self, key: ThreadKey, shared: SharedRecord, *, with_turn: bool = False) -> None:
-        """The shared record apart from the turn's script: its failure costs that bookkeeping alone (one warning),
-        never the turn."""
+    async def _record_shared(self, key: ThreadKey, shared: SharedRecord) -> None:
+        """The shared record's keys outside the thread (people's sets, the writer's tokens, on Cluster the joined
+        thread): their failure costs that bookkeeping alone (one warning), never the turn."""
         try:
-            await self.shared.record(key, shared, with_turn=with_turn)
+            await self.shared.record(key, shared, joined=self.cluster)
         except StoreError as exc:
             log.warning("answered %s but could not record who said what (%s); erasing a speaker may miss this turn",
                         key.digest, exc)
