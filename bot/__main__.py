@@ -49,8 +49,10 @@ async def _with_runtime(
     try:
         if not serve:
             return int(await body(runtime) or 0)
+        from bot.ops.heap import settle_heap
         from bot.ops.serve import extras
 
+        settle_heap()  # built, not yet serving: what is alive now lives as long as the process
         async with extras(runtime):
             return int(await body(runtime) or 0)
     finally:
