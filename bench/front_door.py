@@ -8,8 +8,9 @@ the fakes' process (:mod:`bench.front_driver`), and runs the same levels:
 * ``few_users`` users at the largest latency: new users' time to first text against returning users', at
   low load;
 * ``users`` users x ``messages`` messages at each assistant latency: throughput against the
-  ``users / latency`` ceiling, answer latency minus the assistant's, CPU ms of the process per answer,
-  first streamed token -> first text on the platform, platform and assistant calls per answer.
+  ``users / latency`` ceiling, answer latency minus the assistant's (split at the assistant's first token: the way
+  in, the way out), CPU ms of the process per answer (and of the fakes' process, the other side), first streamed
+  token -> first text on the platform, platform and assistant calls per answer.
 
 Each level first has every user send one message (new users: their conversation is created), then
 the ``messages`` measured ones (returning users); new users' time to first text is compared with the
@@ -115,6 +116,10 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "ceiling_per_s": round(ceiling, 2) if ceiling else None,
         "of_ceiling": round(throughput / ceiling, 3) if ceiling else None,
         "overhead_ms": summary_ms([r["done"] - r["sent"] - latency for r in done]),
+        "to_first_token_ms": summary_ms([r["first_output"] - r["sent"] - latency for r in done
+                                         if r["first_output"] is not None]),
+        "first_token_to_done_ms": summary_ms([r["done"] - r["first_output"] for r in done
+                                              if r["first_output"] is not None]),
         "ack_ms": summary_ms([r["acked"] - r["sent"] for r in recs if r["acked"] is not None]),
         "first_token_to_visible_ms": summary_ms([r["visible"] - r["first_output"] for r in visible
                                                  if r["first_output"] is not None]),
@@ -124,6 +129,7 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         },
         "cpu_ms_per_answer": round(cpu_s * 1000 / answers, 3) if answers else None,
         "cpu_s": round(cpu_s, 3),
+        "fakes_cpu_ms_per_answer": round(phase["fakes_cpu_s"] * 1000 / answers, 3) if answers else None,
         "platform_calls_per_answer": _per(slack or discord, answers),
         "assistant_calls_per_answer": _per(openai, answers),
         "new_users": {
@@ -170,9 +176,11 @@ class DoorRun:
             self.bot.profile(False)
         out = summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu, meta_ms=meta_ms)
         log.info("front %-12s %5d ms x %3d: %7.1f answers/s (%s of ceiling), overhead p50/p99 %.1f/%.1f ms, "
-                 "%.2f CPU ms/answer, %s", self.door, latency_ms, users, out["throughput_per_s"],
+                 "%.2f CPU ms/answer (fakes and driver %.2f), %s", self.door, latency_ms, users,
+                 out["throughput_per_s"],
                  out["of_ceiling"], out["overhead_ms"].get("p50", 0), out["overhead_ms"].get("p99", 0),
-                 out["cpu_ms_per_answer"] or 0, out["platform_calls_per_answer"])
+                 out["cpu_ms_per_answer"] or 0, out["fakes_cpu_ms_per_answer"] or 0,
+                 out["platform_calls_per_answer"])
         return out
 
     def _messages(self, latency_ms: int) -> int:

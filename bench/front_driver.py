@@ -66,7 +66,8 @@ class Fakes:
         """Every call so far, per fake (the bench takes differences)."""
         openai = Counter(f"{m} {p.split('/conv_')[0]}" for m, p in self.openai.calls)
         return {"slack": self.slack.counts(), "discord": self.discord.counts(), "openai": dict(openai),
-                "slack_sockets": self.slack.socket_connections, "discord_identifies": len(self.discord.identifies)}
+                "slack_sockets": self.slack.socket_connections, "discord_identifies": len(self.discord.identifies),
+                "cpu_s": time.process_time()}
 
     async def ready(self, door: str, sockets: int = 0, within: float = 30.0) -> None:
         """Until the bot's connection is up: its Socket Mode websocket (the fake's ``sockets + 1``-th: events go
@@ -143,7 +144,8 @@ class Fakes:
         await self._settle()
         after = self.totals()
         return {"records": records, "started": started, "ended": ended, "strays": self.watch.strays - strays,
-                "calls": {name: _diff(after[name], before[name]) for name in ("slack", "discord", "openai")}}
+                "calls": {name: _diff(after[name], before[name]) for name in ("slack", "discord", "openai")},
+                "fakes_cpu_s": after["cpu_s"] - before["cpu_s"]}
 
     async def _settle(self, within: float = 10.0) -> None:
         deadline = time.monotonic() + within
