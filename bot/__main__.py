@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 async def _with_runtime(
     settings: Settings, body: Callable[[Runtime], Awaitable[int | None]], *, serve: bool = False
 ) -> int:
-    """Build the runtime, run ``body``; with ``serve``, also metrics and the in-process janitor."""
+    """Build the runtime, run ``body``; with ``serve`` (the bots), settle the heap first (:mod:`bot.ops.heap`) and
+    run metrics and the in-process janitor beside it."""
     runtime = build_runtime(settings)
     try:
         if not serve:
