@@ -8,7 +8,7 @@ sends them: signed Events API requests to its HTTP port, ``events_api`` envelope
 Mode websocket, ``MESSAGE_CREATE`` dispatches over its gateway session.
 
 The bench process talks to it over a pipe (:meth:`FakesProcess.call`); a phase returns one record
-per message (:data:`RECORD`) and the calls each fake received meanwhile.
+per message (:data:`RECORD`), the calls each fake received meanwhile and the CPU time this process spent on it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Fakes:
         await self.openai.stop()
 
     def totals(self) -> JSON:
-        """Every call so far, per fake (the bench takes differences)."""
+        """Every call so far, per fake, and this process's CPU seconds (the bench takes differences)."""
         openai = Counter(f"{m} {p.split('/conv_')[0]}" for m, p in self.openai.calls)
         return {"slack": self.slack.counts(), "discord": self.discord.counts(), "openai": dict(openai),
                 "slack_sockets": self.slack.socket_connections, "discord_identifies": len(self.discord.identifies),

@@ -54,6 +54,8 @@ def table(front: dict[str, Any]) -> list[str]:
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"CPU ms of the process per answer, {users} users, {ms:,} ms",
             lambda d, ms=ms: f"{_level(d, ms, users).get('cpu_ms_per_answer') or 0:.2f}")
+        row(f"CPU ms of the fakes' process per answer (the other side), {users} users, {ms:,} ms",
+            lambda d, ms=ms: f"{_level(d, ms, users).get('fakes_cpu_ms_per_answer') or 0:.2f}")
     row("CPU ms of the process per answer, 1 user, 0 ms",
         lambda d: f"{_level(d, 0, 1).get('cpu_ms_per_answer') or 0:.2f}")
     row(f"first streamed token -> first text on the platform, p50 / p99 ms, {users} users, {top:,} ms",

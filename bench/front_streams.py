@@ -26,7 +26,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from bench.front_bot import BotProcess, cpu_seconds, door_env, free_port
+from bench.front_bot import BotProcess, door_env, free_port
 from bench.front_driver import RECORD, FakesProcess
 from bench.stats import summary_ms
 
@@ -93,10 +93,6 @@ def summarize_streams(
     }
 
 
-def _cpu(fakes: FakesProcess) -> float:
-    return cpu_seconds(fakes.pid) if fakes.pid is not None else 0.0
-
-
 def stream_level(
     fakes: FakesProcess, bot: BotProcess, cfg: FrontConfig, *, door: str, kind: str, tag: str
 ) -> dict[str, Any]:
@@ -117,13 +113,13 @@ def stream_level(
     new = dict(fakes.call("phase", spec))
     fakes.call("pace", cfg.stream_words, cfg.stream_interval_ms / 1000, cfg.stream_answer_words)
     try:
-        cpu_before, fakes_before = bot.cpu_seconds(), _cpu(fakes)
+        cpu_before = bot.cpu_seconds()
         measured = dict(fakes.call("phase", spec | {"first": 1}))
-        cpu, fakes_cpu = bot.cpu_seconds() - cpu_before, _cpu(fakes) - fakes_before
+        cpu = bot.cpu_seconds() - cpu_before
     finally:
         fakes.call("pace", 0, 0.0, 0)
     out = summarize_streams(new, measured, cfg, kind=kind, latency_ms=latency_ms, meta_ms=meta_ms, cpu_s=cpu)
-    out["fakes_cpu_s"] = round(fakes_cpu, 3)  # the other side's process (fakes and driver): is it the limit?
+    out["fakes_cpu_s"] = round(measured["fakes_cpu_s"], 3)  # the other side (fakes and driver): is it the limit?
     out["agent_view"] = False  # Slack's agent view: on in dm_streams' process only
     ftv = out["first_token_to_visible_ms"]
     log.info(
