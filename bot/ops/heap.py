@@ -10,8 +10,9 @@ So, once the process is built and before it takes messages: one full pass (start
 then :func:`gc.freeze` moves everything alive (modules, settings, clients: they live as long as the process) out
 of the collector's sight, and the young generation is collected after :data:`YOUNG_THRESHOLD` instead of 700.
 Full passes then walk only what was made since. The cost: a frozen object that later becomes part of an unreachable
-cycle is never freed (an object replaced rather than closed, such as the profiles before a reload: a one-time
-amount, since nothing made later is frozen); cycles made while serving are collected as before, a little later.
+cycle is never freed (reference counting still frees the rest), so at most what start-up made and drops later (the
+profiles before a reload, say), once, since nothing made later is frozen; cycles made while serving are collected
+as before, a little later.
 """
 
 from __future__ import annotations
