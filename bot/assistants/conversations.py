@@ -26,7 +26,6 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from bot.assistants.base import ContextOverflow, Sent, ThreadGone
-from bot.assistants.direct_stream import close_direct
 from bot.assistants.errors import (
     BROKEN_BODY,
     LOCKED_SENTENCE,
@@ -412,5 +411,4 @@ class ConversationsAssistant:
         return Sent(text_of(response, what).strip(), usage_of(getattr(response, "usage", None)))
 
     async def close(self) -> None:
-        await close_direct(self.client)  # the session open_stream keeps for this client
         await self.client.close()

@@ -101,6 +101,7 @@ class _Direct:
 
 
 _DIRECT: weakref.WeakKeyDictionary[AsyncOpenAI, _Direct] = weakref.WeakKeyDictionary()
+"""Each client's plan, as long as the client lives (a closed client's streams go through ``post``)."""
 
 
 async def _plan(client: AsyncOpenAI, path: str, options: RequestOptions) -> _Plan | None:
@@ -218,12 +219,6 @@ async def open_stream(client: AsyncOpenAI, path: str, body: dict[str, Any], opti
         response.release()
         return await _sdk_post(call)
     return await _replay(call, response)
-
-
-async def close_direct(client: AsyncOpenAI) -> None:
-    """Forget what :func:`open_stream` keeps for ``client`` (where the client is closed, which closes the session:
-    its transport's). Again: nothing."""
-    _DIRECT.pop(client, None)
 
 
 class DirectStream:

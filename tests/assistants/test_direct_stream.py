@@ -24,7 +24,7 @@ from openai import APIConnectionError, AsyncOpenAI, AsyncStream
 
 from bot.assistants import direct_stream
 from bot.assistants.conversations import ConversationsAssistant, make_client
-from bot.assistants.direct_stream import DirectStream, close_direct
+from bot.assistants.direct_stream import DirectStream
 from bot.assistants.raw_stream import _request, create_json, open_stream
 from tests.assistants.test_raw_stream import DELTA
 from tests.support.fixtures import settings_for_test
@@ -166,7 +166,6 @@ async def run(
     finally:
         if direct:
             assert direct_stream._DIRECT[client].plan is not None, "the first attempt went straight"
-        await close_direct(client)
         await client.close()
     return read, None
 
@@ -317,7 +316,6 @@ async def test_other_clients_go_through_the_sdk_and_the_session_closes_with_the_
     session = assistant.client._client._transport.client  # type: ignore[attr-defined]
     await assistant.close()
     assert isinstance(session, ClientSession) and session.closed and assistant.client.is_closed()
-    await close_direct(assistant.client)  # again: harmless
 
 
 def held(peers: set[object]) -> Respond:
@@ -368,7 +366,6 @@ async def test_streams_and_the_sdk_s_other_requests_share_one_pool(wire: tuple[W
         assert [e async for e in stream] == []
         assert (await call).id == "resp_2" and len(peers) == 1, "then it has it: one socket in all"
     finally:
-        await close_direct(client)
         await client.close()
 
 
@@ -409,7 +406,6 @@ async def test_a_stream_dropped_unread_gives_its_connection_back(wire: tuple[Wir
         del stream
         gc.collect()  # closed already: nothing more
     finally:
-        await close_direct(client)
         await client.close()
 
 
@@ -428,7 +424,6 @@ async def test_an_sdk_without_what_the_direct_path_reads_goes_through_post(
             stream = await open_stream(client, **PARAMS)
             assert isinstance(stream, AsyncStream) and [e async for e in stream] == [DELTA]
     finally:
-        await close_direct(client)
         await client.close()
     said = [r for r in caplog.records if r.name == direct_stream.__name__]
     assert len(said) == 1 and said[0].levelno == logging.DEBUG and "workload_identity" in said[0].getMessage()
@@ -452,7 +447,6 @@ async def test_an_sdk_without_a_module_the_direct_path_imports_goes_through_post
         stream = await fresh.open_stream(client, "/responses", body, options)
         assert isinstance(stream, AsyncStream) and [e async for e in stream] == [DELTA]
     finally:
-        await fresh.close_direct(client)
         await client.close()
 
 
@@ -486,5 +480,4 @@ async def test_a_client_or_request_set_up_otherwise_is_sent_as_the_sdk_sends_it(
                 by[direct] = served.seen
             assert by[True] == by[False]
     finally:
-        await close_direct(client)
         await client.close()

@@ -12,7 +12,7 @@ from aiohttp import web
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai.types.responses import ResponseErrorEvent, ResponseFailedEvent
 
-from bot.assistants.direct_stream import DirectStream, close_direct
+from bot.assistants.direct_stream import DirectStream
 from bot.assistants.raw_stream import _request, open_stream, text_delta, typed
 from tests.support.local_http import serve
 
@@ -116,7 +116,6 @@ async def test_the_request_is_the_sdk_s_and_the_events_its_json(params: dict[str
         raw = [event async for event in stream]
         after = [event async for event in await open_stream(client, **TURN)]
     finally:
-        await close_direct(client)
         await client.close()
         await runner.cleanup()
     (
