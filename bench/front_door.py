@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from bench.front_bot import DOORS, ROOT, BotProcess, door_env, free_port
-from bench.front_driver import RECORD, FakesProcess
+from bench.front_driver import FakesProcess, per_answer, records
 from bench.front_streams import KINDS, dm_streams, stream_level
 from bench.stats import summary_ms
 
@@ -83,19 +83,11 @@ class FrontConfig:
                    stream_answer_words=10)
 
 
-def _records(phase: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(zip(RECORD, r, strict=True)) for r in phase["records"]]
-
-
-def _per(counts: dict[str, int], answers: int) -> dict[str, float]:
-    return {k: round(v / max(1, answers), 3) for k, v in sorted(counts.items())}
-
-
 def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency_ms: int, cpu_s: float,
               meta_ms: int) -> dict[str, Any]:
     """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one."""
     latency = latency_ms / 1000
-    recs, fresh = _records(phase), _records(new)
+    recs, fresh = records(phase), records(new)
     done = [r for r in recs if r["done"] is not None]
     answers = len(done)
     wall = (max(r["done"] for r in done) - min(r["sent"] for r in recs)) if done else 0.0
@@ -130,12 +122,12 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "cpu_ms_per_answer": round(cpu_s * 1000 / answers, 3) if answers else None,
         "cpu_s": round(cpu_s, 3),
         "fakes_cpu_ms_per_answer": round(phase["fakes_cpu_s"] * 1000 / answers, 3) if answers else None,
-        "platform_calls_per_answer": _per(slack or discord, answers),
-        "assistant_calls_per_answer": _per(openai, answers),
+        "platform_calls_per_answer": per_answer(slack or discord, answers),
+        "assistant_calls_per_answer": per_answer(openai, answers),
         "new_users": {
             "answered": sum(r["done"] is not None for r in fresh),
-            "platform_calls_per_answer": _per(new["calls"]["slack"] or new["calls"]["discord"], len(fresh)),
-            "assistant_calls_per_answer": _per(new["calls"]["openai"], len(fresh)),
+            "platform_calls_per_answer": per_answer(new["calls"]["slack"] or new["calls"]["discord"], len(fresh)),
+            "assistant_calls_per_answer": per_answer(new["calls"]["openai"], len(fresh)),
         },
     }
 

@@ -132,18 +132,18 @@ class Fakes:
         0 means every user is new), timeout (per answer, seconds), url (HTTP doors)."""
         before = self.totals()
         strays = self.watch.strays
-        records: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
 
         async def user(i: int) -> None:
             for n in range(spec["first"], spec["first"] + spec["messages"]):
-                records.append(await self._one(spec, i, n, n == 0))
+                rows.append(await self._one(spec, i, n, n == 0))
 
         started = time.monotonic()
         await asyncio.gather(*(user(i) for i in range(spec["users"])))
         ended = time.monotonic()
         await self._settle()
         after = self.totals()
-        return {"records": records, "started": started, "ended": ended, "strays": self.watch.strays - strays,
+        return {"records": rows, "started": started, "ended": ended, "strays": self.watch.strays - strays,
                 "calls": {name: _diff(after[name], before[name]) for name in ("slack", "discord", "openai")},
                 "fakes_cpu_s": after["cpu_s"] - before["cpu_s"]}
 
@@ -160,6 +160,16 @@ class Fakes:
             if now == seen:
                 return
             seen = now
+
+
+def records(phase: JSON) -> list[JSON]:
+    """A phase's records (:data:`RECORD`) as dicts."""
+    return [dict(zip(RECORD, r, strict=True)) for r in phase["records"]]
+
+
+def per_answer(counts: dict[str, int], answers: int) -> dict[str, float]:
+    """Calls per answer, by name."""
+    return {k: round(v / max(1, answers), 3) for k, v in sorted(counts.items())}
 
 
 def _diff(after: JSON, before: JSON) -> JSON:

@@ -27,7 +27,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bench.front_bot import BotProcess, door_env, free_port
-from bench.front_driver import RECORD, FakesProcess
+from bench.front_driver import FakesProcess, per_answer, records
 from bench.stats import summary_ms
 
 if TYPE_CHECKING:
@@ -36,14 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench")
 KINDS = {"slack_http": ("mention", "dm"), "slack_socket": ("mention", "dm"), "discord": ("dm",)}
 """The streams levels of each door (the baseline has none: it does not stream)."""
-
-
-def _records(phase: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(zip(RECORD, r, strict=True)) for r in phase["records"]]
-
-
-def _per(counts: dict[str, int], answers: int) -> dict[str, float]:
-    return {k: round(v / max(1, answers), 3) for k, v in sorted(counts.items())}
 
 
 def summarize_streams(
@@ -57,7 +49,7 @@ def summarize_streams(
     cpu_s: float,
 ) -> dict[str, Any]:
     """The streams level's figures from its two phases (records on the fakes' clock) and the measured one's CPU."""
-    recs, fresh = _records(phase), _records(new)
+    recs, fresh = records(phase), records(new)
     done = [r for r in recs if r["done"] is not None]
     answers = len(done)
     timed = [r for r in recs if r["first_output"] is not None]
@@ -84,11 +76,11 @@ def summarize_streams(
         "to_first_text_ms": summary_ms([r["visible"] - r["sent"] for r in recs if r["visible"] is not None]),
         "cpu_ms_per_answer": round(cpu_s * 1000 / answers, 3) if answers else None,
         "cpu_s": round(cpu_s, 3),
-        "platform_calls_per_answer": _per(platform, answers),
-        "assistant_calls_per_answer": _per(phase["calls"]["openai"], answers),
+        "platform_calls_per_answer": per_answer(platform, answers),
+        "assistant_calls_per_answer": per_answer(phase["calls"]["openai"], answers),
         "new_users": {
             "answered": sum(r["done"] is not None for r in fresh),
-            "platform_calls_per_answer": _per(new["calls"]["slack"] or new["calls"]["discord"], len(fresh)),
+            "platform_calls_per_answer": per_answer(new["calls"]["slack"] or new["calls"]["discord"], len(fresh)),
         },
     }
 
