@@ -69,12 +69,6 @@ def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, po
     return env
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class BotProcess:
     """One measured process: start, readiness, CPU and memory readings, profiler signals, stop."""
 
@@ -131,7 +125,8 @@ class BotProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (all its threads)."""
-        return cpu_seconds(self.pid)
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> dict[str, int]:
         """``VmRSS`` (now) and ``VmHWM`` (peak resident set since start), KiB."""
