@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Memory across lost conversations
     memory: Literal["off", "summary"] = "summary"
     memory_max_tokens: int = Field(400, ge=50, le=4000)
-    memory_fold_every: int = Field(6, ge=2, le=200)
+    memory_fold_every: int = Field(20, ge=2, le=200)
 
     # Profiles and safety
     profiles_file: str | None = None

@@ -188,6 +188,16 @@ class Store(RetentionReads):
             (thread_id, summary), raw = await pipe.execute()
         return as_str(thread_id or ""), as_str(summary or ""), [as_str(r) for r in raw]
 
+    async def remembered(self, key: ThreadKey) -> tuple[str, list[Turn], list[Turn]]:
+        """What re-primes a lost thread: its summary, the kept items waiting to be folded into it, and the window;
+        read in one step, so a fold ending meanwhile loses nothing."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.thread(key), "summary")
+            pipe.lrange(self.keys.fold(key), 0, -1)
+            pipe.lrange(self.keys.turns(key), 0, -1)
+            summary, waiting, kept = await pipe.execute()
+        return as_str(summary or ""), turns_of(waiting), turns_of(kept)
+
     async def summary(self, key: ThreadKey) -> str:
         return as_str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
 

@@ -46,10 +46,28 @@ async def test_a_lost_conversation_is_reprimed_with_the_summary_then_the_kept_tu
     fake_openai.delete_conversation(old)
     answer = await rt.core.handle(msg("What is my project called?", "m-last"))
     assert answer is not None and answer.recovered and answer.text == "echo: What is my project called?"
-    first_items = [i for i in fake_openai.conversations[answer.thread_id].items][:3]
-    texts = [str(i["content"]) for i in first_items]
+    texts = [str(i["content"]) for i in fake_openai.conversations[answer.thread_id].items]
     assert "Summary of our earlier conversation" in texts[0] and "zebracorn" in texts[0]
-    assert "Turn 35" in texts[1] or "Turn 35" in texts[2]  # then the kept turns, oldest first
+    # then the items not folded yet (70 left the window, 66 folded), then the kept ones, oldest first
+    assert "Turn 33" in texts[1] and "Turn 34" in texts[3] and "Turn 35" in texts[5] and "Turn 39" in texts[-3]
+
+
+async def test_items_not_folded_yet_reprime_a_lost_conversation_between_summary_and_window(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=2)  # two items kept; the default fold: 20 items
+    old = await chat(rt, 8)  # 14 items left the window: none folded yet
+    assert len(await waiting(rt)) == 14 and await rt.store.summary(KEY) == ""
+    assert fake_openai.count("POST", "/v1/responses") == 8  # the answers alone: no summary call
+    fake_openai.delete_conversation(old)
+    answer = await rt.core.handle(msg("What is my project called?", "m-last"))
+    assert answer is not None and answer.recovered
+    asked = [str(i["content"]) for i in fake_openai.conversations[answer.thread_id].items if i["role"] == "user"]
+    assert "zebracorn" in asked[0]  # the oldest item waiting to be folded comes first
+    assert [n for n in range(1, 8) if any(f"Turn {n}:" in text for text in asked)] == list(range(1, 8))
+    assert "What is my project called?" in asked[-1] and len(asked) == 9  # turns 0-7, the new question
+    items = fake_openai.conversations[answer.thread_id].items
+    assert not any("Summary of our earlier conversation" in str(i["content"]) for i in items)  # none made yet
 
 
 async def test_a_slow_fold_never_delays_an_answer(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
