@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+from bot.ops.event_loop import run_serving
 from bot.runtime import Runtime, build_runtime
 
 
@@ -140,7 +141,7 @@ def _serve_slack(settings: Settings) -> int:
     if settings.slack_oauth:
         check_oauth(settings)  # before the runtime, whose embedded store would warn first: one line
     try:
-        return asyncio.run(_with_runtime(settings, slack.run, serve=True))
+        return run_serving(settings.event_loop, lambda: _with_runtime(settings, slack.run, serve=True))
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
             raise
@@ -177,7 +178,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "discord":
         from adapters import discord as discord_adapter
 
-        return asyncio.run(_with_runtime(settings, discord_adapter.run, serve=True))
+        return run_serving(settings.event_loop, lambda: _with_runtime(settings, discord_adapter.run, serve=True))
     if command == "janitor":
         from bot.ops import janitor
 

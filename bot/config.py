@@ -156,6 +156,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     janitor_interval: Duration | None = None
     shutdown_grace: Duration = 25.0
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @field_validator("assistant_instructions")
     @classmethod

@@ -31,7 +31,7 @@ from adapters.discord.limits import ChannelEdits
 from adapters.discord.parse import Parsed, parse_message, thread_name
 from adapters.discord.setup import content_needed_by, make_client, rest_base
 from adapters.kit.files import deliver_with_files
-from adapters.kit.tasks import InFlight, run_until_stopped
+from adapters.kit.tasks import InFlight, event_loop_name, run_until_stopped
 from bot.config import ConfigError, Settings
 from bot.core import Core
 from bot.metrics import Metrics
@@ -123,8 +123,8 @@ class DiscordAdapter:
 
     async def on_ready(self) -> None:
         user = self.client.user
-        log.info("connected to Discord as %s (%s) in %d server(s)", user, user.id if user else "?",
-                 len(self.client.guilds))
+        log.info("connected to Discord as %s (%s) in %d server(s), %s loop", user, user.id if user else "?",
+                 len(self.client.guilds), event_loop_name())
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Component clicks: feedback under answers, Approve / Decline on tool calls (each ignores the other's)."""

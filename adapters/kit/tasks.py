@@ -79,6 +79,11 @@ class InFlight:
             await asyncio.wait(late, timeout=CANCEL_WAIT)
 
 
+def event_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: which loop runs this (``EVENT_LOOP``), for the adapter's start-up line."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+
+
 async def run_until_stopped(
     start: Callable[[], Awaitable[None]],
     drain: Callable[[], Awaitable[None]],

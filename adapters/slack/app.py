@@ -51,7 +51,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit.files import FileRef, deliver_with_files
 from adapters.kit.pacing import LocalLanes, Pacer
-from adapters.kit.tasks import InFlight, run_until_stopped
+from adapters.kit.tasks import InFlight, event_loop_name, run_until_stopped
 from adapters.kit.texts import SLACK_FORGET, forget_text, memory_text, user_sentence
 from adapters.slack.agent import SLACK_AGENT_EVENTS, SUGGESTED_PROMPTS, SlackAgent
 from adapters.slack.approvals import SlackApprovals
@@ -327,7 +327,8 @@ class SlackAdapter:
             self.socket = AsyncSocketModeHandler(self.app, app_token=self.app_token, web_client=self.client)
             self.socket.client.wss_uri = wss_url  # the URL just checked: no second apps.connections.open
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
-        log.info("Slack adapter running (%s mode, port %d)", self.mode, self.settings.port)
+        log.info("Slack adapter running (%s mode, port %d, %s loop)", self.mode, self.settings.port,
+                 event_loop_name())
 
     def _learn(self, identity: AsyncSlackResponse) -> None:
         """The bot's own ids in a workspace (``auth.test``): its messages there are not read as context."""

@@ -1,0 +1,112 @@
+"""``EVENT_LOOP``: ``python -m bot slack`` answers and shuts down cleanly on uvloop and on asyncio's loop, and a
+uvloop that cannot be imported is one line (``uvloop``) or asyncio's loop (``auto``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
+from tests.support.fixtures import free_port
+from tests.support.paths import REPO_ROOT
+from tests.support.serving import until_served
+from tests.support.slack import SECRET
+
+
+def slack_env(tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI, *,
+              loop: str, path: str = "") -> tuple[dict[str, str], int]:
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(p for p in (path, str(REPO_ROOT)) if p),
+           "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_MODEL": "gpt-test",
+           "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake_slack.api_url,
+           "REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "PORT": str(port), "SHUTDOWN_GRACE": "1s",
+           "EVENT_LOOP": loop}
+    return env, port
+
+
+async def answer_one_dm(env: dict[str, str], port: int, cwd: Path, fake_slack: FakeSlack, text: str) -> str:
+    """Start the bot, have it answer one DM, stop it with SIGTERM; its stderr (it must exit 0)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "slack", cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    event = dm_event(text)
+    body = json.dumps(event_envelope(event))
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def deliver() -> bool:
+                async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(),
+                                     headers={"Content-Type": "application/json", **sign(body, SECRET)}) as resp:
+                    assert resp.status == 200
+                    return True
+
+            await until_served(deliver, proc)
+
+        def answered() -> bool:
+            found = fake_slack.in_thread(event["channel"], event["ts"])
+            return bool(found) and not any(m.streaming for m in found)
+
+        await fake_slack.wait_for(answered)
+        [answer] = fake_slack.in_thread(event["channel"], event["ts"])
+        assert text in answer.text
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        stderr = err.decode()
+        assert proc.returncode == 0, stderr[-2000:]
+        assert "Traceback" not in stderr
+        return stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize(("choice", "runs_on"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+async def test_the_slack_bot_answers_on_the_chosen_loop(
+    tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI, choice: str,
+    runs_on: str
+) -> None:
+    env, port = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop=choice)
+    stderr = await answer_one_dm(env, port, tmp_path, fake_slack, f"Which loop is this, {choice}?")
+    assert f"Slack adapter running (http mode, port {port}, {runs_on} loop)" in stderr
+
+
+def broken_uvloop(tmp_path: Path) -> str:
+    """A ``uvloop`` that is there but cannot be imported (not built for this platform), first on the path."""
+    shadow = tmp_path / "shadow" / "uvloop"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("no uvloop build for this platform")\n')
+    return str(shadow.parent)
+
+
+async def test_auto_without_uvloop_runs_on_asyncio(
+    tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    env, port = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop="auto",
+                          path=broken_uvloop(tmp_path))
+    stderr = await answer_one_dm(env, port, tmp_path, fake_slack, "Still there without uvloop?")
+    assert f"Slack adapter running (http mode, port {port}, asyncio loop)" in stderr
+
+
+async def test_requiring_a_uvloop_that_cannot_be_imported_is_one_line(
+    tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    env, _ = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop="uvloop",
+                       path=broken_uvloop(tmp_path))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "slack", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert err.decode().splitlines() == [
+        "configuration error: EVENT_LOOP: uvloop cannot be imported here (no uvloop build for this platform); "
+        "install it (pip install uvloop) or set EVENT_LOOP=asyncio"]
