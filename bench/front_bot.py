@@ -36,9 +36,10 @@ def free_port() -> int:
 
 
 def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, port: int,
-             agent_view: bool = False) -> dict[str, str]:
+             agent_view: bool = False, event_loop: str = "auto") -> dict[str, str]:
     """The process's whole environment: the settings of ``door`` and nothing of the caller's but PATH.
-    ``agent_view``: ``SLACK_AGENT_VIEW`` left at its default (on), for the DMs of the streams level."""
+    ``agent_view``: ``SLACK_AGENT_VIEW`` left at its default (on), for the DMs of the streams level.
+    ``event_loop``: ``EVENT_LOOP`` (the baseline, a synchronous app, has none)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -51,6 +52,7 @@ def door_env(door: str, urls: dict[str, Any], *, redis_url: str, prefix: str, po
         "OPENAI_MODEL": "gpt-test",
         "LOG_LEVEL": "WARNING",
         "PORT": str(port),
+        "EVENT_LOOP": event_loop,
     }
     if door == "discord":
         env |= {"DISCORD_TOKEN": str(urls["discord_token"]), "DISCORD_API_BASE": str(urls["discord_api"])}

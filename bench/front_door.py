@@ -75,6 +75,8 @@ class FrontConfig:
     """...one delta every this many ms, after the turn latency."""
     stream_answer_words: int = 60
     """Words of each answer in the streams level (the echo, then filler)."""
+    event_loop: str = "auto"
+    """``EVENT_LOOP`` of the bot's processes (``asyncio`` measures without uvloop)."""
 
     @classmethod
     def quick(cls) -> FrontConfig:
@@ -142,7 +144,8 @@ class DoorRun:
         self.cfg = cfg
         self.redis_url = redis_url
         self.prefix = f"{prefix}{TAGS[door]}"
-        env = door_env(door, fakes.urls, redis_url=redis_url, prefix=self.prefix, port=free_port())
+        env = door_env(door, fakes.urls, redis_url=redis_url, prefix=self.prefix, port=free_port(),
+                       event_loop=cfg.event_loop)
         profiled = cfg.profile and door != "baseline"
         self.bot = BotProcess(door, env, profile_out=workdir / f"{door}.prof" if profiled else None)
         self.kind = "dm" if door == "discord" else "mention"

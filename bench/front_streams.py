@@ -133,7 +133,8 @@ def dm_streams(
     fakes: FakesProcess, door: str, cfg: FrontConfig, *, redis_url: str, prefix: str, tag: str
 ) -> dict[str, Any]:
     """A Slack door's DMs level, in a process of its own with ``SLACK_AGENT_VIEW`` at its default (on)."""
-    env = door_env(door, fakes.urls, redis_url=redis_url, prefix=prefix, port=free_port(), agent_view=True)
+    env = door_env(door, fakes.urls, redis_url=redis_url, prefix=prefix, port=free_port(), agent_view=True,
+                   event_loop=cfg.event_loop)
     bot = BotProcess(door, env)
     before = fakes.call("totals")
     bot.start()

@@ -120,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--front-messages", type=int, help="messages per user per front-door level (5)")
     p.add_argument("--front-latency-ms", type=_ints, help="assistant latencies of the front doors (0,1000)")
     p.add_argument("--no-profile", action="store_true", help="no cProfile level at the front doors")
+    p.add_argument("--front-event-loop", choices=("auto", "uvloop", "asyncio"),
+                   help="EVENT_LOOP of the bot at the front doors (auto: uvloop where installed)")
     p.add_argument("--front-stream-users", type=int,
                    help="answers streaming at once in the front doors' streams level, 0 for none (300)")
     args = p.parse_args(argv)
@@ -137,7 +139,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             p.error(f"unknown part(s): {', '.join(sorted(unknown))}")
         cfg.parts = args.parts
     for name, attr in (("front_doors", "doors"), ("front_users", "users"), ("front_messages", "messages"),
-                       ("front_latency_ms", "latencies_ms"), ("front_stream_users", "stream_users")):
+                       ("front_latency_ms", "latencies_ms"), ("front_stream_users", "stream_users"),
+                       ("front_event_loop", "event_loop")):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg.front, attr, value)

@@ -91,6 +91,14 @@ class Memory:
             log.warning("folding the memory of %s failed (%s); the turns wait for the next fold", key.digest, exc)
             return False
 
+    async def seed(self, key: ThreadKey) -> list[Turn]:
+        """What re-primes a vanished thread: the summary, the items not folded into it yet (the newest two folds'
+        worth at most, should folds keep failing), then the window; the window alone with memory off."""
+        summary, waiting, kept = await self.store.remembered(key)
+        if not self.enabled:
+            return kept
+        return [*as_seed(summary), *waiting[-2 * self.fold_every :], *kept]
+
     async def settle(self) -> None:
         """Wait for the folds under way (bench and tests; answers never wait for them)."""
         await asyncio.gather(*self._folds.values(), return_exceptions=True)

@@ -294,7 +294,7 @@ class Core:
                 await self._discard(key, thread_id)
             raise
         except ThreadGone:
-            reason, seed = "gone", await self._recovery_seed(key)
+            reason, seed = "gone", await self.memory.seed(key)
         except ContextOverflow:
             reason, seed = "context", await self._rollover_seed(key, turn.memory)
         old = thread_id
@@ -361,14 +361,6 @@ class Core:
         self.metrics.tokens.labels("output").inc(usage.output_tokens)
         self.metrics.tokens.labels("cached").inc(usage.cached_tokens)
         return sent
-
-    async def _recovery_seed(self, key: ThreadKey) -> list[Turn]:
-        """A vanished thread's replacement starts from the summary, the items not folded into it yet (the newest
-        two folds' worth at most, should folds keep failing), then the window."""
-        summary, waiting, kept = await self.store.remembered(key)
-        if not self.memory.enabled:
-            return kept
-        return [*as_seed(summary), *waiting[-2 * self.memory.fold_every :], *kept]
 
     async def _rollover_seed(self, key: ThreadKey, summary: str) -> list[Turn]:
         kept = await self.store.turns(key)
