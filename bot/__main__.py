@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
-from bot.ops.event_loop import run_serving
+from bot.ops.event_loop import loop_factory, run_serving
 from bot.runtime import Runtime, build_runtime
 
 
@@ -125,6 +125,8 @@ def _preflight(command: str, settings: Settings) -> None:
     from bot.profiles import load_profiles
 
     load_profiles(settings)  # PROFILES_FILE: one line naming the profile and the key
+    if command in ("slack", "discord"):
+        loop_factory(settings.event_loop)  # EVENT_LOOP=uvloop where it cannot be imported: one line, before Redis
     asyncio.run(require_redis(settings))
     if command in NEEDS:  # the bots: MODERATION on needs an endpoint that moderates
         from bot.ops.safety_check import require_moderation

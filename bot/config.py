@@ -27,6 +27,9 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+"""``EVENT_LOOP``: which event loop the serving commands run on (:mod:`bot.ops.event_loop`)."""
+
 class ConfigError(Exception):
     """One line for the operator, naming the variable at fault."""
 
@@ -115,7 +118,7 @@ class Settings(BaseSettings):
     # Memory across lost conversations
     memory: Literal["off", "summary"] = "summary"
     memory_max_tokens: int = Field(400, ge=50, le=4000)
-    memory_fold_every: int = Field(20, ge=2, le=200)
+    memory_fold_every: int = Field(10, ge=2, le=200)
 
     # Profiles and safety
     profiles_file: str | None = None
@@ -156,7 +159,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     janitor_interval: Duration | None = None
     shutdown_grace: Duration = 25.0
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    event_loop: EventLoopChoice = "auto"
 
     @field_validator("assistant_instructions")
     @classmethod

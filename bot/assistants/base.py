@@ -40,6 +40,8 @@ class Sent:
 
 class Assistant(Protocol):
     name: str
+    seed_limit: int | None
+    """Most items :meth:`create_thread` primes a thread with (the newest are kept); None: no limit."""
 
     async def create_thread(self, key: ThreadKey, seed: Sequence[Turn] = ()) -> str:
         """A new remote thread, primed with ``seed`` (oldest first)."""

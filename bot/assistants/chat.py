@@ -139,6 +139,7 @@ def next_context(overflow: Overflow, sent: int) -> int:
 
 class ChatAssistant:
     name = "chat"
+    seed_limit: int | None = None  # the history is ours; CONTEXT_BUDGET bounds what each request sends
 
     def __init__(self, settings: Settings, history: History, client: AsyncOpenAI | None = None, *,
                  notes: Notes | None = None) -> None:

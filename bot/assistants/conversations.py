@@ -151,6 +151,7 @@ async def delete_all(calls: Sequence[Coroutine[Any, Any, None]], batch: int = 8)
 
 class ConversationsAssistant:
     name = "conversations"
+    seed_limit: int | None = MAX_SEED_ITEMS
 
     def __init__(self, settings: Settings, client: AsyncOpenAI | None = None, *, notes: Notes | None = None) -> None:
         self.settings = settings

@@ -92,12 +92,15 @@ class Memory:
             return False
 
     async def seed(self, key: ThreadKey) -> list[Turn]:
-        """What re-primes a vanished thread: the summary, the items not folded into it yet (the newest two folds'
-        worth at most, should folds keep failing), then the window; the window alone with memory off."""
-        summary, waiting, kept = await self.store.remembered(key)
+        """What re-primes a vanished thread: the summary, then the items not folded into it yet and the window, as
+        many of the newest as the assistant takes beside the summary; the window alone with memory off."""
         if not self.enabled:
-            return kept
-        return [*as_seed(summary), *waiting[-2 * self.fold_every :], *kept]
+            return await self.store.turns(key)
+        summary, waiting, kept = await self.store.remembered(key)
+        first, items = as_seed(summary), [*waiting, *kept]
+        limit = self.assistant.seed_limit
+        room = len(items) if limit is None else max(limit - len(first), 0)
+        return [*first, *items[max(len(items) - room, 0) :]]
 
     async def settle(self) -> None:
         """Wait for the folds under way (bench and tests; answers never wait for them)."""
@@ -109,5 +112,6 @@ class Memory:
         await asyncio.gather(*self._folds.values(), return_exceptions=True)
 
     async def show(self, key: ThreadKey) -> tuple[str, int]:
-        """What is remembered of a thread: (summary, kept items)."""
-        return await self.store.summary(key), len(await self.store.turns(key))
+        """What is remembered of a thread: (summary, kept items, those waiting to be folded into it included)."""
+        summary, waiting, kept = await self.store.remembered(key)
+        return summary, len(waiting) + len(kept)

@@ -305,7 +305,7 @@ class Core:
             await self.deleter.discard(old, name, key)
         else:
             log.info(
-                "thread %s is gone; recovered as %s with %d kept turns (%s)", old, thread_id, len(seed), key.digest
+                "thread %s is gone; recovered as %s primed with %d items (%s)", old, thread_id, len(seed), key.digest
             )
         try:
             sent = await self._send(thread_id, turn, key, on_delta, on_status, approve)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
-from bot.config import ConfigError
+from bot.config import ConfigError, EventLoopChoice
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def loop_factory(choice: Literal["auto", "uvloop", "asyncio"]) -> LoopFactory | None:
+def loop_factory(choice: EventLoopChoice) -> LoopFactory | None:
     """The factory of the chosen loop; None for asyncio's own. :class:`ConfigError` when uvloop is required
     but not installed."""
     if choice == "asyncio":
@@ -34,7 +34,7 @@ def loop_factory(choice: Literal["auto", "uvloop", "asyncio"]) -> LoopFactory | 
     return factory
 
 
-def run_serving(choice: Literal["auto", "uvloop", "asyncio"], main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def run_serving(choice: EventLoopChoice, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run ``main()`` to completion on the chosen loop, as :func:`asyncio.run` does (the adapters' start-up line
     names the loop: :func:`adapters.kit.tasks.event_loop_name`)."""
     factory = loop_factory(choice)  # before the coroutine exists: a start-up error leaves none un-awaited

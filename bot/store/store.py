@@ -189,13 +189,14 @@ class Store(RetentionReads):
         return as_str(thread_id or ""), as_str(summary or ""), [as_str(r) for r in raw]
 
     async def remembered(self, key: ThreadKey) -> tuple[str, list[Turn], list[Turn]]:
-        """What re-primes a lost thread: its summary, the kept items waiting to be folded into it, and the window;
-        read in one step, so a fold ending meanwhile loses nothing."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self.keys.thread(key), "summary")
+        """What re-primes a lost thread (its lock held): its summary, the kept items waiting to be folded into it,
+        and the window. The waiting items are read before the summary: a fold ending in between (it moves items
+        from the one to the other) makes them appear twice, never not at all."""
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lrange(self.keys.fold(key), 0, -1)
+            pipe.hget(self.keys.thread(key), "summary")
             pipe.lrange(self.keys.turns(key), 0, -1)
-            summary, waiting, kept = await pipe.execute()
+            waiting, summary, kept = await pipe.execute()
         return as_str(summary or ""), turns_of(waiting), turns_of(kept)
 
     async def summary(self, key: ThreadKey) -> str:

@@ -55,7 +55,7 @@ async def test_a_lost_conversation_is_reprimed_with_the_summary_then_the_kept_tu
 async def test_items_not_folded_yet_reprime_a_lost_conversation_between_summary_and_window(
     make_runtime: MakeRuntime, fake_openai: FakeOpenAI
 ) -> None:
-    rt = await make_runtime(memory="summary", keep_turns=2)  # two items kept; the default fold: 20 items
+    rt = await make_runtime(memory="summary", keep_turns=2, memory_fold_every=20)
     old = await chat(rt, 8)  # 14 items left the window: none folded yet
     assert len(await waiting(rt)) == 14 and await rt.store.summary(KEY) == ""
     assert fake_openai.count("POST", "/v1/responses") == 8  # the answers alone: no summary call
@@ -68,6 +68,21 @@ async def test_items_not_folded_yet_reprime_a_lost_conversation_between_summary_
     assert "What is my project called?" in asked[-1] and len(asked) == 9  # turns 0-7, the new question
     items = fake_openai.conversations[answer.thread_id].items
     assert not any("Summary of our earlier conversation" in str(i["content"]) for i in items)  # none made yet
+
+
+async def test_a_seed_over_the_servers_limit_keeps_the_summary_and_the_newest_items(
+    make_runtime: MakeRuntime, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime(memory="summary", keep_turns=10, memory_fold_every=20)
+    old = await chat(rt, 21)  # turns 0-9 folded, 10-15 waiting (12 items), 16-20 in the window (10)
+    assert len(await waiting(rt)) == 12 and "Turn 9:" in await rt.store.summary(KEY)
+    fake_openai.delete_conversation(old)
+    answer = await rt.core.handle(msg("What is my project called?", "m-last"))
+    assert answer is not None and answer.recovered
+    seeded = [str(i["content"]) for i in fake_openai.conversations[answer.thread_id].items][:-2]
+    assert len(seeded) == 20  # conversations.create takes 20 items: the summary and the 19 newest
+    assert "Summary of our earlier conversation" in seeded[0] and "zebracorn" in seeded[0]
+    assert "echo: Turn 11:" in seeded[1] and "Turn 12:" in seeded[2] and "echo: Turn 20:" in seeded[-1]
 
 
 async def test_a_slow_fold_never_delays_an_answer(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:

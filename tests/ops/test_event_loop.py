@@ -102,6 +102,7 @@ async def test_requiring_a_uvloop_that_cannot_be_imported_is_one_line(
 ) -> None:
     env, _ = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop="uvloop",
                        path=broken_uvloop(tmp_path))
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: said before Redis is tried
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "slack", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
