@@ -52,7 +52,9 @@ class FrontConfig:
     latencies_ms: list[int] = field(default_factory=lambda: [0, 1000])
     meta_latency_ms: int = 200
     """Latency of the assistant's other calls (create a conversation, check the model), capped at the turn's."""
-    solo_messages: int = 40
+    solo_messages: int = 200
+    """Messages of the one-user level: one conversation, long enough for memory folds and for a CPU reading
+    finer than the clock's 10 ms ticks (0.05 ms per answer)."""
     few_users: int = 5
     """Users of the level at the largest latency where new users are compared with returning ones, at low load
     (the first level's new users arrive all at once, the worst case)."""
