@@ -111,3 +111,32 @@ async def test_requiring_a_uvloop_that_cannot_be_imported_is_one_line(
     assert err.decode().splitlines() == [
         "configuration error: EVENT_LOOP: uvloop cannot be imported here (no uvloop build for this platform); "
         "install it (pip install uvloop) or set EVENT_LOOP=asyncio"]
+
+
+async def test_socket_mode_answers_and_stops_on_uvloop(
+    tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    env, _ = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop="uvloop")
+    env["SLACK_APP_TOKEN"] = "xapp-1-test"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "slack", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    event = dm_event("Over the socket, on uvloop?")
+    try:
+        await fake_slack.wait_for(lambda: fake_slack.open_sockets == 1, within=60)  # it imports and connects first
+        await fake_slack.push_event(event_envelope(event))
+
+        def answered() -> bool:
+            found = fake_slack.in_thread(event["channel"], event["ts"])
+            return bool(found) and not any(m.streaming for m in found)
+
+        await fake_slack.wait_for(answered)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "(socket mode" in err.decode() and "uvloop loop)" in err.decode()
+        assert fake_slack.open_sockets == 0, "the socket closed on the way out"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
