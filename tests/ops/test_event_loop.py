@@ -10,14 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
-from tests.support.serving import until_served
+from tests.support.serving import post_when_served
 from tests.support.slack import SECRET
 
 
@@ -41,15 +40,8 @@ async def answer_one_dm(env: dict[str, str], port: int, cwd: Path, fake_slack: F
     event = dm_event(text)
     body = json.dumps(event_envelope(event))
     try:
-        async with aiohttp.ClientSession() as http:
-
-            async def deliver() -> bool:
-                async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(),
-                                     headers={"Content-Type": "application/json", **sign(body, SECRET)}) as resp:
-                    assert resp.status == 200
-                    return True
-
-            await until_served(deliver, proc)
+        await post_when_served(f"http://127.0.0.1:{port}/slack/events", body,
+                               {"Content-Type": "application/json", **sign(body, SECRET)}, proc)
 
         def answered() -> bool:
             found = fake_slack.in_thread(event["channel"], event["ts"])

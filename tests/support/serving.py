@@ -30,6 +30,19 @@ async def until_served(attempt: Callable[[], Awaitable[T | None]], proc: asyncio
     raise AssertionError(never)
 
 
+async def post_when_served(url: str, body: str, headers: dict[str, str],
+                           proc: asyncio.subprocess.Process) -> None:
+    """POST ``body`` to a bot still starting (it imports and connects first) until it answers 200."""
+    async with aiohttp.ClientSession() as http:
+
+        async def deliver() -> bool:
+            async with http.post(url, data=body.encode(), headers=headers) as resp:
+                assert resp.status == 200
+                return True
+
+        await until_served(deliver, proc)
+
+
 async def healthy(http: aiohttp.ClientSession, url: str) -> bool | None:
     """True once ``url`` (a ``/healthz``) answers 200; None while it does not."""
     async with http.get(url) as response:

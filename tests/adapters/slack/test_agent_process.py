@@ -10,13 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
-
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
-from tests.support.serving import until_served
+from tests.support.serving import post_when_served
 from tests.support.slack import SECRET
 
 
@@ -34,15 +32,8 @@ async def test_by_default_a_top_level_dm_is_answered_in_its_own_titled_thread(
     event = dm_event("Plan my week, please")
     body = json.dumps(event_envelope(event))
     try:
-        async with aiohttp.ClientSession() as http:
-
-            async def deliver() -> bool:
-                async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(),
-                                     headers={"Content-Type": "application/json", **sign(body, SECRET)}) as resp:
-                    assert resp.status == 200
-                    return True
-
-            await until_served(deliver, proc)  # it imports and connects first
+        await post_when_served(f"http://127.0.0.1:{port}/slack/events", body,
+                               {"Content-Type": "application/json", **sign(body, SECRET)}, proc)
 
         def answered() -> bool:
             found = fake_slack.in_thread(event["channel"], event["ts"])
