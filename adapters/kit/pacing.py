@@ -20,20 +20,18 @@ Each lane keeps three numbers:
 A scope is *quiet* while none of its lanes was refused lately: no block, every interval decayed back to
 ``base`` (at most :data:`QUIET_BASE`). The store's Redis lanes then have nothing to add to what this process
 knows, so :class:`Pacer` spaces a quiet scope's calls ``base`` apart in lanes of its own (no round trip per
-call; a burst still goes out one call at a time, and a refusal voids the turns handed out after it). A refusal
+call; a burst still goes out one call at a time, and a refusal voids the turns handed out after it). Only a
+call that takes a channel's hold asks the shared lanes, for the hold alone, since the hold is what keeps a
+second worker's call for that channel from going out before the first one's refusal is recorded. A refusal
 makes the scope loud for every worker (the Redis lanes remember until when) until its lanes are quiet again;
 its calls then take their turns from the shared lanes. The bound: a worker learns of another's refusal from its
-own next refusal at once, else within the lanes' ``recheck`` (0.1 s plus a round trip for the store's), the
-longest its calls go on from its own lanes; its own refusal, and any it hears of, apply at once to every method
-of the scope, and a turn of its own lanes that comes due in a scope gone loud is asked again.
+next hold or refusal at once, else within the lanes' ``recheck`` (0.1 s plus a round trip for the store's), the
+longest its calls that take no hold go on from its own lanes; its own refusal, and any it hears of, apply at once
+to every method of the scope, and a turn of its own lanes that comes due in a scope gone loud is asked again.
 
 Some platforms remember a refusal per channel rather than per message (Slack's ``chat.postMessage`` and
 ``chat.startStream``). A call of such a method takes the channel's *hold* while it is in flight, so no
-second call for the same channel goes out before the first one's refusal is known and recorded: in this
-process always (:meth:`Pacer.channel_lock`), across workers once the scope is loud (the shared lanes' hold).
-While it is quiet, two workers may each have one call in flight for a channel: at most one refusal more, which
-makes the scope loud for both, and every call paces and retries from then on as for any refusal. The shared
-hold's two round trips per such call were a tenth of an answer's CPU (issue 19's front-door bench).
+second call for the same channel goes out before the first one's refusal is known and recorded.
 
 :class:`LocalLanes` keeps lanes in this process (Discord's per-channel edit budget, Slack without Redis);
 the store's Redis lanes (``runtime.pacer``) share them between all workers of a workspace, behind the
@@ -220,8 +218,6 @@ class Pacer:
         self._lanes_failed_at = -math.inf
         self._own = LocalLanes(LaneSpec(base=QUIET_BASE), clock=clock)
         """This process's turns in quiet scopes."""
-        self._held: set[tuple[str, str, str, str]] = set()
-        """Channel holds the lanes gave this process (scope, method, channel, holder): only those are given back."""
 
     def floor(self, scope: str, method: str) -> float:
         """Seconds until the latest ``Retry-After`` this process saw for the lane is over (0: none)."""
@@ -284,10 +280,8 @@ class Pacer:
             return True
 
     async def release(self, scope: str, method: str, channel: str, holder: str) -> None:
-        held = (scope, method, channel, holder)
-        if held not in self._held:
-            return  # no hold asked of the lanes (a quiet scope, or none for the call): nothing to give back
-        self._held.discard(held)
+        if not channel:
+            return
         try:
             await self.lanes.release(scope, method, channel, holder)
         except Exception as exc:
@@ -295,11 +289,17 @@ class Pacer:
 
     async def _ask(self, scope: str, method: str, urgent: bool, channel: str,
                    holder: str) -> tuple[bool, float, bool]:
-        """A turn (and the channel's hold) from the shared lanes, or in a quiet scope from this process's own; and
+        """A turn from the shared lanes, or in a quiet scope from this process's own (the hold still shared); and
         whether it is this process's own (void if the scope is loud when it comes)."""
         if not await self._quiet(scope):
             return (*await self._reserve(scope, method, urgent, channel, holder), False)
         granted, wait = self._own.reserve_now(scope, method, urgent=urgent)
+        if granted and channel:
+            held, hold_wait = await self._reserve(scope, method, urgent, channel, holder)
+            if not held:
+                return False, hold_wait, False
+            # loud since (another worker refused): the hold's reply was the shared lane's turn, and its wait counts
+            return True, max(wait, hold_wait), await self._quiet(scope)
         return granted, wait, True
 
     async def _quiet(self, scope: str) -> bool:
@@ -312,13 +312,10 @@ class Pacer:
     async def _reserve(self, scope: str, method: str, urgent: bool, channel: str,
                        holder: str) -> tuple[bool, float]:
         try:
-            granted, wait = await self.lanes.reserve(scope, method, urgent=urgent, channel=channel, holder=holder)
+            return await self.lanes.reserve(scope, method, urgent=urgent, channel=channel, holder=holder)
         except Exception as exc:
             self._lanes_failed(exc)
             return True, 0.0
-        if granted and channel:
-            self._held.add((scope, method, channel, holder))
-        return granted, wait
 
     def _lanes_failed(self, exc: Exception) -> None:
         now = self._clock()

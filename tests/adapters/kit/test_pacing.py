@@ -1,6 +1,6 @@
-"""Issue 19 on the pacer: a quiet scope's calls take their turns in the process's own lanes (no Redis round trip,
-a channel's hold included), and one refusal anywhere makes the scope loud for every worker until its lanes are
-quiet again (issue 21's rules then apply as before, from the shared lanes, channel holds too).
+"""Issue 19 on the pacer: a quiet scope's calls take their turns in the process's own lanes (no Redis round trip
+but a channel's hold), and one refusal anywhere makes the scope loud for every worker until its lanes are quiet
+again (issue 21's rules then apply as before, from the shared lanes).
 
 The lanes' own rules (turns, refusals, holds, decay) are checked in ``tests/adapters/slack/test_limits.py``.
 """
@@ -47,7 +47,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def test_a_quiet_scope_asks_the_shared_lanes_nothing(redis: Redis, prefix: str) -> None:
+async def test_a_quiet_scope_asks_the_shared_lanes_only_for_a_channel_s_hold(redis: Redis, prefix: str) -> None:
     clock = [100.0]
     lanes = Counted(SharedLanes(redis, Keys(prefix)))
     pacer = Pacer(lanes, clock=lambda: clock[0])
@@ -57,9 +57,10 @@ async def test_a_quiet_scope_asks_the_shared_lanes_nothing(redis: Redis, prefix:
         "a burst still goes one call at a time (this process's lane, a base apart; a luxury is told the least hint)"
     clock[0] += 0.001
     assert await pacer.turn("s", "chat.appendStream", urgent=False) == 0.0
+    assert lanes.reserved == [], "nothing refused: no turn asked of Redis"
     assert await pacer.turn("s", "chat.startStream", urgent=True, channel="C1", holder="a") == 0.0
-    await pacer.release("s", "chat.startStream", "C1", "a")
-    assert lanes.reserved == [], "nothing refused: no turn asked of Redis, a channel's hold included"
+    assert lanes.reserved == [("chat.startStream", "C1")], "the channel's hold is taken all the same"
+    assert not (await lanes.reserve("s", "chat.startStream", urgent=False, channel="C1", holder="b"))[0]
 
     await pacer.refused("s", "chat.stopStream", 1.0)
     lanes.reserved.clear()
@@ -68,12 +69,6 @@ async def test_a_quiet_scope_asks_the_shared_lanes_nothing(redis: Redis, prefix:
     assert lanes.reserved == [("chat.appendStream", ""), ("chat.stopStream", "")], "a loud scope's turns are shared"
     assert await Pacer(lanes).turn("elsewhere", "chat.stopStream", urgent=True) == 0.0
     assert lanes.reserved[2:] == [], "other scopes stay quiet"
-    assert await pacer.turn("s", "chat.startStream", urgent=True, channel="C1", holder="a") == 0.0
-    assert lanes.reserved[2:] == [("chat.startStream", "C1")], "loud: the channel's hold is the shared lanes'"
-    assert not (await lanes.reserve("s", "chat.startStream", urgent=False, channel="C1", holder="b"))[0], \
-        "another worker's call for the channel waits for it"
-    await pacer.release("s", "chat.startStream", "C1", "a")
-    assert (await lanes.reserve("s", "chat.startStream", urgent=True, channel="C1", holder="b"))[0], "given back"
 
 
 async def test_in_process_lanes_are_always_asked() -> None:
@@ -98,8 +93,8 @@ async def test_a_quiet_scope_s_reservation_takes_the_hold_alone(redis: Redis, pr
 
 async def test_one_worker_s_refusal_makes_the_scope_loud_for_another(redis: Redis, prefix: str) -> None:
     """Workers on one Redis: another learns of one's refusal from the loud key, read at most every ``recheck``
-    (0.1 s, on a clock of the test's), or at once from a refusal of its own, and then waits for the lane like the
-    first; until then its calls go from its own lanes, those that take a channel's hold included."""
+    (0.1 s, on a clock of the test's), or at once from its next channel hold, and then waits for the lane like
+    the first; a hold asked in a scope gone loud since waits for the shared lane's turn."""
     clock = [0.0]
     first = Pacer(SharedLanes(redis, Keys(prefix)))
     lanes = Counted(SharedLanes(redis, Keys(prefix), clock=lambda: clock[0]))
@@ -128,25 +123,24 @@ async def test_one_worker_s_refusal_makes_the_scope_loud_for_another(redis: Redi
     assert await third.turn("s", "chat.stopStream", urgent=True) == 0.0, "read a minute ago: still quiet there"
     assert await third.turn("s", "chat.startStream", urgent=True, channel="C1", holder="b") == 0.0
     await third.release("s", "chat.startStream", "C1", "b")
-    assert late.reserved == [], "a channel's hold too: quiet here until the loud key is read again"
-    await third.refused("s", "chat.startStream", 1.0)  # a refusal of its own: loud here at once
-    with pytest.raises(TooLate):  # the shared lanes are asked, and the lane the first worker saw refused is blocked
+    assert late.reserved == [("chat.startStream", "C1")]
+    with pytest.raises(TooLate):  # the hold's reservation told it the scope is loud: the blocked lane is asked
         await third.turn("s", "chat.stopStream", urgent=True, deadline=third._clock() + 0.5)
     assert await third.turn("s", "chat.appendStream", urgent=False) == 0.0, "an unrefused lane of it still goes"
-    assert late.reserved == [("chat.stopStream", ""), ("chat.appendStream", "")]
+    assert late.reserved[1:] == [("chat.stopStream", ""), ("chat.appendStream", "")]
 
     fourth = Counted(SharedLanes(redis, Keys(prefix)))
     with pytest.raises(TooLate):
         await Pacer(fourth).turn("s", "chat.stopStream", urgent=True, deadline=third._clock() + 0.5)
     assert fourth.reserved == [("chat.stopStream", "")], "a worker reading the loud key for the first time knows"
 
-    worker_c = Counted(SharedLanes(redis, Keys(prefix), recheck=60.0, horizon=10.0))
-    paced_c = Pacer(worker_c)
-    assert await paced_c.turn("t", "chat.update", urgent=True) == 0.0, "t is quiet here, not read again for a minute"
+    worker_c = Pacer(SharedLanes(redis, Keys(prefix), recheck=60.0, horizon=10.0))
+    assert await worker_c.turn("t", "chat.update", urgent=True) == 0.0, "t is quiet here, not read again for a minute"
     await first.refused("t", "chat.postMessage", 2.0)
-    assert await paced_c.turn("t", "chat.postMessage", urgent=True, channel="C2", holder="c") == 0.0, \
-        "the bounded window: one call more may meet the refusal, which then makes t loud here too"
-    assert worker_c.reserved == []
+    with pytest.raises(TooLate) as too_late:  # its own lane grants the turn; the hold's reservation says "in 2 s"
+        await worker_c.turn("t", "chat.postMessage", urgent=True, channel="C2", holder="c",
+                            deadline=worker_c._clock() + 1.0)
+    assert 1.0 < too_late.value.wait <= 2.0, "the shared lane's wait is not thrown away"
 
 
 async def test_the_loud_key_is_read_once_per_recheck_not_per_call(redis: Redis, prefix: str) -> None:
