@@ -16,7 +16,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
-from tests.support.serving import post_when_served
+from tests.support.serving import post_when_served, until_served
 from tests.support.slack import SECRET
 
 
@@ -115,7 +115,10 @@ async def test_socket_mode_answers_and_stops_on_uvloop(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     event = dm_event("Over the socket, on uvloop?")
     try:
-        await fake_slack.wait_for(lambda: fake_slack.open_sockets == 1, within=60)  # it imports and connects first
+        async def connected() -> bool | None:
+            return True if fake_slack.open_sockets == 1 else None
+
+        await until_served(connected, proc)  # it imports and connects first; a start that fails ends the wait
         await fake_slack.push_event(event_envelope(event))
 
         def answered() -> bool:
@@ -127,7 +130,7 @@ async def test_socket_mode_answers_and_stops_on_uvloop(
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert "(socket mode" in err.decode() and "uvloop loop)" in err.decode()
-        assert fake_slack.open_sockets == 0, "the socket closed on the way out"
+        await fake_slack.wait_for(lambda: fake_slack.open_sockets == 0)  # the socket closed on the way out
     finally:
         if proc.returncode is None:
             proc.kill()
