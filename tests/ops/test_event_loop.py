@@ -4,7 +4,6 @@ uvloop that cannot be imported is one line (``uvloop``) or asyncio's loop (``aut
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -13,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope, sign
+from tests.fakes.slack_server import FakeSlack, dm_event, event_envelope
 from tests.support.fixtures import free_port
 from tests.support.paths import REPO_ROOT
-from tests.support.serving import post_when_served, until_served
-from tests.support.slack import SECRET
+from tests.support.serving import until_served
+from tests.support.slack import SECRET, answer_one_dm
 
 
 def slack_env(tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI, *,
@@ -32,43 +31,13 @@ def slack_env(tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack
     return env, port
 
 
-async def answer_one_dm(env: dict[str, str], port: int, cwd: Path, fake_slack: FakeSlack, text: str) -> str:
-    """Start the bot, have it answer one DM, stop it with SIGTERM; its stderr (it must exit 0)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "slack", cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    event = dm_event(text)
-    body = json.dumps(event_envelope(event))
-    try:
-        await post_when_served(f"http://127.0.0.1:{port}/slack/events", body,
-                               {"Content-Type": "application/json", **sign(body, SECRET)}, proc)
-
-        def answered() -> bool:
-            found = fake_slack.in_thread(event["channel"], event["ts"])
-            return bool(found) and not any(m.streaming for m in found)
-
-        await fake_slack.wait_for(answered)
-        [answer] = fake_slack.in_thread(event["channel"], event["ts"])
-        assert text in answer.text
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        stderr = err.decode()
-        assert proc.returncode == 0, stderr[-2000:]
-        assert "Traceback" not in stderr
-        return stderr
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
 @pytest.mark.parametrize(("choice", "runs_on"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
 async def test_the_slack_bot_answers_on_the_chosen_loop(
     tmp_path: Path, redis_url: str, prefix: str, fake_slack: FakeSlack, fake_openai: FakeOpenAI, choice: str,
     runs_on: str
 ) -> None:
     env, port = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop=choice)
-    stderr = await answer_one_dm(env, port, tmp_path, fake_slack, f"Which loop is this, {choice}?")
+    _, stderr = await answer_one_dm(env, port, tmp_path, fake_slack, f"Which loop is this, {choice}?")
     assert f"Slack adapter running (http mode, port {port}, {runs_on} loop)" in stderr
 
 
@@ -85,7 +54,7 @@ async def test_auto_without_uvloop_runs_on_asyncio(
 ) -> None:
     env, port = slack_env(tmp_path, redis_url, prefix, fake_slack, fake_openai, loop="auto",
                           path=broken_uvloop(tmp_path))
-    stderr = await answer_one_dm(env, port, tmp_path, fake_slack, "Still there without uvloop?")
+    _, stderr = await answer_one_dm(env, port, tmp_path, fake_slack, "Still there without uvloop?")
     assert f"Slack adapter running (http mode, port {port}, asyncio loop)" in stderr
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,9 +20,12 @@ from bot.runtime import Runtime
 from tests.fakes.slack_server import (
     FakeSlack,
     Message,
+    dm_event,
+    event_envelope,
     sign,
 )
 from tests.support.fixtures import MakeRuntime, free_port
+from tests.support.serving import post_when_served
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -92,3 +99,35 @@ async def start_slack(make_runtime: MakeRuntime, fake_slack: FakeSlack) -> Async
 @pytest.fixture
 async def slack(start_slack: StartSlack) -> Slack:
     return await start_slack()
+
+
+async def answer_one_dm(env: dict[str, str], port: int, cwd: Path, fake_slack: FakeSlack,
+                        text: str) -> tuple[JSON, str]:
+    """``python -m bot slack`` (HTTP mode, ``env``) answers one DM in its own thread, then stops on SIGTERM with
+    exit code 0 and no traceback; the DM's event and the process's stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "slack", cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    event = dm_event(text)
+    body = json.dumps(event_envelope(event))
+    try:
+        await post_when_served(f"http://127.0.0.1:{port}/slack/events", body,
+                               {"Content-Type": "application/json", **sign(body, SECRET)}, proc)
+
+        def answered() -> bool:
+            found = fake_slack.in_thread(event["channel"], event["ts"])
+            return bool(found) and not any(m.streaming for m in found)
+
+        await fake_slack.wait_for(answered)
+        [answer] = fake_slack.in_thread(event["channel"], event["ts"])
+        assert text in answer.text
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        stderr = err.decode()
+        assert proc.returncode == 0, stderr[-2000:]
+        assert "Traceback" not in stderr
+        return event, stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
