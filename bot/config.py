@@ -30,6 +30,7 @@ DEFAULT_INSTRUCTIONS = (
 EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
 """``EVENT_LOOP``: which event loop the serving commands run on (:mod:`bot.ops.event_loop`)."""
 
+
 class ConfigError(Exception):
     """One line for the operator, naming the variable at fault."""
 

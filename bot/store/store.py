@@ -199,9 +199,6 @@ class Store(RetentionReads):
             waiting, summary, kept = await pipe.execute()
         return as_str(summary or ""), turns_of(waiting), turns_of(kept)
 
-    async def summary(self, key: ThreadKey) -> str:
-        return as_str(await self.redis.hget(self.keys.thread(key), "summary") or "")  # type: ignore[misc]
-
     async def save_summary(self, key: ThreadKey, summary: str, start: tuple[str, str, list[str]]) -> bool:
         """Replace the summary and drop the folded items, if nothing changed since ``start`` (``fold_pending``)."""
         thread_id, previous, folded = start

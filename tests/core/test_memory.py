@@ -21,6 +21,11 @@ async def waiting(rt: Runtime) -> list[str]:
     return (await rt.store.fold_pending(KEY))[2]
 
 
+async def summary_of(rt: Runtime) -> str:
+    """The thread's summary, as a re-prime reads it."""
+    return (await rt.store.remembered(KEY))[0]
+
+
 def msg(text: str, mid: str) -> Incoming:
     return Incoming(KEY, text, mid, is_dm=True)
 
@@ -41,7 +46,7 @@ async def test_a_lost_conversation_is_reprimed_with_the_summary_then_the_kept_tu
 ) -> None:
     rt = await make_runtime(memory="summary", keep_turns=10, memory_fold_every=6)
     old = await chat(rt, 40)
-    summary = await rt.store.summary(KEY)
+    summary = await summary_of(rt)
     assert "zebracorn" in summary  # the fake's summariser echoes what it was given: turn 0 is remembered
     fake_openai.delete_conversation(old)
     answer = await rt.core.handle(msg("What is my project called?", "m-last"))
@@ -57,7 +62,7 @@ async def test_items_not_folded_yet_reprime_a_lost_conversation_between_summary_
 ) -> None:
     rt = await make_runtime(memory="summary", keep_turns=2, memory_fold_every=20)
     old = await chat(rt, 8)  # 14 items left the window: none folded yet
-    assert len(await waiting(rt)) == 14 and await rt.store.summary(KEY) == ""
+    assert len(await waiting(rt)) == 14 and await summary_of(rt) == ""
     assert fake_openai.count("POST", "/v1/responses") == 8  # the answers alone: no summary call
     fake_openai.delete_conversation(old)
     answer = await rt.core.handle(msg("What is my project called?", "m-last"))
@@ -75,7 +80,7 @@ async def test_a_seed_over_the_servers_limit_keeps_the_summary_and_the_newest_it
 ) -> None:
     rt = await make_runtime(memory="summary", keep_turns=10, memory_fold_every=20)
     old = await chat(rt, 21)  # turns 0-9 folded, 10-15 waiting (12 items), 16-20 in the window (10)
-    assert len(await waiting(rt)) == 12 and "Turn 9:" in await rt.store.summary(KEY)
+    assert len(await waiting(rt)) == 12 and "Turn 9:" in await summary_of(rt)
     fake_openai.delete_conversation(old)
     answer = await rt.core.handle(msg("What is my project called?", "m-last"))
     assert answer is not None and answer.recovered
@@ -97,13 +102,13 @@ async def test_a_slow_fold_never_delays_an_answer(make_runtime: MakeRuntime, fak
     assert rt.core.memory._folds  # a fold is still under way while the answers are all in
     hold.release()
     await rt.core.memory.settle()
-    assert "Turn 1" in await rt.store.summary(KEY)
+    assert "Turn 1" in await summary_of(rt)
 
 
 async def test_forget_and_the_janitor_leave_no_memory(make_runtime: MakeRuntime) -> None:
     rt = await make_runtime(memory="summary", keep_turns=4, memory_fold_every=2, thread_idle_ttl="1h")
     await chat(rt, 6)
-    assert await rt.store.summary(KEY) and await rt.redis.exists(rt.store.keys.fold(KEY)) in (0, 1)
+    assert await summary_of(rt) and await rt.redis.exists(rt.store.keys.fold(KEY)) in (0, 1)
     assert (await rt.core.memory.show(KEY))[0]
     await rt.core.forget(KEY)
     assert await rt.core.memory.show(KEY) == ("", 0)
@@ -125,9 +130,9 @@ async def test_a_failed_fold_keeps_the_turns_for_the_next(
     fake_openai.fail_next(500, path_prefix="/v1/responses")
     await rt.core.memory.settle()
     assert answer is not None and answer.text == "echo: Turn 2"
-    assert len(await waiting(rt)) == 2 and await rt.store.summary(KEY) == ""
+    assert len(await waiting(rt)) == 2 and await summary_of(rt) == ""
     assert await rt.core.memory.fold(KEY)  # the next fold takes them
-    assert await waiting(rt) == [] and "zebracorn" in await rt.store.summary(KEY)
+    assert await waiting(rt) == [] and "zebracorn" in await summary_of(rt)
 
 
 async def test_summary_tokens_count_against_the_daily_budget(make_runtime: MakeRuntime) -> None:
@@ -142,7 +147,7 @@ async def test_summary_tokens_count_against_the_daily_budget(make_runtime: MakeR
 async def test_memory_off_keeps_todays_behaviour(make_runtime: MakeRuntime, fake_openai: FakeOpenAI) -> None:
     rt = await make_runtime(memory="off", keep_turns=4)
     await chat(rt, 8)
-    assert await rt.store.summary(KEY) == "" and await waiting(rt) == []
+    assert await summary_of(rt) == "" and await waiting(rt) == []
     assert fake_openai.count("POST", "/v1/responses") == 8
 
 
@@ -170,4 +175,4 @@ async def test_a_fold_that_ends_after_forget_writes_nothing_back(
     hold.release()
     await rt.core.memory.settle()
     assert saves == [False]  # the summary came back and the write-back guard refused it
-    assert await rt.store.summary(KEY) == ""  # the forgotten conversation's words did not come back
+    assert await summary_of(rt) == ""  # the forgotten conversation's words did not come back
