@@ -1,8 +1,9 @@
-"""``python -m bench.bot_proc bot slack|discord`` or ``python -m bench.bot_proc baseline``.
+"""``python -m bench.bot_proc bot slack|discord``, ``python -m bench.bot_proc baseline`` or ``... floor``.
 
 The process the front-door bench measures: ``bot`` runs the bot's own ``python -m bot`` entry point
 (:func:`bot.__main__.main`, settings from the environment, its start-up checks, logging and shutdown as
-shipped); ``baseline`` runs the plain synchronous Bolt app of :mod:`bench.front_baseline`.
+shipped); ``baseline`` runs the plain synchronous Bolt app of :mod:`bench.front_baseline`; ``floor`` the
+least wire work of :mod:`bench.front_floor`.
 
 The only addition: with ``BENCH_PROFILE_OUT`` set, SIGUSR1 starts a CPU-time profiler (cProfile timed by
 :func:`time.thread_time` of the main thread, where the event loop runs) and SIGUSR2 stops it and writes
@@ -42,8 +43,12 @@ def main(argv: list[str]) -> int:
         from bench.front_baseline import main as baseline_main
 
         return baseline_main()
+    if argv[:1] == ["floor"]:
+        from bench.front_floor import main as floor_main
+
+        return floor_main()
     if argv[:1] != ["bot"]:
-        print("usage: python -m bench.bot_proc bot COMMAND | baseline", file=sys.stderr)
+        print("usage: python -m bench.bot_proc bot COMMAND | baseline | floor", file=sys.stderr)
         return 2
     from bot.__main__ import main as bot_main
 

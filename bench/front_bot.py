@@ -23,8 +23,11 @@ from typing import Any
 from bench.front_driver import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
-DOORS = ("slack_http", "slack_socket", "discord", "baseline")
-"""Slack HTTP mode, Slack Socket Mode, Discord, and the plain synchronous Bolt app (HTTP)."""
+DOORS = ("slack_http", "slack_socket", "discord", "baseline", "floor")
+"""Slack HTTP mode, Slack Socket Mode, Discord, the plain synchronous Bolt app (HTTP), and the floor: the least
+wire work on Slack HTTP (:mod:`bench.front_floor`)."""
+REFERENCES = ("baseline", "floor")
+"""Doors that are not the bot: no profile, no streams level, no start-up warnings to read."""
 BOT_TOKEN = "xoxb-bench-front-door"
 APP_TOKEN = "xapp-1-bench-front-door"
 
@@ -92,7 +95,7 @@ class BotProcess:
         return f"http://127.0.0.1:{self.port}/slack/events"
 
     def start(self) -> None:
-        args = ["baseline"] if self.door == "baseline" else ["bot", "discord" if self.door == "discord" else "slack"]
+        args = [self.door] if self.door in REFERENCES else ["bot", "discord" if self.door == "discord" else "slack"]
         launched = time.monotonic()
         with open(self._stderr, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "bench.bot_proc", *args], cwd=self._dir.name,

@@ -1,8 +1,9 @@
-"""Issue 19: what an answer costs through each front door, beside a plain synchronous Bolt app.
+"""Issue 19: what an answer costs through each front door, beside a plain synchronous Bolt app and the floor.
 
-For each door (Slack HTTP mode, Slack Socket Mode, Discord, and the baseline of
-:mod:`bench.front_baseline` over HTTP) one measured process is started (:mod:`bench.front_bot`) against
-the fakes' process (:mod:`bench.front_driver`), and runs the same levels:
+For each door (Slack HTTP mode, Slack Socket Mode, Discord, the baseline of :mod:`bench.front_baseline` over
+HTTP, and the floor of :mod:`bench.front_floor`: the least wire work, what the machine allows) one measured
+process is started (:mod:`bench.front_bot`) against the fakes' process (:mod:`bench.front_driver`), and runs the
+same levels:
 
 * one user, ``solo_messages`` messages at 0 ms: the whole path's overhead at one conversation;
 * ``few_users`` users at the largest latency: new users' time to first text against returning users', at
@@ -33,13 +34,13 @@ from typing import Any
 
 import redis
 
-from bench.front_bot import DOORS, ROOT, BotProcess, door_env, free_port
+from bench.front_bot import DOORS, REFERENCES, ROOT, BotProcess, door_env, free_port
 from bench.front_driver import FakesProcess, per_answer, records
 from bench.front_streams import KINDS, dm_streams, stream_level
 from bench.stats import summary_ms
 
 log = logging.getLogger("bench")
-TAGS = {"slack_http": "h", "slack_socket": "s", "discord": "d", "baseline": "b"}
+TAGS = {"slack_http": "h", "slack_socket": "s", "discord": "d", "baseline": "b", "floor": "f"}
 PLUMBING = ("asyncio/", "selectors.py", "threading.py", "bench/bot_proc.py", "runpy.py", "<built-in method select",
             "<built-in method poll", "<built-in method epoll", "{method 'poll'", "{method 'select'")
 """Event-loop plumbing left out of the profile tables (it contains everything, so it says nothing)."""
@@ -148,7 +149,7 @@ class DoorRun:
         self.prefix = f"{prefix}{TAGS[door]}"
         env = door_env(door, fakes.urls, redis_url=redis_url, prefix=self.prefix, port=free_port(),
                        event_loop=cfg.event_loop)
-        profiled = cfg.profile and door != "baseline"
+        profiled = cfg.profile and door not in REFERENCES
         self.bot = BotProcess(door, env, profile_out=workdir / f"{door}.prof" if profiled else None)
         self.kind = "dm" if door == "discord" else "mention"
         self._levels = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 NAMES = {"slack_http": "Slack HTTP", "slack_socket": "Slack Socket Mode", "discord": "Discord",
-         "baseline": "plain sync Bolt app (HTTP)"}
+         "baseline": "plain sync Bolt app (HTTP)", "floor": "floor: least wire work (HTTP)"}
 
 
 def _ms(summary: dict[str, Any]) -> str:

@@ -115,7 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--out", type=Path, help="directory for latest.json and latest.png (bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     p.add_argument("--parts", type=_names, help=f"parts to run, comma-separated ({','.join(PARTS)})")
-    p.add_argument("--front-doors", type=_names, help="front doors (slack_http,slack_socket,discord,baseline)")
+    p.add_argument("--front-doors", type=_names, help="front doors (slack_http,slack_socket,discord,baseline,floor)")
     p.add_argument("--front-users", type=int, help="users at once at each front door (100)")
     p.add_argument("--front-messages", type=int, help="messages per user per front-door level (5)")
     p.add_argument("--front-latency-ms", type=_ints, help="assistant latencies of the front doors (0,1000)")

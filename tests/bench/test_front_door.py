@@ -60,6 +60,7 @@ def test_one_auth_test_per_process_however_many_events_arrive_together(front: di
     assert front["config"]["users"] >= 10, "the first level's new users must arrive together"
     for door in ("slack_http", "slack_socket", "baseline"):
         assert front["doors"][door]["auth_test_calls"] == 1, door
+    assert front["doors"]["floor"]["auth_test_calls"] == 0
     assert front["doors"]["slack_socket"]["socket_connections"] == 1
 
 
@@ -75,6 +76,9 @@ def test_a_short_answer_streams_in_at_most_three_slack_calls(front: dict[str, An
 def test_the_baseline_posts_once_per_answer_and_discord_posts_once(front: dict[str, Any]) -> None:
     for level in _levels(front, "baseline"):
         assert level["platform_calls_per_answer"] == {"chat.postMessage": 1.0}
+    for level in _levels(front, "floor"):  # the bot's own wire traffic, nothing more
+        assert level["platform_calls_per_answer"] == level["new_users"]["platform_calls_per_answer"] == {
+            "chat.startStream": 1.0, "chat.stopStream": 1.0}
     for level in _levels(front, "discord"):
         calls = level["platform_calls_per_answer"]
         assert calls["POST /channels/{id}/messages"] == 1.0, calls
@@ -101,7 +105,7 @@ def test_each_bot_door_is_profiled_and_everything_is_written(front: dict[str, An
         profile = front["doors"][door]["profile"]
         assert profile["answers"] > 0 and profile["top"] and profile["by_package"], door
         assert any("adapters/" in row["function"] for row in profile["top"]), door
-    assert front["doors"]["baseline"]["profile"] is None
+    assert front["doors"]["baseline"]["profile"] is None and front["doors"]["floor"]["profile"] is None
     assert page.count("| cumulative CPU ms |") == 3
     assert not (out / "latest.json").exists(), "a front-door run alone leaves the core's results alone"
 

@@ -1,0 +1,133 @@
+"""The front-door floor: the least a Python bot can do on the Slack HTTP wire, to read what the machine allows.
+
+Not a bot anyone should run: raw aiohttp on both sides (no Bolt, no slack_sdk, no openai SDK) and nothing of
+what makes an answer safe. Per event it checks the signature, acknowledges, keeps each user's conversation in
+a dict (created on the first message), asks for one streamed response, starts a Slack stream with the first
+delta and stops it with the rest: the same wire traffic as the bot's (``chat.startStream`` and
+``chat.stopStream`` in the mention's thread; ``POST /v1/conversations`` once per user, then one streamed
+``POST /v1/responses``). No Redis (so no dedupe, lock, pacing or transcript), no retries, no error handling.
+
+What it is for: the front-door bench's share of the ``users / latency`` ceiling is set by every process on the
+machine, the fakes' and the load driver's included, since all users start together and the slowest one's wait
+each round is what the whole round waits for. Run beside the bot on the same fakes, the floor's share is the most
+this machine and these fakes give any Python bot; what the bot loses beyond it is the bot's.
+
+Settings are the bot's own variables (``SLACK_SIGNING_SECRET``, ``SLACK_BOT_TOKEN``, ``SLACK_API_URL``,
+``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``, ``PORT``, ``EVENT_LOOP``). Run it with
+``python -m bench.bot_proc floor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import re
+import signal
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+JSON = dict[str, Any]
+MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>\s*")
+
+
+class Floor:
+    """One process's state: the HTTP client, each user's conversation, the answers in flight."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.secret = env["SLACK_SIGNING_SECRET"].encode()
+        self.slack = env.get("SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
+        self.openai = (env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.model = env.get("OPENAI_MODEL", "gpt-4.1-mini")
+        self.slack_auth = {"Authorization": f"Bearer {env['SLACK_BOT_TOKEN']}"}
+        self.openai_auth = {"Authorization": f"Bearer {env.get('OPENAI_API_KEY', '')}"}
+        self.conversations: dict[str, str] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.http: aiohttp.ClientSession | None = None
+
+    def verified(self, raw: bytes, headers: Any) -> bool:
+        stamp = str(headers.get("X-Slack-Request-Timestamp", ""))
+        mac = hmac.new(self.secret, b"v0:" + stamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+        return hmac.compare_digest("v0=" + mac, str(headers.get("X-Slack-Signature", "")))
+
+    async def events(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if not self.verified(raw, request.headers):
+            return web.Response(status=401)
+        body = json.loads(raw)
+        if body.get("type") == "url_verification":
+            return web.json_response({"challenge": body.get("challenge")})
+        event = body.get("event") or {}
+        if event.get("type") == "app_mention" and not event.get("bot_id"):
+            task = asyncio.create_task(self.answer(str(body.get("team_id")), event))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return web.Response()
+
+    async def _post(self, url: str, payload: JSON, headers: dict[str, str]) -> JSON:
+        assert self.http is not None
+        async with self.http.post(url, json=payload, headers=headers) as resp:
+            return dict(await resp.json())
+
+    async def answer(self, team: str, event: JSON) -> None:
+        user, channel = str(event["user"]), str(event["channel"])
+        conversation = self.conversations.get(f"{channel}:{user}")
+        if conversation is None:
+            conversation = str((await self._post(f"{self.openai}/conversations", {}, self.openai_auth))["id"])
+            self.conversations[f"{channel}:{user}"] = conversation
+        text = MENTION.sub("", str(event.get("text") or "")).strip()
+        request = {"model": self.model, "conversation": conversation, "input": text, "stream": True}
+        deltas: list[str] = []
+        ts = ""
+        assert self.http is not None
+        async with self.http.post(f"{self.openai}/responses", json=request, headers=self.openai_auth) as resp:
+            async for line in resp.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = json.loads(line[6:])
+                if data.get("type") != "response.output_text.delta":
+                    continue
+                deltas.append(str(data["delta"]))
+                if not ts:
+                    started = await self._post(f"{self.slack}chat.startStream", {
+                        "channel": channel, "thread_ts": event["ts"], "markdown_text": deltas[0],
+                        "recipient_team_id": team, "recipient_user_id": user}, self.slack_auth)
+                    ts = str(started["ts"])
+        await self._post(f"{self.slack}chat.stopStream",
+                         {"channel": channel, "ts": ts, "markdown_text": "".join(deltas[1:])}, self.slack_auth)
+
+
+async def serve(env: dict[str, str]) -> None:
+    floor = Floor(env)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/slack/events", floor.events)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as floor.http:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", int(env.get("PORT", "3000"))).start()
+        await stop.wait()
+        await runner.cleanup()
+        await asyncio.gather(*floor.tasks, return_exceptions=True)
+
+
+def main() -> int:
+    env = dict(os.environ)
+    if env.get("EVENT_LOOP", "auto") != "asyncio" and importlib.util.find_spec("uvloop") is not None:
+        import uvloop  # the bot's own default where it is installed (``EVENT_LOOP=auto``)
+
+        uvloop.run(serve(env))
+    else:
+        asyncio.run(serve(env))
+    return 0
