@@ -13,7 +13,8 @@ then filler) and streams them ``stream_words`` words every ``stream_interval_ms`
   door's own process (``SLACK_AGENT_VIEW=off``, as its other levels), after its other levels; and **DMs** in a second
   process with ``SLACK_AGENT_VIEW`` at its default (on: each top-level DM is answered, streamed, in a thread of its
   own, named with ``assistant.threads.setTitle``, with a status from ``assistant.threads.setStatus``);
-* Discord: DMs (posted at the first text, then edited), in the door's own process after its other levels.
+* Discord: DMs (posted at the first text, then edited), in the door's own process after its other levels;
+* the floor (:mod:`bench.front_floor`): mentions, as Slack's.
 
 Figures: first streamed token at the fake -> first text on the platform (the target's), first token -> the complete
 answer on the platform (the paced stream itself lasts ``stream_ms``), event -> first text, CPU ms of the process per
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
     from bench.front_door import FrontConfig
 
 log = logging.getLogger("bench")
-KINDS = {"slack_http": ("mention", "dm"), "slack_socket": ("mention", "dm"), "discord": ("dm",)}
-"""The streams levels of each door (the baseline has none: it does not stream)."""
+KINDS = {"slack_http": ("mention", "dm"), "slack_socket": ("mention", "dm"), "discord": ("dm",), "floor": ("mention",)}
+"""The streams levels of each door (the baseline has none: it does not stream; the floor starts its stream at the
+first token and stops it with the rest at the end, so its first texts are the least this machine allows)."""
 
 
 def summarize_streams(

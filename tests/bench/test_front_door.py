@@ -114,7 +114,8 @@ def test_every_paced_stream_of_the_streams_level_arrives_whole(front: dict[str, 
     cfg = front["config"]
     users = cfg["stream_users"]
     assert users > 1 and cfg["stream_answer_words"] > 2 * cfg["stream_words"], "several answers, several deltas each"
-    kinds = {"slack_http": {"mention", "dm"}, "slack_socket": {"mention", "dm"}, "discord": {"dm"}}
+    kinds = {"slack_http": {"mention", "dm"}, "slack_socket": {"mention", "dm"}, "discord": {"dm"},
+             "floor": {"mention"}}
     for name, door in front["doors"].items():
         streams = door["streams"]
         assert set(streams) == kinds.get(name, set()), name
@@ -145,7 +146,7 @@ def test_every_paced_stream_of_the_streams_level_arrives_whole(front: dict[str, 
             else:
                 assert set(calls) <= STREAM, calls
     page = "\n".join(front_table(front))
-    assert page.count("streamed in the thread)") == 2 and page.count("thread of their own)") == 2
+    assert page.count("streamed in the thread)") == 3 and page.count("thread of their own)") == 2
     assert "Discord, DMs (posted, then edited)" in page
 
 
