@@ -3,14 +3,16 @@
 Not a bot anyone should run: raw aiohttp on both sides (no Bolt, no slack_sdk, no openai SDK) and nothing of
 what makes an answer safe. Per event it checks the signature, acknowledges, keeps each user's conversation in
 a dict (created on the first message), asks for one streamed response, starts a Slack stream with the first
-delta and stops it with the rest: the same wire traffic as the bot's (``chat.startStream`` and
-``chat.stopStream`` in the mention's thread; ``POST /v1/conversations`` once per user, then one streamed
-``POST /v1/responses``). No Redis (so no dedupe, lock, pacing or transcript), no retries, no error handling.
+delta and stops it with the rest: the calls the bot makes for a short answer (``chat.startStream`` and
+``chat.stopStream`` in the mention's thread, never the throttled ``chat.appendStream`` of a long one;
+``POST /v1/conversations`` once per user, then one streamed ``POST /v1/responses``). No Redis (so no dedupe,
+lock, pacing or transcript), no retries; an answer that fails is one ERROR line.
 
 What it is for: the front-door bench's share of the ``users / latency`` ceiling is set by every process on the
 machine, the fakes' and the load driver's included, since all users start together and the slowest one's wait
-each round is what the whole round waits for. Run beside the bot on the same fakes, the floor's share is the most
-this machine and these fakes give any Python bot; what the bot loses beyond it is the bot's.
+each round is what the whole round waits for. Run beside the bot on the same fakes, the floor's share is what
+this machine and these fakes leave to a lean Python bot that keeps none of the bot's guarantees; what the bot
+loses beyond it is the bot's.
 
 Settings are the bot's own variables (``SLACK_SIGNING_SECRET``, ``SLACK_BOT_TOKEN``, ``SLACK_API_URL``,
 ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``, ``PORT``, ``EVENT_LOOP``). Run it with
@@ -24,6 +26,7 @@ import hashlib
 import hmac
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
@@ -33,6 +36,7 @@ import aiohttp
 from aiohttp import web
 
 JSON = dict[str, Any]
+log = logging.getLogger("bench.floor")
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>\s*")
 
 
@@ -66,13 +70,22 @@ class Floor:
         if event.get("type") == "app_mention" and not event.get("bot_id"):
             task = asyncio.create_task(self.answer(str(body.get("team_id")), event))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._done)
         return web.Response()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """An answer that failed is one ERROR line (the bench reads those from stderr), never a silent one."""
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("floor: an answer failed: %r", exc)
 
     async def _post(self, url: str, payload: JSON, headers: dict[str, str]) -> JSON:
         assert self.http is not None
         async with self.http.post(url, json=payload, headers=headers) as resp:
-            return dict(await resp.json())
+            body = dict(await resp.json())
+        if resp.status >= 300 or body.get("ok") is False:
+            raise RuntimeError(f"{url}: HTTP {resp.status}, {body}")
+        return body
 
     async def answer(self, team: str, event: JSON) -> None:
         user, channel = str(event["user"]), str(event["channel"])
@@ -90,7 +103,7 @@ class Floor:
                 if not line.startswith(b"data: "):
                     continue
                 data = json.loads(line[6:])
-                if data.get("type") != "response.output_text.delta":
+                if data.get("type") != "response.output_text.delta" or not data.get("delta"):
                     continue
                 deltas.append(str(data["delta"]))
                 if not ts:
@@ -98,6 +111,8 @@ class Floor:
                         "channel": channel, "thread_ts": event["ts"], "markdown_text": deltas[0],
                         "recipient_team_id": team, "recipient_user_id": user}, self.slack_auth)
                     ts = str(started["ts"])
+        if not ts:
+            raise RuntimeError("the assistant's answer had no text")
         await self._post(f"{self.slack}chat.stopStream",
                          {"channel": channel, "ts": ts, "markdown_text": "".join(deltas[1:])}, self.slack_auth)
 
@@ -124,6 +139,7 @@ async def serve(env: dict[str, str]) -> None:
 
 def main() -> int:
     env = dict(os.environ)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s", level=logging.WARNING)
     if env.get("EVENT_LOOP", "auto") != "asyncio" and importlib.util.find_spec("uvloop") is not None:
         import uvloop  # the bot's own default where it is installed (``EVENT_LOOP=auto``)
 
