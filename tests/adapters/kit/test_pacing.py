@@ -210,3 +210,41 @@ async def test_an_older_quiet_reply_does_not_overwrite_a_newer_loud_state(redis:
     assert await lanes.quiet("s") is False, "loud until about 26.6 s on this clock"
     clock[0] = 27.0
     assert await lanes.quiet("s") is True, "once the loud state is over, quiet is heard again"
+
+
+class SlowHold(Counted):
+    """Shared lanes whose round trip for the hold of ``channel`` takes ``trip`` seconds of the pacer's clock."""
+
+    def __init__(self, lanes: Lanes, clock: list[float], channel: str, trip: float) -> None:
+        super().__init__(lanes)
+        self.clock, self.channel, self.trip = clock, channel, trip
+
+    async def reserve(self, scope: str, method: str, *, urgent: bool, channel: str = "",
+                      holder: str = "") -> tuple[bool, float]:
+        granted = await super().reserve(scope, method, urgent=urgent, channel=channel, holder=holder)
+        if channel == self.channel:
+            self.clock[0] += self.trip
+        return granted
+
+
+async def _burst_of_two(redis: Redis, prefix: str, trip: float, deadline: float) -> float:
+    """Two calls of a quiet scope at 100.0 s, for two channels: the second is handed the turn a base (1 ms) after
+    the first, at 100.001 s, and its hold's round trip takes ``trip``. The second's turn, with its ``deadline``."""
+    clock = [100.0]
+    pacer = Pacer(SlowHold(SharedLanes(redis, Keys(prefix)), clock, "C2", trip), clock=lambda: clock[0])
+    assert await pacer.turn("s", "chat.postMessage", urgent=True) == 0.0  # the scope read quiet: no round trip now
+    first, second = await asyncio.gather(
+        pacer.turn("s", "chat.startStream", urgent=True, channel="C1", holder="a"),
+        pacer.turn("s", "chat.startStream", urgent=True, channel="C2", holder="b", deadline=deadline),
+    )
+    assert first == 0.0 and clock[0] == 100.0 + trip
+    return second
+
+
+async def test_a_turn_counts_from_when_it_was_handed_out_not_from_the_hold_s_reply(redis: Redis, prefix: str) -> None:
+    """The second call's turn is at 100.001 s, however long its hold's round trip took: once that took longer, it
+    goes at once (on a busy loop a needless sleep costs a whole pass of the loop); else it waits what is left."""
+    assert await _burst_of_two(redis, f"{prefix}a", 0.005, deadline=100.0051) == 0.0
+    assert await _burst_of_two(redis, f"{prefix}b", 0.0004, deadline=100.0011) == 0.0
+    with pytest.raises(TooLate):
+        await _burst_of_two(redis, f"{prefix}c", 0.0004, deadline=100.0009)
