@@ -20,8 +20,9 @@ Each lane keeps three numbers:
 A scope is *quiet* while none of its lanes was refused lately: no block, every interval decayed back to
 ``base`` (at most :data:`QUIET_BASE`). The store's Redis lanes then have nothing to add to what this process
 knows, so :class:`Pacer` spaces a quiet scope's calls ``base`` apart in lanes of its own (no round trip per
-call; a burst still goes out one call at a time, and a refusal voids the turns handed out after it). Only a
-call that takes a channel's hold asks the shared lanes, for the hold alone, since the hold is what keeps a
+call; a burst's turns are still handed out ``base`` apart, and a refusal voids the turns handed out after it; a
+call that first takes a channel's hold goes at its turn's time, or at once if the hold's round trip outlasted it).
+Only a call that takes a channel's hold asks the shared lanes, for the hold alone, since the hold is what keeps a
 second worker's call for that channel from going out before the first one's refusal is recorded. A refusal
 makes the scope loud for every worker (the Redis lanes remember until when) until its lanes are quiet again;
 its calls then take their turns from the shared lanes. The bound: a worker learns of another's refusal from its
@@ -301,8 +302,8 @@ class Pacer:
                 return False, hold_wait, False
             # The turn comes ``wait`` after it was handed out, and the hold's round trip used part of that or all: on
             # a busy loop a sleep the turn no longer needs costs a whole pass of the loop (a 300-stream burst's first
-            # texts waited tens of ms more). Loud since (another worker refused): the hold's reply was the shared
-            # lane's turn, and its wait counts.
+            # texts waited tens of ms more). When the hold's reply found the scope loud, it was the shared lane's
+            # turn, and its wait counts too.
             left = wait - (self._clock() - asked)
             return True, max(left, hold_wait, 0.0), await self._quiet(scope)
         return granted, wait, True

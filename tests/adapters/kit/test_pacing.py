@@ -231,7 +231,8 @@ async def _burst_of_two(redis: Redis, prefix: str, trip: float, deadline: float)
     """Two calls of a quiet scope at 100.0 s, for two channels: the second is handed the turn a base (1 ms) after
     the first, at 100.001 s, and its hold's round trip takes ``trip``. The second's turn, with its ``deadline``."""
     clock = [100.0]
-    pacer = Pacer(SlowHold(SharedLanes(redis, Keys(prefix)), clock, "C2", trip), clock=lambda: clock[0])
+    lanes = SharedLanes(redis, Keys(prefix), clock=lambda: clock[0])  # its quiet cache on the same clock
+    pacer = Pacer(SlowHold(lanes, clock, "C2", trip), clock=lambda: clock[0])
     assert await pacer.turn("s", "chat.postMessage", urgent=True) == 0.0  # the scope read quiet: no round trip now
     first, second = await asyncio.gather(
         pacer.turn("s", "chat.startStream", urgent=True, channel="C1", holder="a"),
@@ -243,8 +244,10 @@ async def _burst_of_two(redis: Redis, prefix: str, trip: float, deadline: float)
 
 async def test_a_turn_counts_from_when_it_was_handed_out_not_from_the_hold_s_reply(redis: Redis, prefix: str) -> None:
     """The second call's turn is at 100.001 s, however long its hold's round trip took: once that took longer, it
-    goes at once (on a busy loop a needless sleep costs a whole pass of the loop); else it waits what is left."""
-    assert await _burst_of_two(redis, f"{prefix}a", 0.005, deadline=100.0051) == 0.0
-    assert await _burst_of_two(redis, f"{prefix}b", 0.0004, deadline=100.0011) == 0.0
+    goes at once (on a busy loop a needless sleep costs a whole pass of the loop); else it waits what is left. The
+    deadlines tell: an urgent turn raises :class:`TooLate` when it would come after its deadline (before, a turn
+    came its whole wait after the hold's reply, and both first cases raised)."""
+    assert await _burst_of_two(redis, f"{prefix}:a", 0.005, deadline=100.0051) == 0.0
+    assert await _burst_of_two(redis, f"{prefix}:b", 0.0004, deadline=100.0011) == 0.0
     with pytest.raises(TooLate):
-        await _burst_of_two(redis, f"{prefix}c", 0.0004, deadline=100.0009)
+        await _burst_of_two(redis, f"{prefix}:c", 0.0004, deadline=100.0009)
