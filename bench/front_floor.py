@@ -1,12 +1,13 @@
 """The front-door floor: the least a Python bot can do on the Slack HTTP wire, to read what the machine allows.
 
-Not a bot anyone should run: raw aiohttp on both sides (no Bolt, no slack_sdk, no openai SDK) and nothing of
-what makes an answer safe. Per event it checks the signature, acknowledges, keeps each user's conversation in
-a dict (created on the first message), asks for one streamed response, starts a Slack stream with the first
-delta and stops it with the rest: the calls the bot makes for a short answer (``chat.startStream`` and
-``chat.stopStream`` in the mention's thread, never the throttled ``chat.appendStream`` of a long one;
-``POST /v1/conversations`` once per user, then one streamed ``POST /v1/responses``). No Redis (so no dedupe,
-lock, pacing or transcript), no retries; an answer that fails is one ERROR line.
+Not a bot anyone should run: raw aiohttp on both sides (no Bolt, no Web API client, no openai SDK) and nothing of
+what makes an answer safe. Per event it checks the signature (slack_sdk's ``SignatureVerifier``, the standard
+library's hmac underneath), acknowledges, keeps each user's conversation in a dict (created on the first
+message), asks for one streamed response, starts a Slack stream with the first delta and stops it with the rest:
+the calls the bot makes for a short answer (``chat.startStream`` and ``chat.stopStream`` in the mention's thread,
+never the throttled ``chat.appendStream`` of a long one; ``POST /v1/conversations`` once per user, then one
+streamed ``POST /v1/responses``). No Redis (so no dedupe, lock, pacing or transcript), no retries; an answer that
+fails is one ERROR line.
 
 What it is for: the front-door bench's share of the ``users / latency`` ceiling is set by every process on the
 machine, the fakes' and the load driver's included, since all users start together and the slowest one's wait
@@ -22,8 +23,6 @@ Settings are the bot's own variables (``SLACK_SIGNING_SECRET``, ``SLACK_BOT_TOKE
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import importlib.util
 import json
 import logging
@@ -34,6 +33,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
 
 JSON = dict[str, Any]
 log = logging.getLogger("bench.floor")
@@ -44,7 +44,7 @@ class Floor:
     """One process's state: the HTTP client, each user's conversation, the answers in flight."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.secret = env["SLACK_SIGNING_SECRET"].encode()
+        self.verifier = SignatureVerifier(env["SLACK_SIGNING_SECRET"])
         self.slack = env.get("SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
         self.openai = (env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.model = env.get("OPENAI_MODEL", "gpt-4.1-mini")
@@ -54,14 +54,9 @@ class Floor:
         self.tasks: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None
 
-    def verified(self, raw: bytes, headers: Any) -> bool:
-        stamp = str(headers.get("X-Slack-Request-Timestamp", ""))
-        mac = hmac.new(self.secret, b"v0:" + stamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
-        return hmac.compare_digest("v0=" + mac, str(headers.get("X-Slack-Signature", "")))
-
     async def events(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        if not self.verified(raw, request.headers):
+        if not self.verifier.is_valid_request(raw, request.headers):
             return web.Response(status=401)
         body = json.loads(raw)
         if body.get("type") == "url_verification":
