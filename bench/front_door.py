@@ -11,7 +11,12 @@ same levels:
 * ``users`` users x ``messages`` messages at each assistant latency: throughput against the
   ``users / latency`` ceiling, answer latency minus the assistant's (split at the assistant's first token: the way
   in, the way out), CPU ms of the process per answer (and of the fakes' process, the other side), first streamed
-  token -> first text on the platform, platform and assistant calls per answer.
+  token -> first text on the platform, platform and assistant calls per answer;
+* with ``spread``, ``users`` users x ``messages`` messages at the largest latency again, their first messages
+  going out evenly over one latency, as independent users' do. All users starting together is the worst case,
+  and it lasts: an event loop serves a burst by turns, so the burst's answers all complete near its end and
+  their users' next messages arrive together again. Its throughput is the users' own (each user's answers over
+  the time from their first message to their last answer), so the spread at the start costs nothing.
 
 Each level first has every user send one message (new users: their conversation is created), then
 the ``messages`` measured ones (returning users); new users' time to first text is compared with the
@@ -78,6 +83,9 @@ class FrontConfig:
     """...one delta every this many ms, after the turn latency."""
     stream_answer_words: int = 60
     """Words of each answer in the streams level (the echo, then filler)."""
+    spread: bool = True
+    """The level whose users' first messages go out spread over one latency (not for the baseline: its 5 workers
+    answer 5 a second at 1 s, whatever the arrivals)."""
     event_loop: str = "auto"
     """``EVENT_LOOP`` of the bot's processes (``asyncio`` measures without uvloop)."""
 
@@ -88,15 +96,27 @@ class FrontConfig:
                    stream_answer_words=10)
 
 
+def users_throughput(recs: list[dict[str, Any]]) -> float:
+    """Answers a second of the users together: each user's answers over the time from their first message to
+    their last answer, summed (what a closed loop of users who do not start together gets done)."""
+    spans: dict[Any, list[float]] = {}
+    for r in recs:
+        if r["done"] is not None:
+            first, last, count = spans.get(r["user"], [r["sent"], r["done"], 0.0])
+            spans[r["user"]] = [min(first, r["sent"]), max(last, r["done"]), count + 1]
+    return sum(count / (last - first) for first, last, count in spans.values() if last > first)
+
+
 def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency_ms: int, cpu_s: float,
-              meta_ms: int) -> dict[str, Any]:
-    """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one."""
+              meta_ms: int, spread_s: float = 0.0) -> dict[str, Any]:
+    """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one.
+    ``spread_s``: the users' first messages went out over that time; the throughput is then the users' own."""
     latency = latency_ms / 1000
     recs, fresh = records(phase), records(new)
     done = [r for r in recs if r["done"] is not None]
     answers = len(done)
     wall = (max(r["done"] for r in done) - min(r["sent"] for r in recs)) if done else 0.0
-    throughput = answers / wall if wall else 0.0
+    throughput = users_throughput(recs) if spread_s else answers / wall if wall else 0.0
     ceiling = users / latency if latency else None
     slack, discord, openai = (phase["calls"][k] for k in ("slack", "discord", "openai"))
     visible = [r for r in recs if r["visible"] is not None]
@@ -104,6 +124,7 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "latency_ms": latency_ms,
         "meta_latency_ms": meta_ms,
         "users": users,
+        "spread_s": spread_s,
         "messages": len(recs),
         "answered": answers,
         "not_answered": len(recs) - answers + sum(r["done"] is None for r in fresh),
@@ -154,12 +175,14 @@ class DoorRun:
         self.kind = "dm" if door == "discord" else "mention"
         self._levels = 0
 
-    def _phase(self, tag: str, users: int, first: int, messages: int) -> dict[str, Any]:
+    def _phase(self, tag: str, users: int, first: int, messages: int, spread_s: float = 0.0) -> dict[str, Any]:
         spec = {"door": self.door, "kind": self.kind, "tag": tag, "users": users, "first": first,
-                "messages": messages, "timeout": self.cfg.timeout, "url": self.bot.url}
+                "messages": messages, "timeout": self.cfg.timeout, "url": self.bot.url, "spread": spread_s}
         return dict(self.fakes.call("phase", spec))
 
-    def level(self, users: int, messages: int, latency_ms: int, *, profile: bool = False) -> dict[str, Any]:
+    def level(self, users: int, messages: int, latency_ms: int, *, profile: bool = False,
+              spread: bool = False) -> dict[str, Any]:
+        """``spread``: the measured messages' users start one after another over one latency."""
         meta_ms = min(self.cfg.meta_latency_ms, latency_ms)
         self.fakes.call("latency", latency_ms / 1000, meta_ms / 1000)
         self._levels += 1
@@ -168,13 +191,16 @@ class DoorRun:
         if profile:
             self.bot.profile(True)
         cpu_before = self.bot.cpu_seconds()
-        measured = self._phase(tag, users, 1, messages)
+        spread_s = latency_ms / 1000 if spread else 0.0
+        measured = self._phase(tag, users, 1, messages, spread_s)
         cpu = self.bot.cpu_seconds() - cpu_before
         if profile:
             self.bot.profile(False)
-        out = summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu, meta_ms=meta_ms)
-        log.info("front %-12s %5d ms x %3d: %7.1f answers/s (%s of ceiling), overhead p50/p99 %.1f/%.1f ms, "
+        out = summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu, meta_ms=meta_ms,
+                        spread_s=spread_s)
+        log.info("front %-12s %5d ms x %3d%s: %7.1f answers/s (%s of ceiling), overhead p50/p99 %.1f/%.1f ms, "
                  "%.2f CPU ms/answer (fakes and driver %.2f), %s", self.door, latency_ms, users,
+                 " spread" if spread else "",
                  out["throughput_per_s"],
                  out["of_ceiling"], out["overhead_ms"].get("p50", 0), out["overhead_ms"].get("p99", 0),
                  out["cpu_ms_per_answer"] or 0, out["fakes_cpu_ms_per_answer"] or 0,
@@ -194,6 +220,8 @@ class DoorRun:
             levels = [self.level(self.cfg.users, self._messages(ms), ms) for ms in self.cfg.latencies_ms]
             top = max(self.cfg.latencies_ms)
             levels.append(self.level(self.cfg.few_users, self._messages(top), top))
+            if self.cfg.spread and self.door != "baseline":
+                levels.append(self.level(self.cfg.users, self.cfg.messages, top, spread=True))
             levels.append(self.level(1, self.cfg.solo_messages, 0))
             profile: dict[str, Any] | None = None
             if self.bot.profile_out is not None:

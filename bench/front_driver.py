@@ -3,9 +3,9 @@
 One process (spawned by :class:`FakesProcess`) runs, on one event loop, the fake OpenAI, the fake
 Slack (Web API and Socket Mode) and the fake Discord (REST and gateway) of ``tests/fakes``, and the
 load driver: K users, each sending M messages one after another (the next once the previous answer
-reads complete on the platform), all K starting together. Messages reach the bot as the platform
-sends them: signed Events API requests to its HTTP port, ``events_api`` envelopes over its Socket
-Mode websocket, ``MESSAGE_CREATE`` dispatches over its gateway session.
+reads complete on the platform), all K starting together, or their first messages spread evenly over a time.
+Messages reach the bot as the platform sends them: signed Events API requests to its HTTP port,
+``events_api`` envelopes over its Socket Mode websocket, ``MESSAGE_CREATE`` dispatches over its gateway session.
 
 The bench process talks to it over a pipe (:meth:`FakesProcess.call`); a phase returns one record
 per message (:data:`RECORD`), the calls each fake received meanwhile and the CPU time this process spent on it.
@@ -130,7 +130,8 @@ class Fakes:
     # ---- a phase: K users x M messages --------------------------------------------------------
     async def phase(self, spec: JSON) -> JSON:
         """``spec``: door, kind, tag (names the users), users, messages, first (index of the first message:
-        0 means every user is new), timeout (per answer, seconds), url (HTTP doors)."""
+        0 means every user is new), timeout (per answer, seconds), url (HTTP doors), spread (optional: seconds over
+        which the users' first messages go out, evenly; all at once when absent)."""
         # What the earlier phases left (every call recorded) lives on: out of the collector's sight, or its full
         # passes over it stop this process, and every answer in flight with it, for longer each level (up to
         # 120 ms late in a run, seen as the Discord streams level's first texts all 200 ms late).
@@ -141,6 +142,7 @@ class Fakes:
         rows: list[tuple[Any, ...]] = []
 
         async def user(i: int) -> None:
+            await asyncio.sleep(spec.get("spread", 0.0) * i / spec["users"])
             for n in range(spec["first"], spec["first"] + spec["messages"]):
                 rows.append(await self._one(spec, i, n, n == 0))
 

@@ -12,8 +12,10 @@ def _ms(summary: dict[str, Any]) -> str:
     return f"{summary['p50']:,.1f} / {summary['p99']:,.1f}" if summary.get("n") else "-"
 
 
-def _level(door: dict[str, Any], latency_ms: int, users: int) -> dict[str, Any]:
-    return next((lv for lv in door["levels"] if lv["latency_ms"] == latency_ms and lv["users"] == users), {})
+def _level(door: dict[str, Any], latency_ms: int, users: int, *, spread: bool = False) -> dict[str, Any]:
+    """The level of that latency and users; ``spread``: the one whose users did not start together."""
+    return next((lv for lv in door["levels"] if lv["latency_ms"] == latency_ms and lv["users"] == users
+                 and bool(lv.get("spread_s")) == spread), {})
 
 
 def _calls(per: dict[str, float]) -> str:
@@ -46,9 +48,15 @@ def table(front: dict[str, Any]) -> list[str]:
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"answers/s, {users} users, {ms:,} ms assistant (share of users/latency)",
             lambda d, ms=ms: _throughput(_level(d, ms, users)))
+    if cfg.get("spread"):
+        row(f"answers/s, {users} users, {top:,} ms, first messages spread over {top:,} ms (the users' own share)",
+            lambda d: _throughput(_level(d, top, users, spread=True)))
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"answer latency minus the assistant's, p50 / p99 ms, {users} users, {ms:,} ms",
             lambda d, ms=ms: _ms(_level(d, ms, users).get("overhead_ms", {})))
+    if cfg.get("spread"):
+        row(f"the same, {users} users, {top:,} ms, spread",
+            lambda d: _ms(_level(d, top, users, spread=True).get("overhead_ms", {})))
     row("answer latency minus the assistant's, p50 / p99 ms, 1 user, 0 ms",
         lambda d: _ms(_level(d, 0, 1).get("overhead_ms", {})))
     for ms in sorted(cfg["latencies_ms"], reverse=True):
@@ -56,6 +64,11 @@ def table(front: dict[str, Any]) -> list[str]:
             lambda d, ms=ms: f"{_level(d, ms, users).get('cpu_ms_per_answer') or 0:.2f}")
         row(f"CPU ms of the fakes' process per answer (the other side), {users} users, {ms:,} ms",
             lambda d, ms=ms: f"{_level(d, ms, users).get('fakes_cpu_ms_per_answer') or 0:.2f}")
+    if cfg.get("spread"):
+        row(f"CPU ms of the process per answer, {users} users, {top:,} ms, spread",
+            lambda d: f"{_level(d, top, users, spread=True).get('cpu_ms_per_answer') or 0:.2f}")
+        row(f"CPU ms of the fakes' process per answer, {users} users, {top:,} ms, spread",
+            lambda d: f"{_level(d, top, users, spread=True).get('fakes_cpu_ms_per_answer') or 0:.2f}")
     row("CPU ms of the process per answer, 1 user, 0 ms",
         lambda d: f"{_level(d, 0, 1).get('cpu_ms_per_answer') or 0:.2f}")
     row(f"first streamed token -> first text on the platform, p50 / p99 ms, {users} users, {top:,} ms",

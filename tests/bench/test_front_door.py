@@ -42,7 +42,10 @@ def test_every_door_answers_every_message_and_exits_cleanly(front: dict[str, Any
     assert set(front["doors"]) == set(DOORS)
     for name, door in front["doors"].items():
         levels = door["levels"]
-        assert len(levels) == len(cfg["latencies_ms"]) + 2, name
+        spread = [level for level in levels if level["spread_s"]]
+        assert len(levels) == len(cfg["latencies_ms"]) + 2 + len(spread), name
+        assert len(spread) == (0 if name == "baseline" else 1), name  # 5 workers: arrivals change nothing
+        assert all(level["users"] == cfg["users"] for level in spread), name
         for level in levels:
             assert level["not_answered"] == 0 and level["strays"] == 0, (name, level["latency_ms"])
             assert level["answered"] == level["messages"] == level["users"] * (
