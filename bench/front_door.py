@@ -12,11 +12,13 @@ same levels:
   ``users / latency`` ceiling, answer latency minus the assistant's (split at the assistant's first token: the way
   in, the way out), CPU ms of the process per answer (and of the fakes' process, the other side), first streamed
   token -> first text on the platform, platform and assistant calls per answer;
-* with ``spread``, ``users`` users x ``messages`` messages at the largest latency again, their first messages
-  going out evenly over one latency, as independent users' do. All users starting together is the worst case,
-  and it lasts: an event loop serves a burst by turns, so the burst's answers all complete near its end and
-  their users' next messages arrive together again. Its throughput is the users' own (each user's answers over
-  the time from their first message to their last answer), so the spread at the start costs nothing.
+* with ``spread``, ``users`` users x ``messages`` messages at the largest latency again, each user's first
+  measured message going out at a random moment of one latency, as independent users' do. All users starting
+  together is the worst case, and it lasts: an event loop serves a burst by turns, so most of the burst's
+  answers complete near its end and their users' next messages arrive together again.
+
+Throughput is read two ways: answers over the level's wall time (the first rounds' figure), and the users' own
+(:func:`users_throughput`: each user's answers over their own span), which a spread start does not lower.
 
 Each level first has every user send one message (new users: their conversation is created), then
 the ``messages`` measured ones (returning users); new users' time to first text is compared with the
@@ -84,7 +86,8 @@ class FrontConfig:
     stream_answer_words: int = 60
     """Words of each answer in the streams level (the echo, then filler)."""
     spread: bool = True
-    """The level whose users' first messages go out spread over one latency (not for the baseline: its 5 workers
+    """The level whose users' first measured messages go out at random over one latency, right after the level of
+    all users together at the largest latency, when that is above 0 ms (not for the baseline: its 5 workers
     answer 5 a second at 1 s, whatever the arrivals)."""
     event_loop: str = "auto"
     """``EVENT_LOOP`` of the bot's processes (``asyncio`` measures without uvloop)."""
@@ -96,27 +99,29 @@ class FrontConfig:
                    stream_answer_words=10)
 
 
-def users_throughput(recs: list[dict[str, Any]]) -> float:
+def users_throughput(recs: list[dict[str, Any]], timeout: float) -> float:
     """Answers a second of the users together: each user's answers over the time from their first message to
-    their last answer, summed (what a closed loop of users who do not start together gets done)."""
-    spans: dict[Any, list[float]] = {}
+    the end of their last one, summed (what a closed loop of users who do not start together gets done). A
+    message never answered counts as answered ``timeout`` after it was sent, and not as an answer."""
+    spans: dict[Any, tuple[float, float, int]] = {}
     for r in recs:
-        if r["done"] is not None:
-            first, last, count = spans.get(r["user"], [r["sent"], r["done"], 0.0])
-            spans[r["user"]] = [min(first, r["sent"]), max(last, r["done"]), count + 1]
+        end = r["done"] if r["done"] is not None else r["sent"] + timeout
+        first, last, count = spans.get(r["user"], (r["sent"], end, 0))
+        spans[r["user"]] = (min(first, r["sent"]), max(last, end), count + (r["done"] is not None))
     return sum(count / (last - first) for first, last, count in spans.values() if last > first)
 
 
 def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency_ms: int, cpu_s: float,
-              meta_ms: int, spread_s: float = 0.0) -> dict[str, Any]:
+              meta_ms: int, timeout: float, spread_s: float = 0.0) -> dict[str, Any]:
     """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one.
-    ``spread_s``: the users' first messages went out over that time; the throughput is then the users' own."""
+    ``spread_s``: the users' first measured messages went out at random over that time (recorded, not used)."""
     latency = latency_ms / 1000
     recs, fresh = records(phase), records(new)
     done = [r for r in recs if r["done"] is not None]
     answers = len(done)
     wall = (max(r["done"] for r in done) - min(r["sent"] for r in recs)) if done else 0.0
-    throughput = users_throughput(recs) if spread_s else answers / wall if wall else 0.0
+    throughput = answers / wall if wall else 0.0
+    own = users_throughput(recs, timeout)
     ceiling = users / latency if latency else None
     slack, discord, openai = (phase["calls"][k] for k in ("slack", "discord", "openai"))
     visible = [r for r in recs if r["visible"] is not None]
@@ -133,6 +138,8 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "throughput_per_s": round(throughput, 2),
         "ceiling_per_s": round(ceiling, 2) if ceiling else None,
         "of_ceiling": round(throughput / ceiling, 3) if ceiling else None,
+        "users_throughput_per_s": round(own, 2),
+        "users_of_ceiling": round(own / ceiling, 3) if ceiling else None,
         "overhead_ms": summary_ms([r["done"] - r["sent"] - latency for r in done]),
         "to_first_token_ms": summary_ms([r["first_output"] - r["sent"] - latency for r in done
                                          if r["first_output"] is not None]),
@@ -182,7 +189,7 @@ class DoorRun:
 
     def level(self, users: int, messages: int, latency_ms: int, *, profile: bool = False,
               spread: bool = False) -> dict[str, Any]:
-        """``spread``: the measured messages' users start one after another over one latency."""
+        """``spread``: each user's first measured message goes out at a random moment of one latency."""
         meta_ms = min(self.cfg.meta_latency_ms, latency_ms)
         self.fakes.call("latency", latency_ms / 1000, meta_ms / 1000)
         self._levels += 1
@@ -197,12 +204,11 @@ class DoorRun:
         if profile:
             self.bot.profile(False)
         out = summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu, meta_ms=meta_ms,
-                        spread_s=spread_s)
-        log.info("front %-12s %5d ms x %3d%s: %7.1f answers/s (%s of ceiling), overhead p50/p99 %.1f/%.1f ms, "
-                 "%.2f CPU ms/answer (fakes and driver %.2f), %s", self.door, latency_ms, users,
-                 " spread" if spread else "",
-                 out["throughput_per_s"],
-                 out["of_ceiling"], out["overhead_ms"].get("p50", 0), out["overhead_ms"].get("p99", 0),
+                        timeout=self.cfg.timeout, spread_s=spread_s)
+        log.info("front %-12s %5d ms x %3d%s: %7.1f answers/s (%s of ceiling; the users' own %s), overhead p50/p99 "
+                 "%.1f/%.1f ms, %.2f CPU ms/answer (fakes and driver %.2f), %s", self.door, latency_ms, users,
+                 " spread" if spread else "", out["throughput_per_s"], out["of_ceiling"], out["users_of_ceiling"],
+                 out["overhead_ms"].get("p50", 0), out["overhead_ms"].get("p99", 0),
                  out["cpu_ms_per_answer"] or 0, out["fakes_cpu_ms_per_answer"] or 0,
                  out["platform_calls_per_answer"])
         return out
@@ -219,9 +225,9 @@ class DoorRun:
             # The first level's new users arrive together, before the process has answered anything.
             levels = [self.level(self.cfg.users, self._messages(ms), ms) for ms in self.cfg.latencies_ms]
             top = max(self.cfg.latencies_ms)
-            levels.append(self.level(self.cfg.few_users, self._messages(top), top))
-            if self.cfg.spread and self.door != "baseline":
+            if self.cfg.spread and top > 0 and self.door != "baseline":
                 levels.append(self.level(self.cfg.users, self.cfg.messages, top, spread=True))
+            levels.append(self.level(self.cfg.few_users, self._messages(top), top))
             levels.append(self.level(1, self.cfg.solo_messages, 0))
             profile: dict[str, Any] | None = None
             if self.bot.profile_out is not None:

@@ -3,7 +3,7 @@
 One process (spawned by :class:`FakesProcess`) runs, on one event loop, the fake OpenAI, the fake
 Slack (Web API and Socket Mode) and the fake Discord (REST and gateway) of ``tests/fakes``, and the
 load driver: K users, each sending M messages one after another (the next once the previous answer
-reads complete on the platform), all K starting together, or their first messages spread evenly over a time.
+reads complete on the platform), all K starting together, or each at a random moment of a given time.
 Messages reach the bot as the platform sends them: signed Events API requests to its HTTP port,
 ``events_api`` envelopes over its Socket Mode websocket, ``MESSAGE_CREATE`` dispatches over its gateway session.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import random
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
@@ -130,8 +131,8 @@ class Fakes:
     # ---- a phase: K users x M messages --------------------------------------------------------
     async def phase(self, spec: JSON) -> JSON:
         """``spec``: door, kind, tag (names the users), users, messages, first (index of the first message:
-        0 means every user is new), timeout (per answer, seconds), url (HTTP doors), spread (optional: seconds over
-        which the users' first messages go out, evenly; all at once when absent)."""
+        0 means every user is new), timeout (per answer, seconds), url (HTTP doors), spread (optional: each user's
+        first message goes out at a random moment of that many seconds; all at once when absent)."""
         # What the earlier phases left (every call recorded) lives on: out of the collector's sight, or its full
         # passes over it stop this process, and every answer in flight with it, for longer each level (up to
         # 120 ms late in a run, seen as the Discord streams level's first texts all 200 ms late).
@@ -141,8 +142,13 @@ class Fakes:
         strays = self.watch.strays
         rows: list[tuple[Any, ...]] = []
 
+        spread = float(spec.get("spread", 0.0))
+        moments = random.Random(f"{spec['users']}/{spread}")  # the same start of each user at every door
+        starts = [moments.uniform(0.0, spread) for _ in range(spec["users"])]
+
         async def user(i: int) -> None:
-            await asyncio.sleep(spec.get("spread", 0.0) * i / spec["users"])
+            if spread:
+                await asyncio.sleep(starts[i])
             for n in range(spec["first"], spec["first"] + spec["messages"]):
                 rows.append(await self._one(spec, i, n, n == 0))
 

@@ -27,10 +27,23 @@ def _calls(per: dict[str, float]) -> str:
 
 
 def _throughput(lv: dict[str, Any]) -> str:
+    """Answers/s over the level's wall time (its share of the ceiling; the users' own share after the slash)."""
     if not lv:
         return "-"
-    share = f" ({lv['of_ceiling'] * 100:.0f} % of {lv['ceiling_per_s']:g})" if lv.get("of_ceiling") else ""
+    own = f" / {lv['users_of_ceiling'] * 100:.1f} %" if lv.get("users_of_ceiling") else ""
+    share = f" ({lv['of_ceiling'] * 100:.1f} %{own} of {lv['ceiling_per_s']:g})" if lv.get("of_ceiling") else ""
     return f"{lv['throughput_per_s']:,.1f}{share}"
+
+
+def _own(lv: dict[str, Any]) -> str:
+    """The users' own answers/s and share of the ceiling (:func:`bench.front_door.users_throughput`)."""
+    if not lv.get("users_of_ceiling"):
+        return "-"
+    return f"{lv['users_throughput_per_s']:,.1f} ({lv['users_of_ceiling'] * 100:.1f} % of {lv['ceiling_per_s']:g})"
+
+
+def _cpu(lv: dict[str, Any], key: str) -> str:
+    return f"{lv[key]:.2f}" if lv.get(key) is not None else "-"
 
 
 def table(front: dict[str, Any]) -> list[str]:
@@ -46,11 +59,12 @@ def table(front: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(cell(doors[d]) for d in names) + " |")
 
     for ms in sorted(cfg["latencies_ms"], reverse=True):
-        row(f"answers/s, {users} users, {ms:,} ms assistant (share of users/latency)",
+        row(f"answers/s, {users} users, {ms:,} ms assistant (share of users/latency: over the wall time / the "
+            "users' own)",
             lambda d, ms=ms: _throughput(_level(d, ms, users)))
     if cfg.get("spread"):
-        row(f"answers/s, {users} users, {top:,} ms, first messages spread over {top:,} ms (the users' own share)",
-            lambda d: _throughput(_level(d, top, users, spread=True)))
+        row(f"the users' own answers/s, {users} users, {top:,} ms, each starting at random within {top:,} ms",
+            lambda d: _own(_level(d, top, users, spread=True)))
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"answer latency minus the assistant's, p50 / p99 ms, {users} users, {ms:,} ms",
             lambda d, ms=ms: _ms(_level(d, ms, users).get("overhead_ms", {})))
@@ -66,9 +80,9 @@ def table(front: dict[str, Any]) -> list[str]:
             lambda d, ms=ms: f"{_level(d, ms, users).get('fakes_cpu_ms_per_answer') or 0:.2f}")
     if cfg.get("spread"):
         row(f"CPU ms of the process per answer, {users} users, {top:,} ms, spread",
-            lambda d: f"{_level(d, top, users, spread=True).get('cpu_ms_per_answer') or 0:.2f}")
+            lambda d: _cpu(_level(d, top, users, spread=True), "cpu_ms_per_answer"))
         row(f"CPU ms of the fakes' process per answer, {users} users, {top:,} ms, spread",
-            lambda d: f"{_level(d, top, users, spread=True).get('fakes_cpu_ms_per_answer') or 0:.2f}")
+            lambda d: _cpu(_level(d, top, users, spread=True), "fakes_cpu_ms_per_answer"))
     row("CPU ms of the process per answer, 1 user, 0 ms",
         lambda d: f"{_level(d, 0, 1).get('cpu_ms_per_answer') or 0:.2f}")
     row(f"first streamed token -> first text on the platform, p50 / p99 ms, {users} users, {top:,} ms",

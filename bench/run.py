@@ -120,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--front-messages", type=int, help="messages per user per front-door level (5)")
     p.add_argument("--front-latency-ms", type=_ints, help="assistant latencies of the front doors (0,1000)")
     p.add_argument("--no-profile", action="store_true", help="no cProfile level at the front doors")
+    p.add_argument("--no-spread", action="store_true",
+                   help="no front-door level whose users start at random within one latency")
     p.add_argument("--front-event-loop", choices=("auto", "uvloop", "asyncio"),
                    help="EVENT_LOOP of the bot at the front doors (auto: uvloop where installed)")
     p.add_argument("--front-stream-users", type=int,
@@ -145,6 +147,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         if value is not None:
             setattr(cfg.front, attr, value)
     cfg.front.profile = cfg.front.profile and not args.no_profile
+    cfg.front.spread = cfg.front.spread and not args.no_spread
     cfg.concurrency = sorted({c for c in cfg.concurrency if 0 < c <= cfg.users}) or [cfg.users]
     cfg.chart = not args.no_chart
     return cfg
