@@ -121,7 +121,8 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
     answers = len(done)
     wall = (max(r["done"] for r in done) - min(r["sent"] for r in recs)) if done else 0.0
     throughput = answers / wall if wall else 0.0
-    own = users_throughput(recs, timeout)
+    # One message a user is no closed loop: its users' "own" rate would leave out the queue they waited in.
+    own = users_throughput(recs, timeout) if len(recs) >= 2 * users else None
     ceiling = users / latency if latency else None
     slack, discord, openai = (phase["calls"][k] for k in ("slack", "discord", "openai"))
     visible = [r for r in recs if r["visible"] is not None]
@@ -138,8 +139,8 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "throughput_per_s": round(throughput, 2),
         "ceiling_per_s": round(ceiling, 2) if ceiling else None,
         "of_ceiling": round(throughput / ceiling, 3) if ceiling else None,
-        "users_throughput_per_s": round(own, 2),
-        "users_of_ceiling": round(own / ceiling, 3) if ceiling else None,
+        "users_throughput_per_s": round(own, 2) if own is not None else None,
+        "users_of_ceiling": round(own / ceiling, 3) if ceiling and own is not None else None,
         "overhead_ms": summary_ms([r["done"] - r["sent"] - latency for r in done]),
         "to_first_token_ms": summary_ms([r["first_output"] - r["sent"] - latency for r in done
                                          if r["first_output"] is not None]),
