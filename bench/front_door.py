@@ -112,9 +112,8 @@ def users_throughput(recs: list[dict[str, Any]], timeout: float) -> float:
 
 
 def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency_ms: int, cpu_s: float,
-              meta_ms: int, timeout: float, spread_s: float = 0.0) -> dict[str, Any]:
-    """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one.
-    ``spread_s``: the users' first measured messages went out at random over that time (recorded, not used)."""
+              meta_ms: int, timeout: float) -> dict[str, Any]:
+    """One level's figures from its two phases (records on the fakes' clock) and the CPU of the measured one."""
     latency = latency_ms / 1000
     recs, fresh = records(phase), records(new)
     done = [r for r in recs if r["done"] is not None]
@@ -130,7 +129,6 @@ def summarize(new: dict[str, Any], phase: dict[str, Any], *, users: int, latency
         "latency_ms": latency_ms,
         "meta_latency_ms": meta_ms,
         "users": users,
-        "spread_s": spread_s,
         "messages": len(recs),
         "answered": answers,
         "not_answered": len(recs) - answers + sum(r["done"] is None for r in fresh),
@@ -204,8 +202,8 @@ class DoorRun:
         cpu = self.bot.cpu_seconds() - cpu_before
         if profile:
             self.bot.profile(False)
-        out = summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu, meta_ms=meta_ms,
-                        timeout=self.cfg.timeout, spread_s=spread_s)
+        out = {"spread_s": spread_s} | summarize(new, measured, users=users, latency_ms=latency_ms, cpu_s=cpu,
+                                                 meta_ms=meta_ms, timeout=self.cfg.timeout)
         log.info("front %-12s %5d ms x %3d%s: %7.1f answers/s (%s of ceiling; the users' own %s), overhead p50/p99 "
                  "%.1f/%.1f ms, %.2f CPU ms/answer (fakes and driver %.2f), %s", self.door, latency_ms, users,
                  " spread" if spread else "", out["throughput_per_s"], out["of_ceiling"], out["users_of_ceiling"],

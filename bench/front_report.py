@@ -43,6 +43,7 @@ def _own(lv: dict[str, Any]) -> str:
 
 
 def _cpu(lv: dict[str, Any], key: str) -> str:
+    """A CPU figure of the level, "-" where the door has no such level."""
     return f"{lv[key]:.2f}" if lv.get(key) is not None else "-"
 
 
@@ -58,33 +59,35 @@ def table(front: dict[str, Any]) -> list[str]:
     def row(label: str, cell: Any) -> None:
         lines.append(f"| {label} | " + " | ".join(cell(doors[d]) for d in names) + " |")
 
+    def spread(d: dict[str, Any]) -> dict[str, Any]:
+        return _level(d, top, users, spread=True)
+
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"answers/s, {users} users, {ms:,} ms assistant (share of users/latency: over the wall time / the "
             "users' own)",
             lambda d, ms=ms: _throughput(_level(d, ms, users)))
     if cfg.get("spread"):
         row(f"the users' own answers/s, {users} users, {top:,} ms, each starting at random within {top:,} ms",
-            lambda d: _own(_level(d, top, users, spread=True)))
+            lambda d: _own(spread(d)))
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"answer latency minus the assistant's, p50 / p99 ms, {users} users, {ms:,} ms",
             lambda d, ms=ms: _ms(_level(d, ms, users).get("overhead_ms", {})))
     if cfg.get("spread"):
-        row(f"the same, {users} users, {top:,} ms, spread",
-            lambda d: _ms(_level(d, top, users, spread=True).get("overhead_ms", {})))
+        row(f"answer latency minus the assistant's, p50 / p99 ms, {users} users, {top:,} ms, random starts",
+            lambda d: _ms(spread(d).get("overhead_ms", {})))
     row("answer latency minus the assistant's, p50 / p99 ms, 1 user, 0 ms",
         lambda d: _ms(_level(d, 0, 1).get("overhead_ms", {})))
     for ms in sorted(cfg["latencies_ms"], reverse=True):
         row(f"CPU ms of the process per answer, {users} users, {ms:,} ms",
-            lambda d, ms=ms: f"{_level(d, ms, users).get('cpu_ms_per_answer') or 0:.2f}")
+            lambda d, ms=ms: _cpu(_level(d, ms, users), "cpu_ms_per_answer"))
         row(f"CPU ms of the fakes' process per answer (the other side), {users} users, {ms:,} ms",
-            lambda d, ms=ms: f"{_level(d, ms, users).get('fakes_cpu_ms_per_answer') or 0:.2f}")
+            lambda d, ms=ms: _cpu(_level(d, ms, users), "fakes_cpu_ms_per_answer"))
     if cfg.get("spread"):
-        row(f"CPU ms of the process per answer, {users} users, {top:,} ms, spread",
-            lambda d: _cpu(_level(d, top, users, spread=True), "cpu_ms_per_answer"))
-        row(f"CPU ms of the fakes' process per answer, {users} users, {top:,} ms, spread",
-            lambda d: _cpu(_level(d, top, users, spread=True), "fakes_cpu_ms_per_answer"))
-    row("CPU ms of the process per answer, 1 user, 0 ms",
-        lambda d: f"{_level(d, 0, 1).get('cpu_ms_per_answer') or 0:.2f}")
+        row(f"CPU ms of the process per answer, {users} users, {top:,} ms, random starts",
+            lambda d: _cpu(spread(d), "cpu_ms_per_answer"))
+        row(f"CPU ms of the fakes' process per answer, {users} users, {top:,} ms, random starts",
+            lambda d: _cpu(spread(d), "fakes_cpu_ms_per_answer"))
+    row("CPU ms of the process per answer, 1 user, 0 ms", lambda d: _cpu(_level(d, 0, 1), "cpu_ms_per_answer"))
     row(f"first streamed token -> first text on the platform, p50 / p99 ms, {users} users, {top:,} ms",
         lambda d: _ms(_level(d, top, users).get("first_token_to_visible_ms", {})))
     row("the same, 1 user, 0 ms", lambda d: _ms(_level(d, 0, 1).get("first_token_to_visible_ms", {})))
